@@ -1,0 +1,1 @@
+"""Differentiable Gaussian-splatting renderers."""
