@@ -1,0 +1,1 @@
+"""Score-distillation guidance: ISM and SDS, with CFG, negative prompts, view prompts and Perp-Neg."""

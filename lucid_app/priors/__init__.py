@@ -1,0 +1,1 @@
+"""Diffusion priors: Stable Diffusion (diffusers) and the analytic multi-view prior."""
