@@ -82,8 +82,14 @@ class ModelConfig:
     lora_scale: float = 1.0
     controlnet: str = ""
     controlnet_scale: float = 0.5
+    # For a single-file checkpoint: a diffusers folder or hub id with its component configs ("" = inferred
+    # from the checkpoint's keys, which needs those configs in the hub cache or the network).
+    single_file_config: str = ""
     # Pixel resolution at which the multi-view prior compares images.
     multiview_resolution: int = 64
+    # Kernel width σ of the multi-view prior's data mixture Σ π_k N(y_k, σ²), in x0 units (pixels in [-1, 1]);
+    # 0 gives the images' own denoiser, under which ISM's gradient vanishes (priors/multiview.py).
+    multiview_sigma: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -19,3 +19,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> os.PathLike[str]:
+    """A tiny random-weight Stable Diffusion saved as a diffusers folder (see tests/tiny_sd.py)."""
+    from tests.tiny_sd import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_dir(tmp_path_factory: pytest.TempPathFactory) -> os.PathLike[str]:
+    """A tiny random-weight ControlNet matching ``tiny_sd_dir``'s UNet, as a diffusers folder."""
+    from tests.tiny_sd import save_tiny_controlnet
+
+    return save_tiny_controlnet(tmp_path_factory.mktemp("tiny_controlnet"))

@@ -1,0 +1,174 @@
+"""Command line: ``python -m lucid_app COMMAND ...``.
+
+Every command that reports figures prints one JSON object as the last line of stdout; progress bars and logs
+go to stderr. User errors (bad config, missing or corrupt files, missing models) end with one clear message
+and exit status 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lucid_app.cameras import orbit_cameras, turntable, turntable_rings
+from lucid_app.config import CameraConfig, ExportConfig, OptimConfig
+from lucid_app.devices import resolve_device
+from lucid_app.export import render_frames, write_png, write_turntable
+from lucid_app.gaussians import GaussianModel
+from lucid_app.ply import read_gaussian_ply
+from lucid_app.priors.base import PriorError
+from lucid_app.render import make_renderer
+
+logger = logging.getLogger("lucid_app")
+
+# ValueError covers bad device names and argument values found after parsing (ConfigError and PlyError are
+# ValueErrors too); ``--verbose`` logs the traceback of any of them.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, PriorError, FileNotFoundError)
+
+
+def _parse_color(text: str) -> tuple[float, float, float]:
+    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "gray": (0.5, 0.5, 0.5)}
+    if text.lower() in named:
+        return named[text.lower()]
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"background must be white, black, grey or 'r,g,b' in [0, 1], got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
+    """Turntable ``.mp4`` and a ring of PNG views of any INRIA-layout ``.ply``."""
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    data = read_gaussian_ply(args.ply)
+    splats = GaussianModel.from_raw(data, OptimConfig(), device=device).splats()
+    renderer = make_renderer(args.backend, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cams = CameraConfig()
+    radius = args.radius if args.radius is not None else cams.default_radius
+    fovy = args.fovy if args.fovy is not None else cams.default_fovy_rad
+
+    path = turntable(args.frames, args.size, args.size, radius, fovy, turntable_rings(args.rings, cams.default_polar_deg))
+    with _progress(args.frames, "turntable") as bar:
+        frames = write_turntable(out / "turntable.mp4", renderer, splats, path, args.fps, args.background, bar.update)
+
+    n_views = args.views
+    azimuth = torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views)
+    azimuth = (azimuth + 180.0) % 360.0 - 180.0
+    views = orbit_cameras(
+        azimuth, torch.full((n_views,), cams.default_polar_deg), torch.full((n_views,), float(radius)),
+        torch.full((n_views,), float(fovy)), args.size, args.size,
+    )
+    written = []
+    for i, image in enumerate(render_frames(renderer, splats, views, args.background)):
+        written.append(str(write_png(out / "views" / f"view_{i:03d}.png", image)))
+    return {
+        "command": "render",
+        "ply": str(args.ply),
+        "n_gaussians": data.count,
+        "sh_degree": data.sh_degree,
+        "renderer": renderer.name,
+        "frames": frames,
+        "video": str(out / "turntable.mp4"),
+        "views": written,
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
+    """The fastest end-to-end check of the guidance: distil a free image from a multi-view prior."""
+    from lucid_app.bench_distill2d import distill2d
+    from lucid_app.config import GuidanceConfig, ModelConfig
+
+    guidance = GuidanceConfig(lambda_guidance=args.lambda_guidance)
+    model_config = ModelConfig(multiview_resolution=args.resolution, multiview_sigma=args.sigma)
+    return distill2d(
+        args.model, args.prompt, args.method, args.steps, args.seed, lr=args.lr, guidance=guidance,
+        model_config=model_config, device=resolve_device(args.device),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lucid_app", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    export = ExportConfig()
+    render = sub.add_parser("render", help="turntable .mp4 and PNG views of a 3DGS .ply")
+    render.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
+    render.add_argument("--out", required=True, help="output folder")
+    render.add_argument("--frames", type=_positive_int, default=export.turntable_frames)
+    render.add_argument("--fps", type=_positive_int, default=export.turntable_fps)
+    render.add_argument("--rings", type=_positive_int, default=export.turntable_rings, help="orbits at 90°, 60°, ...")
+    render.add_argument("--size", type=_positive_int, default=export.turntable_size, help="square frame size (px)")
+    render.add_argument("--views", type=_positive_int, default=export.eval_views, help="PNG views on a ring")
+    render.add_argument("--radius", type=float, default=None, help="camera distance (default: preview radius)")
+    render.add_argument("--fovy", type=float, default=None, help="vertical field of view in radians")
+    render.add_argument("--background", type=_parse_color, default=(1.0, 1.0, 1.0))
+    render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    render.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat", "inria"])
+    render.set_defaults(func=cmd_render)
+
+    bench = sub.add_parser("bench", help="benchmarks that print one JSON object").add_subparsers(
+        dest="bench", required=True
+    )
+    d2 = bench.add_parser("distill2d", help="optimise a free image with ISM or SDS; PSNR to the dataset")
+    d2.add_argument("--model", required=True, help="multiview:DIR")
+    d2.add_argument("--prompt", default="", help="caption of the object to distil ('' = any)")
+    d2.add_argument("--method", choices=["ism", "sds"], default="ism")
+    d2.add_argument("--steps", type=_positive_int, default=500)
+    d2.add_argument("--seed", type=int, default=0)
+    d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
+    d2.add_argument("--lambda-guidance", type=float, default=1.0, help="λ of the guidance gradient")
+    d2.add_argument("--resolution", type=_positive_int, default=64, help="prior resolution (px)")
+    d2.add_argument("--sigma", type=float, default=0.1, help="kernel width of the multi-view prior")
+    d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d2.set_defaults(func=cmd_bench_distill2d)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    try:
+        result = func(args)
+    except USER_ERRORS as err:
+        logger.debug("user error", exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: files already written are complete", file=sys.stderr)
+        return 130
+    print(json.dumps(result))
+    return 0

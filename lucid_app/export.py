@@ -1,0 +1,114 @@
+"""Writing results: images, turntable videos and (through ``ply.py``) splat files.
+
+Every writer is atomic: it writes a temporary file beside the target and renames it, so a crash or Ctrl-C
+never leaves a half-written result and never destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lucid_app.cameras import CameraBatch
+from lucid_app.render.base import Renderer, Splats
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        tmp_path.chmod(0o644)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] (tensor or array) or uint8 -> contiguous uint8 array [H, W, 3]."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().float().cpu().numpy()
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    return np.ascontiguousarray((np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
+    """Write an [H, W, 3] image (float in [0, 1] or uint8) as PNG."""
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, to_uint8(image), extension=".png")
+    return Path(path)
+
+
+def write_video(path: str | Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int]) -> int:
+    """Stream uint8 frames [H, W, 3] of ``size`` = (width, height) to an H.264 ``.mp4``; returns the frame count.
+
+    Uses the ffmpeg binary shipped by ``imageio-ffmpeg``. Odd sizes are allowed (no macro-block padding).
+    """
+    import imageio_ffmpeg
+
+    count = 0
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8, macro_block_size=1,
+            output_params=["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"],
+        )
+        writer.send(None)
+        try:
+            for frame in frames:
+                writer.send(to_uint8(frame))
+                count += 1
+        finally:
+            writer.close()
+    return count
+
+
+def render_frames(
+    renderer: Renderer,
+    splats: Splats,
+    cameras: CameraBatch,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Render ``cameras`` in batches without gradients, yielding uint8 frames [H, W, 3] one by one."""
+    device = splats.means.device
+    for start in range(0, len(cameras), batch_size):
+        batch = cameras[start : start + batch_size].to(device, splats.means.dtype)
+        bg = torch.tensor(background, dtype=splats.means.dtype, device=device).expand(len(batch), 3)
+        with torch.no_grad():
+            rgb = renderer.render(splats, batch, bg).rgb
+        for frame in rgb:
+            yield to_uint8(frame)
+        if progress is not None:
+            progress(len(batch))
+
+
+def write_turntable(
+    path: str | Path,
+    renderer: Renderer,
+    splats: Splats,
+    cameras: CameraBatch,
+    fps: int = 30,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Render a camera path and write it as an ``.mp4``; returns the number of frames written."""
+    frames = render_frames(renderer, splats, cameras, background, progress=progress)
+    return write_video(path, frames, fps, (cameras.width, cameras.height))

@@ -1,0 +1,164 @@
+"""DDIM maths and the ISM timestep schedules, as pure functions on tensors (DESIGN §4 steps 1-3).
+
+Conventions: ``alpha`` always means ᾱ (the cumulative product ``alphas_cumprod[t]``), given either as a Python
+float, a 0-d tensor or a [B] tensor (one value per sample; broadcast over the trailing dimensions of x).
+Timesteps are integer indices 0..T-1 of the prior's training schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lucid_app.config import GuidanceConfig
+
+
+def _expand(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """ᾱ as a tensor broadcastable against ``like`` [B, ...] (a [B] tensor becomes [B, 1, ..., 1])."""
+    alpha = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    if alpha.dim() == 1:
+        alpha = alpha.reshape(-1, *([1] * (like.dim() - 1)))
+    return alpha
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """Forward diffusion q(x_t | x_0) (DDPM eq. 4): x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε.
+
+    Args:
+        x0: [B, ...] clean samples.
+        noise: [B, ...] standard normal noise ε.
+        alpha: ᾱ_t, scalar or [B].
+
+    Returns:
+        [B, ...] noisy samples x_t.
+    """
+    a = _expand(alpha, x0)
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """The x₀ estimate of DDIM eq. 12 ("predicted x₀"): x̂₀ = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t.
+
+    Args:
+        x_t: [B, ...] noisy samples at ᾱ_t.
+        eps: [B, ...] predicted noise ε̂(x_t, t).
+        alpha: ᾱ_t, scalar or [B].
+
+    Returns:
+        [B, ...] x̂₀.
+    """
+    a = _expand(alpha, x_t)
+    return (x_t - (1.0 - a).sqrt() * eps) / a.sqrt()
+
+
+def ddim_jump(
+    x_a: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_a: torch.Tensor | float,
+    alpha_b: torch.Tensor | float,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM step between arbitrary timesteps a → b (DDIM eq. 12), forwards (b < a) or as inversion (b > a).
+
+    x̂₀ = (x_a − √(1−ᾱ_a)·ε̂)/√ᾱ_a;  x_b = √ᾱ_b·x̂₀ + √(1−ᾱ_b−σ²)·ε̂ + σ·z, with
+    σ = η·√|(1−ᾱ_b)/(1−ᾱ_a)·(1−ᾱ_a/ᾱ_b)| (DDIM eq. 16; the absolute value makes it defined for inversion),
+    clamped to σ² ≤ 1−ᾱ_b, and z ~ N(0, I) drawn from ``generator``. With η = 0 (the default, and what ISM uses)
+    the step is deterministic and x_b = √ᾱ_b·x̂₀ + √(1−ᾱ_b)·ε̂.
+
+    Args:
+        x_a: [B, ...] sample at timestep a.
+        eps: [B, ...] ε̂(x_a, a).
+        alpha_a: ᾱ_a, scalar or [B].
+        alpha_b: ᾱ_b, scalar or [B].
+        eta: DDIM stochasticity η ≥ 0.
+        generator: source of z; required when ``eta > 0``.
+
+    Returns:
+        [B, ...] x_b.
+    """
+    a = _expand(alpha_a, x_a)
+    b = _expand(alpha_b, x_a)
+    x0 = predict_x0(x_a, eps, a)
+    if eta <= 0.0:
+        return b.sqrt() * x0 + (1.0 - b).sqrt() * eps
+    if generator is None:
+        raise ValueError("ddim_jump: eta > 0 needs an explicit torch.Generator for the noise term")
+    variance = ((1.0 - b) / (1.0 - a) * (1.0 - a / b)).abs()
+    sigma2 = torch.minimum((eta**2) * variance, 1.0 - b)
+    z = randn_like(x_a, generator)
+    return b.sqrt() * x0 + (1.0 - b - sigma2).sqrt() * eps + sigma2.sqrt() * z
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device then moved to ``x``'s."""
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+def snr_weight(alpha: torch.Tensor | float) -> torch.Tensor:
+    """ISM/SDS weighting w(t) = √((1−ᾱ_t)/ᾱ_t) (as the reference code weights both; DESIGN §4 step 5)."""
+    alpha = torch.as_tensor(alpha)
+    return ((1.0 - alpha) / alpha).sqrt()
+
+
+def warmup_ratio(step: int, warmup_steps: int) -> float:
+    """r = 1 − min(step / warmup_steps, 1): 1 at step 0, 0 once warm (DESIGN §4 step 1); 0 if no warm-up."""
+    if warmup_steps <= 0:
+        return 0.0
+    return 1.0 - min(step / warmup_steps, 1.0)
+
+
+def delta_t_at(step: int, config: GuidanceConfig) -> int:
+    """The interval δ_T at ``step``: delta_t + ⌈r·(delta_t_start − delta_t)⌉ when annealing, else delta_t.
+
+    The ceiling matches the reference code, so δ_T is an integer that reaches ``delta_t`` exactly at the end of
+    the warm-up (100 → 80 with the defaults).
+    """
+    if not config.annealing_intervals:
+        return int(config.delta_t)
+    r = warmup_ratio(step, config.warmup_steps)
+    return int(config.delta_t + math.ceil(r * (config.delta_t_start - config.delta_t)))
+
+
+def t_bounds_at(step: int, config: GuidanceConfig, num_train_timesteps: int) -> tuple[int, int]:
+    """Half-open range [lo, hi) of the timestep index t at ``step`` (DESIGN §4 step 1).
+
+    lo = T·t_range[0]; hi = T·t_range[1] + ⌊r·T·(max_t − t_range[1])⌋, so with the defaults t ∈ [20, 980) at
+    step 0 narrowing to [20, 500) after the warm-up. Products are rounded before truncation so that float
+    representation (0.98 − 0.5 = 0.48000000000000004) cannot shift a bound by one.
+    """
+    T = num_train_timesteps
+    lo = int(round(T * config.t_range[0]))
+    hi = int(round(T * config.t_range[1]))
+    widen = int(round(T * (config.max_t - config.t_range[1])))
+    hi = hi + int(warmup_ratio(step, config.warmup_steps) * widen)
+    hi = min(max(hi, lo + 1), T)
+    return lo, hi
+
+
+def sample_timestep(lo: int, hi: int, generator: torch.Generator) -> int:
+    """One integer t uniform in [lo, hi), drawn from ``generator`` (one t for the whole batch)."""
+    return int(torch.randint(lo, hi, (1,), generator=generator, device=generator.device).item())
+
+
+def inversion_schedule(s: int, xs_delta_t: int, xs_inv_steps: int) -> list[int]:
+    """Timestep indices visited by the DDIM inversion x₀ → x_s (DESIGN §4 step 2), first to last.
+
+    Starts at max(s − xs_delta_t·xs_inv_steps, 0) (index 0 for every s < 1000 with the defaults 200 × 5), then
+    moves in steps of ``xs_delta_t``, the last one shorter so that it ends exactly at s; at most
+    ``xs_inv_steps`` steps. ``[0]`` when s = 0 (no step needed: x₀ noised to index 0 is already x_s).
+
+    Example: s = 450 → [0, 200, 400, 450].
+    """
+    if s < 0:
+        raise ValueError(f"inversion_schedule: s must be >= 0, got {s}")
+    if xs_delta_t < 1 or xs_inv_steps < 1:
+        raise ValueError(
+            f"inversion_schedule: xs_delta_t and xs_inv_steps must be >= 1, got {xs_delta_t}, {xs_inv_steps}"
+        )
+    start = max(s - xs_delta_t * xs_inv_steps, 0)
+    indices = [start]
+    while indices[-1] < s:
+        indices.append(min(indices[-1] + xs_delta_t, s))
+    return indices

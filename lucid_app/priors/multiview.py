@@ -1,0 +1,355 @@
+"""The analytic multi-view prior (DESIGN §5): the exact denoiser of a finite set of posed images.
+
+For dataset images y_k (pixels in [-1, 1], [3, R, R]) and a prior π over them (the conditioning), the data
+distribution is the kernel-smoothed mixture p(x₀) = Σ_k π_k N(x₀; y_k, σ²I) (σ = ``ModelConfig.multiview_sigma``).
+Noised to ᾱ_t, x_t | k ~ N(√ᾱ_t y_k, v_t I) with v_t = ᾱ_t σ² + 1 − ᾱ_t, so the posterior mean is closed-form:
+    p(k|x_t) = softmax_k(log π_k − ‖x_t − √ᾱ_t·y_k‖² / (2 v_t)),   ȳ = Σ_k p(k|x_t) y_k,
+    E[x₀|x_t] = ȳ + (√ᾱ_t σ² / v_t)·(x_t − √ᾱ_t ȳ),
+    ε̂ = (x_t − √ᾱ_t·E[x₀|x_t]) / √(1−ᾱ_t).
+With σ = 0 this is DESIGN §5's formula, the denoiser of the images themselves. Why σ > 0 by default: with
+σ = 0 the x̂₀ estimate snaps to a dataset image at *every* noise level, so ISM's gradient — which is exactly
+λ·(x̂₀(x_s, s) − x̂₀(x_t, t)) since x_t is one DDIM step from x_s — vanishes wherever both estimates pick the
+same image, and ISM never refines an image towards the data (SDS still does). With σ > 0 the estimate at small
+noise stays near the input, as a real diffusion model's does, and both ISM and SDS converge to the images.
+Distances are evaluated in float64 with log-sum-exp, expanding ‖x_t − √ᾱ y_k‖² = ‖x_t‖² − 2√ᾱ⟨x_t, y_k⟩ +
+ᾱ‖y_k‖² (the first term cancels in the softmax) so that they are one matmul.
+
+Conditioning is a weight vector [K] over the dataset's images (uniform over the selected ones). Mixing weight
+vectors linearly mixes the priors, so view-prompt interpolation and Perp-Neg keep their meaning; rows are clamped
+at 0 and renormalised before use.
+
+Prompt matching (:meth:`MultiViewPrior.encode_prompts`): a trailing ", <word> view" is stripped; the rest selects
+the objects whose caption equals it, or, if none does, whose caption contains it or is contained in it
+(case-insensitive); the empty prompt selects all objects. No match raises :class:`PriorError` listing the
+captions (``guidance.prompts.encode_prompt_set`` turns that into "unconditional" for negative prompts).
+View words then keep the selected objects' images whose camera lies in the sector, with ``cameras.py``'s angles
+(azimuth 0 = front, measured about +z; polar from +z):
+- overhead: polar < 30° (takes precedence over the azimuth sectors);
+- front: |azimuth| < 45°;  side: 45° ≤ |azimuth| ≤ 135°;  back: |azimuth| > 135°.
+If a sector holds none of the selected images the view word is ignored (with a warning).
+
+Dataset layout: an object folder holds ``transforms_train.json`` (+ optional ``transforms_test.json``) with
+``camera_angle_x`` and ``frames[].file_path`` (relative, extension optional) / ``transform_matrix`` (4×4
+Blender/OpenGL camera-to-world), RGBA or RGB images, and ``caption.txt`` (the folder name, underscores as spaces,
+when missing); a dataset is one object folder or a folder of object folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lucid_app.cameras import CameraBatch, cameras_from_opengl_c2w
+from lucid_app.config import ModelConfig
+from lucid_app.priors.base import PriorError
+
+logger = logging.getLogger(__name__)
+
+MODEL_PREFIX = "multiview:"
+# Stable Diffusion's training schedule (scaled-linear β from 0.00085 to 0.012 over 1000 steps).
+SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+OVERHEAD_MAX_POLAR_DEG = 30.0
+FRONT_MAX_ABS_AZIMUTH_DEG = 45.0
+BACK_MIN_ABS_AZIMUTH_DEG = 135.0
+VIEW_WORDS = ("front", "side", "back", "overhead")
+_VIEW_SUFFIX = re.compile(r",\s*(\w+)\s+view\s*$", re.IGNORECASE)
+_IMAGE_EXTENSIONS = (".png", ".PNG", ".jpg", ".jpeg")
+
+
+@dataclass
+class MultiViewObject:
+    """One object of the dataset at the prior's resolution R.
+
+    Attributes:
+        caption: its caption.
+        train_images: [N, R, R, 3] in [0, 1], alpha composited on the background.
+        train_cameras: N cameras at R × R (from ``camera_angle_x`` and the poses).
+        test_images, test_cameras: the same for ``transforms_test.json`` (None when absent).
+    """
+
+    caption: str
+    train_images: torch.Tensor
+    train_cameras: CameraBatch
+    test_images: torch.Tensor | None = None
+    test_cameras: CameraBatch | None = None
+
+
+def resize_images(images: torch.Tensor, size_px: int) -> torch.Tensor:
+    """[N, H, W, 3] → [N, size_px, size_px, 3], bilinear with antialiasing, differentiable."""
+    if images.shape[1] == size_px and images.shape[2] == size_px:
+        return images
+    chw = images.permute(0, 3, 1, 2)
+    out = F.interpolate(chw, size=(size_px, size_px), mode="bilinear", antialias=True, align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
+def _image_file(folder: Path, file_path: str) -> Path:
+    path = folder / file_path
+    if path.is_file():
+        return path
+    for ext in _IMAGE_EXTENSIONS:
+        candidate = path.with_name(path.name + ext)
+        if candidate.is_file():
+            return candidate
+    raise PriorError(f"multi-view dataset: image {file_path!r} not found under {folder}")
+
+
+def read_image(path: Path, background: tuple[float, float, float]) -> torch.Tensor:
+    """An RGB(A) image file → [H, W, 3] float32 in [0, 1], alpha composited on ``background``."""
+    array = np.asarray(iio.imread(path))
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    scale = 65535.0 if array.dtype == np.uint16 else 255.0
+    pixels = torch.from_numpy(array.astype(np.float32) / scale)
+    rgb = pixels[..., :3]
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:4]
+        rgb = rgb * alpha + torch.tensor(background, dtype=torch.float32) * (1.0 - alpha)
+    return rgb
+
+
+def load_split(
+    folder: Path, split_file: str, resolution: int, background: tuple[float, float, float]
+) -> tuple[torch.Tensor, CameraBatch]:
+    """Images [N, R, R, 3] and cameras of one ``transforms_*.json`` of an object folder."""
+    meta = json.loads((folder / split_file).read_text())
+    frames = meta.get("frames") or []
+    if "camera_angle_x" not in meta or not frames:
+        raise PriorError(f"{folder / split_file}: needs 'camera_angle_x' and a non-empty 'frames' list")
+    images = []
+    for frame in frames:
+        image = read_image(_image_file(folder, frame["file_path"]), background)
+        if image.shape[0] != image.shape[1]:
+            logger.warning("%s: non-square image %s is squashed to %d px", folder, frame["file_path"], resolution)
+        images.append(resize_images(image[None], resolution)[0])
+    c2w = torch.tensor([frame["transform_matrix"] for frame in frames], dtype=torch.float32)
+    cameras = cameras_from_opengl_c2w(c2w, float(meta["camera_angle_x"]), resolution, resolution)
+    return torch.stack(images).clamp(0.0, 1.0), cameras
+
+
+def load_object(folder: Path, resolution: int, background: tuple[float, float, float]) -> MultiViewObject:
+    """One object folder (module docstring) at ``resolution`` pixels."""
+    caption_file = folder / "caption.txt"
+    caption = caption_file.read_text().strip() if caption_file.is_file() else folder.name.replace("_", " ")
+    train_images, train_cameras = load_split(folder, "transforms_train.json", resolution, background)
+    test_images = test_cameras = None
+    if (folder / "transforms_test.json").is_file():
+        test_images, test_cameras = load_split(folder, "transforms_test.json", resolution, background)
+    return MultiViewObject(caption, train_images, train_cameras, test_images, test_cameras)
+
+
+def object_folders(path: Path) -> list[Path]:
+    """The object folders of a dataset: ``path`` itself, or its sub-folders that hold ``transforms_train.json``."""
+    if (path / "transforms_train.json").is_file():
+        return [path]
+    if path.is_dir():
+        folders = sorted(p for p in path.iterdir() if (p / "transforms_train.json").is_file())
+        if folders:
+            return folders
+    raise PriorError(
+        f"multi-view dataset {str(path)!r}: expected transforms_train.json there or in its sub-folders "
+        "(NeRF-synthetic layout, DESIGN §5)"
+    )
+
+
+def split_view_suffix(text: str) -> tuple[str, str | None]:
+    """"a chair, front view" → ("a chair", "front"); text without a ", <word> view" suffix → (text, None)."""
+    match = _VIEW_SUFFIX.search(text)
+    if match is None:
+        return text.strip(), None
+    return text[: match.start()].strip(), match.group(1).lower()
+
+
+def view_sector_mask(view: str, azimuth_deg: torch.Tensor, polar_deg: torch.Tensor) -> torch.Tensor:
+    """[K] bool: images whose camera lies in the sector of ``view`` (bounds in the module docstring)."""
+    overhead = polar_deg < OVERHEAD_MAX_POLAR_DEG
+    az = azimuth_deg.abs()
+    sectors = {
+        "overhead": overhead,
+        "front": ~overhead & (az < FRONT_MAX_ABS_AZIMUTH_DEG),
+        "side": ~overhead & (az >= FRONT_MAX_ABS_AZIMUTH_DEG) & (az <= BACK_MIN_ABS_AZIMUTH_DEG),
+        "back": ~overhead & (az > BACK_MIN_ABS_AZIMUTH_DEG),
+    }
+    return sectors[view]
+
+
+def sd_alphas_cumprod() -> torch.Tensor:
+    """[1000] ᾱ of Stable Diffusion's scaled-linear schedule, from diffusers' DDPMScheduler."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SD_SCHEDULE).alphas_cumprod.to(torch.float32)
+
+
+class MultiViewPrior:
+    """A :class:`DiffusionPrior` over pixels [C, 3, R, R] in [-1, 1] with the closed-form denoiser above.
+
+    Attributes:
+        objects: the dataset's objects (train/test images and cameras, for benchmarks).
+        images: [K, 3, R, R] all training images in [-1, 1] (the y_k), object after object.
+        object_index: [K] which object each image belongs to.
+        azimuth_deg, polar_deg: [K] orbit angles of each image's camera (``cameras.orbit_angles``).
+    """
+
+    def __init__(
+        self, objects: list[MultiViewObject], name: str, device: torch.device | str = "cpu", sigma: float = 0.0
+    ) -> None:
+        if not objects:
+            raise PriorError("multi-view prior: the dataset holds no object")
+        if sigma < 0:
+            raise PriorError(f"multi-view prior: multiview_sigma must be >= 0, got {sigma}")
+        self.name = name
+        self.sigma = float(sigma)
+        self.device = torch.device(device)
+        self.objects = objects
+        self.resolution = int(objects[0].train_images.shape[1])
+        self.alphas_cumprod = sd_alphas_cumprod().to(self.device)
+        self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
+        rgb = torch.cat([obj.train_images for obj in objects])
+        self.images = (rgb.permute(0, 3, 1, 2) * 2.0 - 1.0).to(self.device)
+        self.object_index = torch.cat(
+            [torch.full((obj.train_images.shape[0],), i, dtype=torch.long) for i, obj in enumerate(objects)]
+        )
+        self.azimuth_deg = torch.cat([obj.train_cameras.azimuth_deg for obj in objects])
+        self.polar_deg = torch.cat([obj.train_cameras.polar_deg for obj in objects])
+        flat = self.images.reshape(self.images.shape[0], -1).to(torch.float64)
+        self._flat64 = flat
+        self._sq_norms = (flat * flat).sum(dim=1)
+
+    @property
+    def captions(self) -> list[str]:
+        return [obj.caption for obj in self.objects]
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    # --- DiffusionPrior -------------------------------------------------------------------------------------
+    def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Renders [C, H, W, 3] in [0, 1] → x₀ [C, 3, R, R] in [-1, 1] (antialiased resize, differentiable)."""
+        return resize_images(rgb, self.resolution).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """x₀ [C, 3, R, R] → images [C, R, R, 3] in [0, 1] (no gradient)."""
+        return ((x0.detach() + 1.0) * 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)
+
+    def encode_prompts(self, texts: list[str]) -> torch.Tensor:
+        """Prompts → [P, K] weight vectors over the images (module docstring for the matching rules)."""
+        return torch.stack([self._match(text) for text in texts]).to(self.device)
+
+    def predict_noise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        control: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ε̂ = (x_t − √ᾱ_t·E[x₀|x_t]) / √(1−ᾱ_t) per sample; ``control`` is ignored.
+
+        Args:
+            x_t: [B, 3, R, R]; t: [B] integer timesteps; cond: [B, K] weight vectors.
+
+        Returns:
+            [B, 3, R, R] in the dtype of ``x_t``.
+        """
+        alpha = self.alphas_cumprod.to(x_t.device)[t.long()].to(torch.float64).reshape(-1, 1)
+        x_flat = x_t.detach().reshape(x_t.shape[0], -1).to(torch.float64)
+        mean = self._posterior_mean64(x_t, t, cond)
+        eps = (x_flat - alpha.sqrt() * mean) / (1.0 - alpha).sqrt()
+        return eps.reshape(x_t.shape).to(x_t.dtype)
+
+    # --- closed form ----------------------------------------------------------------------------------------
+    def posterior_logits(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """[B, K] log-posterior (unnormalised) over the images: log π_k − ‖x_t − √ᾱ y_k‖²/(2 v_t) + const(x_t)."""
+        with torch.no_grad():
+            alpha = self.alphas_cumprod.to(x_t.device)[t.long()].to(torch.float64).reshape(-1, 1)
+            x_flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64)
+            ys = self._flat64.to(x_t.device)
+            cross = x_flat @ ys.T
+            sq_dist = alpha * self._sq_norms.to(x_t.device)[None, :] - 2.0 * alpha.sqrt() * cross
+            weights = cond.to(device=x_t.device, dtype=torch.float64).clamp_min(0.0)
+            total = weights.sum(dim=1, keepdim=True)
+            if bool((total <= 0).any()):
+                raise ValueError("multi-view prior: a conditioning row has no positive weight")
+            variance = alpha * self.sigma**2 + (1.0 - alpha)
+            return torch.log(weights / total) - sq_dist / (2.0 * variance)
+
+    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """E[x₀|x_t] [B, 3, R, R] under the prior π = cond (module docstring), in the dtype of ``x_t``."""
+        return self._posterior_mean64(x_t, t, cond).reshape(x_t.shape).to(x_t.dtype)
+
+    def _posterior_mean64(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """[B, R*R*3] float64 E[x₀|x_t] (module docstring)."""
+        probs = torch.softmax(self.posterior_logits(x_t, t, cond), dim=1)
+        y_bar = probs @ self._flat64.to(x_t.device)
+        if self.sigma == 0.0:
+            return y_bar
+        alpha = self.alphas_cumprod.to(x_t.device)[t.long()].to(torch.float64).reshape(-1, 1)
+        gain = alpha.sqrt() * self.sigma**2 / (alpha * self.sigma**2 + 1.0 - alpha)
+        x_flat = x_t.detach().reshape(x_t.shape[0], -1).to(torch.float64)
+        return y_bar + gain * (x_flat - alpha.sqrt() * y_bar)
+
+    # --- prompt matching ------------------------------------------------------------------------------------
+    def _match(self, text: str) -> torch.Tensor:
+        subject, view = split_view_suffix(text)
+        selected = self._select_objects(subject, text)
+        mask = selected[self.object_index]
+        if view in VIEW_WORDS:
+            in_sector = mask & view_sector_mask(view, self.azimuth_deg, self.polar_deg)
+            if bool(in_sector.any()):
+                mask = in_sector
+            else:
+                logger.warning("prompt %r: no image in the %r sector; using all the object's views", text, view)
+        elif view is not None:
+            logger.debug("prompt %r: view word %r is not one of %s; ignored", text, view, list(VIEW_WORDS))
+        weights = mask.to(torch.float32)
+        return weights / weights.sum()
+
+    def _select_objects(self, subject: str, text: str) -> torch.Tensor:
+        """[num_objects] bool of the objects the prompt subject selects; PriorError if none."""
+        key = subject.lower()
+        captions = [c.lower() for c in self.captions]
+        if key == "":
+            return torch.ones(len(captions), dtype=torch.bool)
+        exact = [c == key for c in captions]
+        if any(exact):
+            return torch.tensor(exact)
+        loose = [key in c or (c != "" and c in key) for c in captions]
+        if any(loose):
+            return torch.tensor(loose)
+        raise PriorError(
+            f"multi-view prior: prompt {text!r} matches no caption; captions are: "
+            + "; ".join(repr(c) for c in self.captions)
+        )
+
+
+def load_multiview_prior(
+    path: str | Path,
+    config: ModelConfig,
+    device: torch.device | str = "cpu",
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> MultiViewPrior:
+    """Load a NeRF-synthetic style dataset (one object or a folder of objects) as a :class:`MultiViewPrior`.
+
+    Args:
+        path: dataset folder (without the ``multiview:`` prefix).
+        config: uses ``multiview_resolution`` (R) and ``multiview_sigma`` (σ).
+        device: where the prior's tensors live.
+        background: colour the alpha channel is composited on (default white).
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise PriorError(f"multi-view dataset folder {str(root)!r} does not exist")
+    objects = [load_object(folder, config.multiview_resolution, background) for folder in object_folders(root)]
+    logger.info(
+        "multi-view prior %s: %d objects, %d images at %d px",
+        root, len(objects), sum(o.train_images.shape[0] for o in objects), config.multiview_resolution,
+    )
+    return MultiViewPrior(objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma)

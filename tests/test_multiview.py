@@ -1,0 +1,207 @@
+"""The analytic multi-view prior (DESIGN §5) on tiny datasets written in code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from lucid_app.cameras import look_at, orbit_positions
+from lucid_app.config import ModelConfig, PromptConfig
+from lucid_app.guidance.prompts import encode_prompt_set
+from lucid_app.priors import load_prior
+from lucid_app.priors.base import PriorError
+from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
+
+SIZE = 8
+
+
+def opengl_c2w(azimuth_deg: float, polar_deg: float, radius: float = 4.0) -> list[list[float]]:
+    """A Blender/OpenGL camera-to-world matrix looking at the origin from the given orbit angles."""
+    eye = orbit_positions(torch.tensor([azimuth_deg]), torch.tensor([polar_deg]), torch.tensor([radius]))
+    c2w_opencv = torch.linalg.inv(look_at(eye, torch.zeros_like(eye)))[0]
+    return (c2w_opencv @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))).tolist()
+
+
+def write_object(
+    folder: Path,
+    caption: str | None,
+    views: list[tuple[float, float]],
+    seed: int,
+    size: int = SIZE,
+    test_views: list[tuple[float, float]] | None = None,
+) -> None:
+    """An object folder with random RGBA images at (azimuth, polar) views; file paths without extension."""
+    rng = np.random.default_rng(seed)
+    for split, split_views in (("train", views), ("test", test_views)):
+        if split_views is None:
+            continue
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i, (az, polar) in enumerate(split_views):
+            image = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
+            image[..., 3] = 255
+            iio.imwrite(folder / split / f"r_{i}.png", image)
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": opengl_c2w(az, polar)})
+        (folder / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    if caption is not None:
+        (folder / "caption.txt").write_text(caption + "\n")
+
+
+CAR_VIEWS = [(0.0, 80.0), (90.0, 80.0), (180.0, 80.0), (-90.0, 80.0), (30.0, 10.0)]
+
+
+@pytest.fixture
+def two_objects(tmp_path: Path) -> Path:
+    write_object(tmp_path / "chair", "a red chair", [(0.0, 80.0), (120.0, 80.0)], seed=0, test_views=[(60.0, 80.0)])
+    write_object(tmp_path / "car", "a blue car", CAR_VIEWS, seed=1)
+    return tmp_path
+
+
+@pytest.fixture
+def prior(two_objects: Path) -> MultiViewPrior:
+    """σ = 0: DESIGN §5's denoiser of the images themselves."""
+    return load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.0))
+
+
+def test_loading_layout_cameras_and_schedule(prior: MultiViewPrior, two_objects: Path) -> None:
+    assert prior.captions == ["a blue car", "a red chair"]  # sorted folder order
+    assert prior.images.shape == (7, 3, SIZE, SIZE)
+    assert prior.images.min() >= -1 and prior.images.max() <= 1
+    azimuth = prior.azimuth_deg[:4].clone()
+    azimuth[2] = azimuth[2].abs()  # ±180
+    torch.testing.assert_close(azimuth, torch.tensor([0.0, 90.0, 180.0, -90.0]), atol=1e-3, rtol=0)
+    assert prior.polar_deg[4] == pytest.approx(10.0, abs=1e-3)
+    chair = prior.objects[1]
+    assert chair.test_images is not None and chair.test_images.shape == (1, SIZE, SIZE, 3)
+    assert chair.test_cameras is not None and float(chair.test_cameras.azimuth_deg[0]) == pytest.approx(60.0, abs=1e-3)
+    assert prior.objects[0].test_images is None
+    expected = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod
+    torch.testing.assert_close(prior.alphas_cumprod, expected)
+    assert load_prior(f"multiview:{two_objects}", ModelConfig(multiview_resolution=SIZE)).num_images == 7
+
+
+def test_rgba_is_composited_and_images_resized(tmp_path: Path) -> None:
+    folder = tmp_path / "obj"
+    write_object(folder, None, [(0.0, 80.0)], seed=0, size=16)
+    image = np.zeros((16, 16, 4), dtype=np.uint8)
+    image[:8, :, :] = (255, 0, 0, 255)  # top half opaque red, bottom transparent
+    iio.imwrite(folder / "train" / "r_0.png", image)
+    white = load_multiview_prior(folder, ModelConfig(multiview_resolution=4))
+    assert white.captions == ["obj"]
+    rgb = white.decode(white.images)[0]
+    torch.testing.assert_close(rgb[0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(rgb[3, 0], torch.tensor([1.0, 1.0, 1.0]))
+    black = load_multiview_prior(folder, ModelConfig(multiview_resolution=4), background=(0.0, 0.0, 0.0))
+    torch.testing.assert_close(black.decode(black.images)[0][3, 0], torch.zeros(3))
+    renders = torch.rand(2, 12, 20, 3, requires_grad=True)
+    x0 = white.encode_images(renders)
+    assert x0.shape == (2, 3, 4, 4)
+    x0.sum().backward()
+    assert renders.grad is not None and renders.grad.abs().sum() > 0
+
+
+def _brute_force_mean(prior: MultiViewPrior, x_t: torch.Tensor, t: int, weights: torch.Tensor) -> torch.Tensor:
+    alpha = prior.alphas_cumprod[t].double()
+    ys = prior.images.double()
+    logits = []
+    for k in range(ys.shape[0]):
+        sq = ((x_t.double() - alpha.sqrt() * ys[k]) ** 2).sum()
+        logits.append(torch.log(weights[k].double()) - sq / (2 * (1 - alpha)))
+    p = torch.softmax(torch.stack(logits), dim=0)
+    return (p[:, None, None, None] * ys).sum(dim=0)
+
+
+@pytest.mark.parametrize("t", [900, 500, 150])
+def test_denoiser_equals_brute_force_posterior_mean(prior: MultiViewPrior, t: int) -> None:
+    g = torch.Generator().manual_seed(t)
+    weights = torch.rand(prior.num_images, generator=g) + 0.1
+    weights = weights / weights.sum()
+    alpha = prior.alphas_cumprod[t]
+    x_t = alpha.sqrt() * prior.images[2:3] + (1 - alpha).sqrt() * 1.5 * torch.randn(1, 3, SIZE, SIZE, generator=g)
+    mean = _brute_force_mean(prior, x_t[0], t, weights)
+    eps = prior.predict_noise(x_t, torch.tensor([t]), weights[None])
+    expected_eps = (x_t[0].double() - alpha.double().sqrt() * mean) / (1 - alpha.double()).sqrt()
+    torch.testing.assert_close(eps[0].double(), expected_eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prior.posterior_mean(x_t, torch.tensor([t]), weights[None])[0].double(), mean)
+
+
+@pytest.mark.parametrize("t", [700, 300, 20])
+def test_smoothed_denoiser_equals_tweedie_on_the_mixture_density(two_objects: Path, t: int) -> None:
+    """σ > 0: E[x₀|x_t] = (x_t + (1−ᾱ)∇log p_t(x_t))/√ᾱ, with ∇log p_t by autograd of the mixture's density."""
+    sigma = 0.2
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=sigma))
+    g = torch.Generator().manual_seed(t)
+    weights = torch.rand(prior.num_images, generator=g, dtype=torch.float64) + 0.1
+    weights = weights / weights.sum()
+    alpha = prior.alphas_cumprod[t].double()
+    x_t = (alpha.sqrt() * prior.images[1:2].double() + (1 - alpha).sqrt() * torch.randn(1, 3, SIZE, SIZE, generator=g,
+           dtype=torch.float64)).requires_grad_(True)
+    variance = alpha * sigma**2 + 1 - alpha
+    sq = ((x_t - alpha.sqrt() * prior.images.double()) ** 2).flatten(1).sum(1)
+    log_density = torch.logsumexp(torch.log(weights) - sq / (2 * variance), dim=0)
+    (score,) = torch.autograd.grad(log_density, x_t)
+    tweedie = (x_t.detach() + (1 - alpha) * score) / alpha.sqrt()
+    mean = prior.posterior_mean(x_t.detach(), torch.tensor([t]), weights[None])
+    torch.testing.assert_close(mean, tweedie, rtol=1e-8, atol=1e-8)
+
+
+def test_smoothed_denoiser_keeps_the_input_at_small_noise(two_objects: Path) -> None:
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.3))
+    x0 = prior.images + 0.05 * torch.randn(prior.images.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.zeros(prior.num_images, dtype=torch.long)
+    alpha = prior.alphas_cumprod[0]
+    uniform = prior.encode_prompts([""]).expand(prior.num_images, -1)
+    mean = prior.posterior_mean(alpha.sqrt() * x0, t, uniform)
+    assert (mean - x0).abs().max() < 0.01 < (x0 - prior.images).abs().max()
+
+
+def test_small_t_returns_nearest_image(prior: MultiViewPrior) -> None:
+    g = torch.Generator().manual_seed(0)
+    x0 = prior.images + 0.3 * torch.randn(prior.images.shape, generator=g)
+    t = torch.full((prior.num_images,), 5)
+    alpha = prior.alphas_cumprod[5]
+    x_t = alpha.sqrt() * x0 + (1 - alpha).sqrt() * torch.randn(x0.shape, generator=g)
+    uniform = prior.encode_prompts([""]).expand(prior.num_images, -1)
+    torch.testing.assert_close(prior.posterior_mean(x_t, t, uniform), prior.images)
+
+
+def test_caption_and_view_selection(prior: MultiViewPrior) -> None:
+    cond = prior.encode_prompts(
+        ["a red chair", "RED CHAIR", "", "a blue car, front view", "a blue car, side view",
+         "a blue car, back view", "a blue car, overhead view", "a photo of a blue car, Front View"]
+    )
+    def selected(row: torch.Tensor) -> list[int]:
+        return torch.nonzero(row > 0).flatten().tolist()
+
+    assert selected(cond[0]) == [5, 6]
+    assert selected(cond[1]) == [5, 6]
+    assert selected(cond[2]) == list(range(7))
+    assert selected(cond[3]) == [0]
+    assert selected(cond[4]) == [1, 3]
+    assert selected(cond[5]) == [2]
+    assert selected(cond[6]) == [4]
+    assert selected(cond[7]) == [0]  # the prompt contains the caption
+    torch.testing.assert_close(cond.sum(dim=1), torch.ones(8))
+    # A sector the object has no image in keeps all its views.
+    assert selected(prior.encode_prompts(["a red chair, overhead view"])[0]) == [5, 6]
+
+
+def test_unmatched_positive_raises_listing_captions_and_negative_is_unconditional(prior: MultiViewPrior) -> None:
+    with pytest.raises(PriorError, match="a blue car.*a red chair"):
+        prior.encode_prompts(["a green dragon"])
+    prompts = encode_prompt_set(prior, PromptConfig(text="a red chair"))  # default paper negative: no match
+    torch.testing.assert_close(prompts.negative, prior.encode_prompts([""]))
+    torch.testing.assert_close(prompts.positive(torch.tensor([0.0]))[0, 5:], torch.tensor([1.0, 0.0]))
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PriorError, match="does not exist"):
+        load_prior(f"multiview:{tmp_path / 'nope'}", ModelConfig())
+    with pytest.raises(PriorError, match="transforms_train.json"):
+        load_prior(f"multiview:{tmp_path}", ModelConfig())
