@@ -102,6 +102,54 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Text-to-3D: train Gaussians with ISM/SDS and write the run folder (DESIGN §6)."""
+    from lucid_app.runs import load_run_prior, resolve_config
+    from lucid_app.trainer import Trainer
+
+    start = time.perf_counter()
+    if args.resume:
+        from lucid_app.config import from_yaml
+        from lucid_app.priors import load_prior
+
+        config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"--resume {args.resume}: not a run folder (no config.yaml)")
+        saved = from_yaml(config_path.read_text(encoding="utf-8"))
+        prior = load_prior(saved.model.id, saved.model, resolve_device(args.device))
+        trainer = Trainer.resume(args.resume, prior)
+        notice = None
+    else:
+        if args.out is None:
+            raise ValueError("generate needs --out DIR (or --resume RUN_DIR)")
+        config = resolve_config(args.preset, args.prompt, args.negative, args.model, args.set)
+        prepared = load_run_prior(config, args.device, allow_demo=args.model is None)
+        trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out)
+        notice = prepared.notice
+    config = trainer.config
+    bar = tqdm(total=config.optim.steps, initial=trainer.step, desc="generate", unit="step", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_event(event: object) -> None:
+        from lucid_app.events import StepEvent
+
+        if isinstance(event, StepEvent):
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.losses['total']:.3g}", t=int(event.t), gaussians=event.n_gaussians)
+
+    try:
+        done = trainer.run(on_event)
+    finally:
+        bar.close()
+    logger.info("run %s: %s at step %d %s", done.status, trainer.run_dir, done.step, done.message)
+    return {
+        "command": "generate", "status": done.status, "message": done.message, "step": done.step,
+        "steps": config.optim.steps, "prompt": config.prompt.text, "model": config.model.id,
+        "method": config.guidance.method, "n_gaussians": trainer.gaussians.count, "files": done.files,
+        "notice": notice, "wall_s": round(time.perf_counter() - start, 3),
+    }
+
+
 def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
     """The fastest end-to-end check of the guidance: distil a free image from a multi-view prior."""
     from lucid_app.bench_distill2d import distill2d
@@ -135,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     render.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat", "inria"])
     render.set_defaults(func=cmd_render)
+
+    gen = sub.add_parser("generate", help="text-to-3D: train a Gaussian splat from a prompt")
+    gen.add_argument("--prompt", default=None, help="what to generate (default: the preset's prompt)")
+    gen.add_argument("--negative", default=None, help="negative prompt (default: the preset's / the paper's)")
+    gen.add_argument("--preset", default=None, help="preset name in presets/ or a YAML path")
+    gen.add_argument("--model", default=None,
+                     help="hub id, local diffusers folder, .safetensors file or multiview:DIR (default: the preset's; "
+                          "without weights the offline demo runs instead)")
+    gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="config override, e.g. guidance.delta_t=50 (repeatable)")
+    gen.add_argument("--out", default=None, help="run folder to write")
+    gen.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
+    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.set_defaults(func=cmd_generate)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON object").add_subparsers(
         dest="bench", required=True

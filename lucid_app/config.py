@@ -168,6 +168,8 @@ class OptimConfig:
     quats_lr_final: float = 0.0002
     # SH bands above 0 learn ``sh_rest_lr_ratio`` times slower than the DC colour (as in 3DGS).
     sh_rest_lr_ratio: float = 0.05
+    # A step with a non-finite loss or gradient is skipped; this many in a row end the run (last good state kept).
+    max_bad_steps: int = 5
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,9 @@ class DensifyConfig:
     """Adaptive density control (3DGS), on the reference schedule. Steps count from 1."""
 
     enabled: bool = True
+    # Scene extent (world units) that percent_dense and max_world_scale are relative to (about the object's
+    # diameter plus margin; the reference uses a fixed value of this order for text-to-3D).
+    extent: float = 4.0
     start_step: int = 200
     stop_step: int = 2900
     every: int = 100

@@ -1,4 +1,4 @@
-"""Writing results: images, turntable videos and (through ``ply.py``) splat files.
+"""Writing results: images, turntable videos, configs, checkpoints, metrics (``ply.py`` writes splat files).
 
 Every writer is atomic: it writes a temporary file beside the target and renames it, so a crash or Ctrl-C
 never leaves a half-written result and never destroys the previous one.
@@ -7,11 +7,14 @@ never leaves a half-written result and never destroys the previous one.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,3 +115,49 @@ def write_turntable(
     """Render a camera path and write it as an ``.mp4``; returns the number of frames written."""
     frames = render_frames(renderer, splats, cameras, background, progress=progress)
     return write_video(path, frames, fps, (cameras.width, cameras.height))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (e.g. ``config.yaml``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` a checkpoint atomically: a crash mid-write keeps the previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors, numbers, strings and dicts only).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: the file is not a readable checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"checkpoint {path} is corrupt or not a lucid-app checkpoint: {err}") from None
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``, flushed at once so a crash loses nothing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,9 +1,11 @@
 """Initial Gaussians: volumes, point clouds, 3DGS files and mesh surfaces (DESIGN §4: opacity 0.1, mid-grey,
-scales from the mean distance to the 3 nearest neighbours). Point-E is the trainer's optional job.
+scales from the mean distance to the 3 nearest neighbours), and Point-E's text-to-points when installed.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,9 @@ import torch
 from lucid_app.config import ConfigError, InitConfig, OptimConfig
 from lucid_app.gaussians import GaussianModel
 from lucid_app.ply import is_gaussian_ply, read_gaussian_ply, read_point_cloud
+from lucid_app.pointe_init import INSTALL_HINT, pointe_available, pointe_points
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -83,7 +88,8 @@ def init_gaussians(
     - ``ply``: a 3DGS file keeps all its parameters; a plain point cloud gives the points (and, with
       ``init.use_file_colors``, their colours);
     - ``mesh``: ``init.num_points`` points on the surface of ``init.path`` (vertex colours as for ``ply``);
-    - ``pointe`` is the trainer's job (Point-E is optional) and raises :class:`ConfigError` here.
+    - ``pointe``: Point-E's cloud for ``init.prompt`` in a ball of radius ``init.size[0]``, with its colours, when
+      the optional ``point_e`` package is installed; otherwise ``init.shape_fallback`` with a logged notice.
     """
     colors = None
     if init.shape in ("sphere", "ellipsoid", "box"):
@@ -102,12 +108,14 @@ def init_gaussians(
             raise ConfigError("init.shape='mesh' needs init.path (.obj, .glb or .ply mesh)")
         points, colors = sample_mesh_surface(init.path, init.num_points, generator)
     elif init.shape == "pointe":
-        raise ConfigError(
-            "init.shape='pointe' is not built by init_gaussians: the trainer runs Point-E when it is installed and "
-            f"otherwise falls back to init.shape_fallback={init.shape_fallback!r}; "
-            f"call init_gaussians with shape={init.shape_fallback!r} or pass Point-E points to "
-            "GaussianModel.from_points"
-        )
+        if not pointe_available():
+            logger.warning(
+                "init.shape='pointe' but Point-E is not installed (%s); falling back to init.shape_fallback=%r",
+                INSTALL_HINT, init.shape_fallback,
+            )
+            return init_gaussians(replace(init, shape=init.shape_fallback), optim, generator, device)
+        points, colors = pointe_points(init.prompt, init.num_points, init.size[0], generator, device)
+        init = replace(init, use_file_colors=True)
     else:
         raise ConfigError(f"init.shape={init.shape!r}; valid shapes: sphere, ellipsoid, box, ply, mesh, pointe")
     if points.shape[0] == 0:

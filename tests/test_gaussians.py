@@ -23,6 +23,7 @@ from lucid_app.gaussians import (
     sh_dc_to_rgb,
 )
 from lucid_app.init_shapes import init_gaussians, sample_mesh_surface, sample_volume
+from lucid_app.pointe_init import resample_cloud
 from lucid_app.ply import read_gaussian_ply, write_gaussian_ply
 
 
@@ -303,9 +304,25 @@ def test_init_gaussians_shapes(tmp_path: Path) -> None:
         assert torch.equal(loaded.params[name].detach(), src.params[name].detach())
 
 
+def test_pointe_without_the_package_falls_back_with_a_notice(caplog: pytest.LogCaptureFixture) -> None:
+    init = InitConfig(shape="pointe", shape_fallback="ellipsoid", num_points=300, size=(0.5, 0.2, 0.1))
+    with caplog.at_level("WARNING"):
+        model = init_gaussians(init, OptimConfig(), gen(3))
+    assert "Point-E is not installed" in caplog.text and "shape_fallback='ellipsoid'" in caplog.text
+    expected = init_gaussians(InitConfig(shape="ellipsoid", num_points=300, size=(0.5, 0.2, 0.1)), OptimConfig(), gen(3))
+    assert torch.equal(model.params["means"].detach(), expected.params["means"].detach())
+
+
+def test_resample_cloud_fits_the_ball_and_keeps_colours() -> None:
+    points = torch.tensor([[10.0, 0.0, 0.0], [12.0, 0.0, 0.0], [11.0, 1.0, 0.0]])
+    colors = torch.eye(3)
+    out, out_colors = resample_cloud(points, colors, 500, 0.8, gen(0))
+    assert out.shape == (500, 3) and out.norm(dim=-1).max() < 0.8 * 1.1
+    # Every output colour is one of the inputs, i.e. colours travel with their points.
+    assert torch.all((out_colors[:, None, :] == colors[None]).all(-1).any(-1))
+
+
 def test_init_errors() -> None:
-    with pytest.raises(ConfigError, match="shape_fallback='ellipsoid'"):
-        init_gaussians(InitConfig(shape="pointe", shape_fallback="ellipsoid"), OptimConfig(), gen())
     with pytest.raises(ConfigError, match="init.path"):
         init_gaussians(InitConfig(shape="mesh"), OptimConfig(), gen())
     with pytest.raises(ConfigError, match="no such mesh"):

@@ -1,0 +1,352 @@
+"""The training loop (DESIGN §3-§4): cameras → render → guidance → backward → densify → optimiser step.
+
+One :class:`Trainer` owns the state of one run: the Gaussians and their optimiser, the densification
+statistics, the single ``torch.Generator`` every random draw comes from, and the step counter. The config is
+frozen; live changes come from :class:`~lucid_app.controls.LiveControls`, read once per step. Steps count from 1
+(step k uses the camera ranges, δ_T and t range of k, and densification's schedule of k).
+
+Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes,
+``checkpoint.pt`` every ``export.checkpoint_every`` steps and at the end, and at the end, however the run ends
+(done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lucid_app.cameras import orbit_cameras, sample_cameras, turntable, turntable_rings
+from lucid_app.config import TrainConfig, from_yaml, to_yaml
+from lucid_app.controls import ControlState, LiveControls
+from lucid_app.densify import Densifier
+from lucid_app.events import DoneEvent, Event, PreviewEvent, StepEvent
+from lucid_app.export import (
+    MetricsLog,
+    load_checkpoint,
+    render_frames,
+    save_checkpoint,
+    write_png,
+    write_text,
+    write_turntable,
+)
+from lucid_app.gaussians import GaussianModel
+from lucid_app.guidance import GUIDANCES
+from lucid_app.guidance.ddim import delta_t_at
+from lucid_app.guidance.prompts import encode_prompt_set
+from lucid_app.init_shapes import init_gaussians
+from lucid_app.losses import disparity_image, sample_backgrounds, scale_noise, total_variation
+from lucid_app.ply import write_gaussian_ply
+from lucid_app.priors.base import DiffusionPrior
+from lucid_app.render import make_renderer
+from lucid_app.render.base import Renderer
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_AZIMUTHS_DEG = (0.0, 90.0, 180.0, -90.0)
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+
+
+def initial_controls(config: TrainConfig) -> ControlState:
+    """The live controls' starting values, taken from the config."""
+    return ControlState(
+        guidance_scale=config.guidance.guidance_scale,
+        delta_t=config.guidance.delta_t,
+        delta_t_start=config.guidance.delta_t_start,
+        preview_every=config.export.preview_every,
+    )
+
+
+class Trainer:
+    """One text-to-3D run.
+
+    Args:
+        config: the frozen, fully resolved config.
+        prior: a loaded :class:`DiffusionPrior` (its device is the run's device unless ``device`` is given).
+        run_dir: folder for the run's files; None keeps everything in memory (tests, benchmarks).
+        controls: live controls shared with another thread (default: fresh ones from the config).
+        renderer: a renderer (default: ``make_renderer(config.render.backend, device)``).
+        device: where the Gaussians live (default: the prior's device).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        prior: DiffusionPrior,
+        *,
+        run_dir: str | Path | None = None,
+        controls: LiveControls | None = None,
+        renderer: Renderer | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = config
+        self.prior = prior
+        self.device = torch.device(device) if device is not None else prior.device
+        self.renderer = renderer or make_renderer(config.render.backend, self.device)
+        self.controls = controls or LiveControls(initial_controls(config))
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.guidance = GUIDANCES[config.guidance.method]
+        self.prompts = encode_prompt_set(prior, config.prompt)
+        self.gaussians: GaussianModel = init_gaussians(config.init, config.optim, self.generator, self.device)
+        self.densifier = Densifier(config.densify, config.densify.extent)
+        self.step = 0
+        self.bad_steps = 0
+        self._last_preview_step = -1
+
+    # ---------------------------------------------------------------- one step
+
+    def train_step(self, controls: ControlState | None = None) -> StepEvent:
+        """Run step ``self.step + 1`` with the given control snapshot (default: the current one)."""
+        snap = controls or self.controls.snapshot()
+        cfg = self.config
+        k = self.step + 1
+        g = self.generator
+        start = time.perf_counter()
+        self.gaussians.update_learning_rates(k)
+
+        # 1. Cameras and backgrounds of this step (DESIGN §4 camera schedule; background augmentation).
+        cams = sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, g).to(self.device)
+        backgrounds = sample_backgrounds(len(cams), cfg.render.background, cfg.render.bg_aug_ratio, g).to(self.device)
+        use_disparity = bool(torch.rand((), generator=g) < cfg.loss.disparity_ratio)
+
+        # 2. Render with noisy scales.
+        splats = self.gaussians.splats()
+        splats = replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
+        out = self.renderer.render(splats, cams, backgrounds)
+
+        # 3. Guidance on the colour, or on the normalised disparity as a grey image.
+        image = disparity_image(out.depth, out.alpha) if use_disparity else out.rgb
+        x0 = self.prior.encode_images(image)
+        guidance_cfg = replace(cfg.guidance, delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
+        result = self.guidance(
+            self.prior, x0, cams.azimuth_deg, self.prompts, k, guidance_cfg, g,
+            guidance_scale=snap.guidance_scale, delta_t=delta_t_at(k, guidance_cfg),
+        )
+        terms = {
+            "guidance": result.loss,
+            "tv_rgb": cfg.loss.tv_rgb * total_variation(out.rgb),
+            "tv_depth": cfg.loss.tv_depth * total_variation(out.depth),
+            "scale": cfg.loss.scale * self.gaussians.scales.mean(),
+        }
+        total = sum(terms.values())
+        optimizer = self.gaussians.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+
+        losses = {name: float(v.detach()) for name, v in terms.items()}
+        losses["total"] = float(total.detach())
+        diag = result.diagnostics
+        event_args = dict(
+            step=k, total_steps=cfg.optim.steps, losses=losses, t=diag["t"], s=diag["s"],
+            delta_t=diag["delta_t"], grad_norm=diag["grad_norm"], guidance_scale=snap.guidance_scale,
+        )
+
+        # 4. A non-finite step changes nothing (``run`` ends the run after ``optim.max_bad_steps`` in a row).
+        if not self._gradients_finite(total):
+            optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.step = k
+            logger.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", k, self.bad_steps)
+            return StepEvent(**event_args, n_gaussians=self.gaussians.count,
+                             seconds=time.perf_counter() - start, skipped=True)
+        self.bad_steps = 0
+
+        # 5. Densification statistics and events, then the optimiser step.
+        self.densifier.accumulate(out, k)
+        report = self.densifier.step(self.gaussians, k, g)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.step = k
+        densify = {}
+        if report.changed:
+            densify = {"cloned": report.cloned, "split": report.split, "pruned": report.pruned,
+                       "reset": int(report.reset)}
+        return StepEvent(**event_args, n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start,
+                         densify=densify)
+
+    def _gradients_finite(self, total: torch.Tensor) -> bool:
+        if not bool(torch.isfinite(total.detach())):
+            return False
+        grads = [p.grad for p in self.gaussians.params.values() if p.grad is not None]
+        return all(bool(torch.isfinite(grad).all()) for grad in grads)
+
+    # ---------------------------------------------------------------- previews and outputs
+
+    def preview(self, size: int | None = None) -> PreviewEvent:
+        """Render the current Gaussians from the fixed preview cameras (front, sides, back)."""
+        cfg = self.config
+        size = size or cfg.render.width
+        n = len(PREVIEW_AZIMUTHS_DEG)
+        cams = orbit_cameras(
+            torch.tensor(PREVIEW_AZIMUTHS_DEG), torch.full((n,), cfg.cameras.default_polar_deg),
+            torch.full((n,), cfg.cameras.default_radius), torch.full((n,), cfg.cameras.default_fovy_rad), size, size,
+        )
+        frames = np.stack(list(render_frames(self.renderer, self.gaussians.splats(), cams, cfg.render.background)))
+        return PreviewEvent(step=self.step, images=frames, azimuth_deg=PREVIEW_AZIMUTHS_DEG)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the run bit for bit: Gaussians + optimiser, densification statistics,
+        step, the generator's state and the live controls in force."""
+        snap = self.controls.snapshot()
+        return {
+            "step": self.step,
+            "bad_steps": self.bad_steps,
+            "gaussians": self.gaussians.state_dict(),
+            "densifier": self.densifier.state_dict(),
+            "generator": self.generator.get_state(),
+            "controls": {"guidance_scale": snap.guidance_scale, "delta_t": snap.delta_t,
+                         "delta_t_start": snap.delta_t_start, "preview_every": snap.preview_every},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gaussians.load_state_dict(state["gaussians"])
+        self.densifier.load_state_dict(state["densifier"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.bad_steps = int(state["bad_steps"])
+        self.controls.update(**state["controls"])
+
+    def save_checkpoint(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
+
+    def export(self, progress: Callable[[int], None] | None = None) -> dict[str, str]:
+        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png`` and the checkpoint of the current state."""
+        if self.run_dir is None:
+            return {}
+        cfg = self.config
+        files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
+        files["checkpoint"] = str(self.save_checkpoint())
+        files["ply"] = str(write_gaussian_ply(self.run_dir / "model.ply", self.gaussians.to_raw()))
+        splats = self.gaussians.splats()
+        size = cfg.export.turntable_size
+        rings = turntable_rings(cfg.export.turntable_rings, cfg.cameras.default_polar_deg)
+        path = turntable(cfg.export.turntable_frames, size, size, cfg.cameras.default_radius,
+                         cfg.cameras.default_fovy_rad, rings)
+        write_turntable(self.run_dir / "turntable.mp4", self.renderer, splats, path, cfg.export.turntable_fps,
+                        cfg.render.background, progress)
+        files["video"] = str(self.run_dir / "turntable.mp4")
+        ring = turntable(cfg.export.eval_views, size, size, cfg.cameras.default_radius, cfg.cameras.default_fovy_rad,
+                         (cfg.cameras.default_polar_deg,))
+        for i, frame in enumerate(render_frames(self.renderer, splats, ring, cfg.render.background)):
+            write_png(self.run_dir / "views" / f"view_{i:03d}.png", frame)
+        files["views"] = str(self.run_dir / "views")
+        return files
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
+        """Train until ``optim.steps``, a stop, Ctrl-C or ``optim.max_bad_steps`` non-finite steps in a row; always
+        export at the end.
+
+        Errors other than those are re-raised after the export, so nothing already produced is lost.
+        """
+        emit = on_event or (lambda event: None)
+        metrics = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.config))
+            metrics = MetricsLog(self.run_dir / METRICS_NAME)
+        status, message = "done", ""
+        error: BaseException | None = None
+        last_controls = self.controls.snapshot()
+        try:
+            while self.step < self.config.optim.steps:
+                while not self.controls.wait_while_paused(timeout_s=0.2):
+                    pass
+                snap = self.controls.snapshot()
+                if snap.stop:
+                    status, message = "stopped", f"stopped by the user at step {self.step}"
+                    break
+                if metrics is not None and snap.version != last_controls.version:
+                    metrics.write({"step": self.step + 1, "controls": _control_changes(last_controls, snap)})
+                last_controls = snap
+                event = self.train_step(snap)
+                if metrics is not None and (event.step % self.config.export.log_every == 0 or event.skipped
+                                            or event.densify or event.step == 1):
+                    metrics.write(event.record())
+                emit(event)
+                if self.bad_steps >= self.config.optim.max_bad_steps:
+                    status = "failed"
+                    message = (
+                        f"{self.bad_steps} consecutive steps had a non-finite loss or gradient (last at step "
+                        f"{self.step}); the run stopped and its last good state was exported. "
+                        "Try a lower learning rate or λ."
+                    )
+                    logger.error("%s", message)
+                    break
+                if snap.preview_every > 0 and self.step % snap.preview_every == 0:
+                    emit(self.preview())
+                if self.config.export.checkpoint_every > 0 and self.step % self.config.export.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            status, message = "stopped", f"interrupted at step {self.step}"
+        except BaseException as err:
+            status, message, error = "failed", f"{type(err).__name__}: {err}", err
+        finally:
+            if metrics is not None:
+                metrics.write({"step": self.step, "status": status, "message": message})
+                metrics.close()
+        files = self.export()
+        done = DoneEvent(status=status, step=self.step, message=message, files=files)
+        emit(done)
+        if error is not None:
+            raise error
+        return done
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        prior: DiffusionPrior,
+        *,
+        controls: LiveControls | None = None,
+        renderer: Renderer | None = None,
+        device: torch.device | str | None = None,
+    ) -> Trainer:
+        """Continue a run from its folder's ``config.yaml`` and ``checkpoint.pt`` at the saved step.
+
+        Metric records after the checkpoint's step are dropped so the log has each step once.
+        """
+        run_dir = Path(run_dir)
+        config_path = run_dir / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder: no {CONFIG_NAME}")
+        config = from_yaml(config_path.read_text(encoding="utf-8"))
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        trainer = cls(config, prior, run_dir=run_dir, controls=controls, renderer=renderer, device=device)
+        trainer.load_state_dict(state)
+        _truncate_metrics(run_dir / METRICS_NAME, trainer.step)
+        logger.info("resumed %s at step %d of %d", run_dir, trainer.step, config.optim.steps)
+        return trainer
+
+
+def _control_changes(before: ControlState, after: ControlState) -> dict[str, object]:
+    names = ("guidance_scale", "delta_t", "delta_t_start", "preview_every", "paused", "stop")
+    return {n: getattr(after, n) for n in names if getattr(after, n) != getattr(before, n)}
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records of steps ≤ ``last_step`` (the ones the checkpoint already contains)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(record.get("step", 0)) <= last_step and "status" not in record:
+            kept.append(line)
+    write_text(path, "".join(f"{line}\n" for line in kept))
+
