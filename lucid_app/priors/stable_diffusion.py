@@ -18,20 +18,25 @@ Runtime conventions:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionPipeline
+from diffusers import ControlNetModel, DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 from huggingface_hub.errors import EntryNotFoundError
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig
 from lucid_app.devices import resolve_device, resolve_dtype
 from lucid_app.priors.base import PriorError
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,25 @@ def _check_local(name: str, what: str, need_model_index: bool) -> tuple[Path | N
     return path, ""
 
 
+@functools.cache
+def _pipeline_class() -> type[StableDiffusionPipeline]:
+    """diffusers' ``StableDiffusionPipeline``, imported on first use.
+
+    Importing it makes transformers warn that its image processors "require torchvision" and to install it; we
+    never use those processors (no safety checker, no feature extractor) and torchvision must not be installed
+    beside the CPU torch (DESIGN §7), so that one warning is silenced during the import.
+    """
+    import transformers.utils.logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return StableDiffusionPipeline
+
+
 def _load_pipeline(model_id: str, dtype: torch.dtype, single_file_config: str | None) -> StableDiffusionPipeline:
     """UNet, VAE, text encoder, tokenizer and scheduler in a pipeline object (used only as a loader)."""
     path, problem = _check_local(model_id, "model", need_model_index=True)
@@ -96,10 +120,10 @@ def _load_pipeline(model_id: str, dtype: torch.dtype, single_file_config: str | 
     skip = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     try:
         if path is not None and path.is_file():
-            return StableDiffusionPipeline.from_single_file(
+            return _pipeline_class().from_single_file(
                 str(path), config=single_file_config, dtype=dtype, **skip
             )
-        return StableDiffusionPipeline.from_pretrained(str(path or model_id), dtype=dtype, **skip)
+        return _pipeline_class().from_pretrained(str(path or model_id), dtype=dtype, **skip)
     except _LOAD_ERRORS as err:
         logger.debug("loading %s failed", model_id, exc_info=True)
         reason = _first_line(err)
