@@ -218,6 +218,9 @@ class ExportConfig:
     turntable_size: int = 512
     eval_views: int = 8
     mesh: bool = False
+    # Density grid resolution and iso-level of the mesh (``mesh.py``).
+    mesh_resolution: int = 128
+    mesh_iso: float = 0.5
     progress_video: bool = False
     checkpoint_every: int = 500
     preview_every: int = 50

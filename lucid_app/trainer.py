@@ -221,7 +221,8 @@ class Trainer:
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
 
     def export(self, progress: Callable[[int], None] | None = None) -> dict[str, str]:
-        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png`` and the checkpoint of the current state."""
+        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state and, with
+        ``export.mesh``, ``mesh.glb``."""
         if self.run_dir is None:
             return {}
         cfg = self.config
@@ -241,6 +242,16 @@ class Trainer:
         for i, frame in enumerate(render_frames(self.renderer, splats, ring, cfg.render.background)):
             write_png(self.run_dir / "views" / f"view_{i:03d}.png", frame)
         files["views"] = str(self.run_dir / "views")
+        if cfg.export.mesh:
+            from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
+            # Written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped,
+            # and every other output is already on disk.
+            try:
+                mesh = mesh_from_splats(splats, cfg.export.mesh_resolution, cfg.export.mesh_iso).mesh
+                files["mesh"] = str(write_mesh(self.run_dir / "mesh.glb", mesh))
+            except (MeshError, MemoryError) as err:
+                logger.warning("mesh export skipped: %s", err)
         return files
 
     # ---------------------------------------------------------------- the loop
