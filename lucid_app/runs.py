@@ -6,12 +6,13 @@ Shared by the CLI and the app so both resolve configs and fall back to the demo 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lucid_app.config import DEFAULT_MODEL, ConfigError, TrainConfig, replace
+from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfig, replace
 from lucid_app.devices import resolve_device
 from lucid_app.presets import load_config
 from lucid_app.priors import load_prior
@@ -68,24 +69,32 @@ class PreparedRun:
     notice: str | None = None
 
 
-def load_run_prior(config: TrainConfig, device: str | torch.device = "auto", allow_demo: bool = True) -> PreparedRun:
+def load_run_prior(
+    config: TrainConfig,
+    device: str | torch.device = "auto",
+    allow_demo: bool = True,
+    loader: Callable[[ModelConfig, torch.device], DiffusionPrior] | None = None,
+) -> PreparedRun:
     """Load ``config.model``; when it is the default Stable Diffusion model and its weights are unavailable (and
     ``allow_demo``), run the offline demo instead and say so.
 
-    The demo keeps the user's prompt when it names a demo object, else it uses the demo preset's prompt.
+    The demo keeps the user's prompt when it names a demo object, else it uses the demo preset's prompt; the demo
+    preset's other settings apply. ``loader(model_config, device)`` loads a prior (default: ``load_prior``; the
+    app passes its model cache).
 
     Raises:
         PriorError: the model cannot be loaded and no fallback applies (the message says what to do).
     """
     torch_device = resolve_device(device)
+    load = loader or (lambda model, dev: load_prior(model.id, model, dev))
     try:
-        return PreparedRun(config, load_prior(config.model.id, config.model, torch_device))
+        return PreparedRun(config, load(config.model, torch_device))
     except PriorError as err:
         if not (allow_demo and config.model.id == DEFAULT_MODEL):
             raise
         logger.info("%s", err)
     demo = resolve_config(DEMO_PRESET, overrides=[f"seed={config.seed}"])
-    prior = load_prior(demo.model.id, demo.model, torch_device)
+    prior = load(demo.model, torch_device)
     prompt = demo.prompt.text
     try:
         prior.encode_prompts([config.prompt.text])
@@ -97,7 +106,7 @@ def load_run_prior(config: TrainConfig, device: str | torch.device = "auto", all
     notice = (
         f"No Stable Diffusion weights are available for {config.model.id!r} (offline, or not downloaded yet). "
         f"Running the built-in offline demo instead: the multi-view prior {demo.model.id} with prompt {prompt!r} "
-        f"(demo objects: {captions})."
+        f"(demo objects: {captions}); the demo preset's settings apply."
     )
     logger.warning("%s", notice)
     return PreparedRun(demo, prior, notice)

