@@ -183,6 +183,42 @@ def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    """Pseudo-GTs of SDS and ISM for views of a ``.ply`` (``lucid_app.inspect``); writes OUT/pseudo_gt.png."""
+    from lucid_app.config import ModelConfig, PromptConfig
+    from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, render_ply_views
+    from lucid_app.negatives import negative_text
+    from lucid_app.priors import load_prior
+    from lucid_app.runs import resolve_model_id
+
+    start = time.perf_counter()
+    device = resolve_device(args.device)
+    model_id = resolve_model_id(args.model)
+    prior = load_prior(model_id, ModelConfig(id=model_id), device)
+    azimuth = torch.tensor([float(a) for a in args.azimuth.split(",")])
+    renders = render_ply_views(args.ply, azimuth, args.elevation, args.radius, args.size,
+                               CameraConfig().default_fovy_rad, device)
+    prompt = PromptConfig(text=args.prompt) if args.negative is None else PromptConfig(
+        text=args.prompt, negative=negative_text(args.negative))
+    settings = InspectSettings(timesteps=args.t, delta_ts=args.delta_t, seeds=args.seeds)
+    grid, numbers = inspect_pseudo_gt(prior, renders, azimuth, prompt, settings=settings)
+    png = write_png(Path(args.out) / "pseudo_gt.png", grid.cpu().numpy())
+    return {
+        "command": "inspect", "ply": str(args.ply), "model": model_id, "prompt": prompt.text,
+        "negative": prompt.negative, "t": list(args.t), "delta_t": list(args.delta_t), "seeds": args.seeds,
+        "azimuth_deg": azimuth.tolist(), "rows": list(numbers), "inconsistency": numbers, "png": str(png),
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lucid_app", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -244,6 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("--sigma", type=float, default=0.1, help="kernel width of the multi-view prior")
     d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d2.set_defaults(func=cmd_bench_distill2d)
+
+    insp = sub.add_parser("inspect", help="SDS vs ISM pseudo-GTs of a .ply's views, and their inconsistency")
+    insp.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
+    insp.add_argument("--model", required=True, help="hub id, local diffusers folder or multiview:DIR")
+    insp.add_argument("--prompt", required=True)
+    insp.add_argument("--negative", default=None, help="negative prompt or @NAME (default: the paper's)")
+    insp.add_argument("--t", type=_int_list, default=(200, 500), help="timestep indices, e.g. 200,500")
+    insp.add_argument("--delta-t", type=_int_list, default=(20, 200), help="ISM intervals δ_T, e.g. 20,200")
+    insp.add_argument("--seeds", type=_positive_int, default=3)
+    insp.add_argument("--azimuth", default="0", help="camera azimuths in degrees, comma-separated")
+    insp.add_argument("--elevation", type=float, default=0.0, help="degrees above the horizon")
+    insp.add_argument("--radius", type=float, default=4.0)
+    insp.add_argument("--size", type=_positive_int, default=64, help="render size (px)")
+    insp.add_argument("--out", required=True, help="output folder (pseudo_gt.png)")
+    insp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    insp.set_defaults(func=cmd_inspect)
     return parser
 
 

@@ -48,7 +48,7 @@ class PromptConfig:
 class GuidanceConfig:
     """Interval Score Matching (ISM) or SDS, DESIGN §4 steps 1-5."""
 
-    method: Literal["ism", "sds"] = "ism"
+    method: Literal["ism", "sds", "naive"] = "ism"
     guidance_scale: float = 7.5
     # Scale of CFG inside the DDIM inversion; 1.0 = the inverse prompt alone.
     denoise_guidance_scale: float = 1.0

@@ -23,11 +23,13 @@ from lucid_app.config import ConfigError, TrainConfig, apply_overrides, deep_mer
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 _MAX_BASE_DEPTH = 16
+# Files in presets/ that are libraries, not presets (``negatives.yaml``: see lucid_app/negatives.py).
+LIBRARY_FILES = ("negatives",)
 
 
 def list_presets(directory: Path = PRESETS_DIR) -> list[str]:
-    """Names of the presets in ``directory`` (file stems), sorted."""
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    """Names of the presets in ``directory`` (file stems, libraries excluded), sorted."""
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.stem not in LIBRARY_FILES)
 
 
 def preset_path(name_or_path: str, directory: Path = PRESETS_DIR) -> Path:

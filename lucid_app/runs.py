@@ -14,6 +14,7 @@ import torch
 
 from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfig, replace
 from lucid_app.devices import resolve_device
+from lucid_app.negatives import resolve_negative
 from lucid_app.presets import load_config
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
@@ -34,8 +35,11 @@ def resolve_config(
 ) -> TrainConfig:
     """Defaults ← preset ← ``--set`` overrides ← explicit prompt / negative / model, checked strictly.
 
+    A negative prompt ``"@NAME"`` (from any of these) is replaced here by the library's text
+    (:func:`lucid_app.negatives.resolve_negative`) — the one place such references are resolved.
+
     Raises:
-        ConfigError: unknown preset or key, wrong type, or an empty prompt.
+        ConfigError: unknown preset or key, wrong type, an unknown ``@NAME`` negative, or an empty prompt.
     """
     config = load_config(preset, overrides)
     if prompt is not None:
@@ -46,6 +50,7 @@ def resolve_config(
         config = replace(config, model=replace(config.model, id=model))
     if not config.prompt.text.strip():
         raise ConfigError("the prompt is empty: give --prompt TEXT or a preset with prompt.text")
+    config = resolve_negative(config)
     return replace(config, model=replace(config.model, id=resolve_model_id(config.model.id)))
 
 

@@ -71,6 +71,21 @@ def finish(
     return gradient_loss(x0, grad), grad
 
 
+def timestep_for(
+    step: int, config: GuidanceConfig, num_train_timesteps: int, generator: torch.Generator, t: int | None = None
+) -> int:
+    """Step 1's t: drawn from the scheduled range with ``generator``, or ``t`` itself when forced (no draw).
+
+    Raises:
+        ValueError: a forced ``t`` outside [0, num_train_timesteps).
+    """
+    if t is None:
+        return sample_timestep(*t_bounds_at(step, config, num_train_timesteps), generator=generator)
+    if not 0 <= int(t) < num_train_timesteps:
+        raise ValueError(f"forced timestep t must be in [0, {num_train_timesteps}), got {t}")
+    return int(t)
+
+
 def inversion_noise(
     prior: DiffusionPrior,
     x: torch.Tensor,
@@ -114,6 +129,7 @@ def ism_guidance(
     delta_t: int | None = None,
     control: torch.Tensor | None = None,
     return_previews: bool = False,
+    t: int | None = None,
 ) -> GuidanceOutput:
     """One ISM evaluation (module docstring, steps 1-5).
 
@@ -129,6 +145,7 @@ def ism_guidance(
         delta_t: overrides the scheduled δ_T (live control).
         control: optional [C, H, W, 3] control images for ControlNet priors.
         return_previews: also return x̂₀ estimates (``GuidanceOutput.previews``).
+        t: forces the timestep index instead of drawing it (the pseudo-GT inspector); None = scheduled draw.
 
     Returns:
         :class:`GuidanceOutput`.
@@ -138,7 +155,7 @@ def ism_guidance(
     gs = config.guidance_scale if guidance_scale is None else guidance_scale
     dt = delta_t_at(step, config) if delta_t is None else int(delta_t)
     # 1. One t for the batch; s = max(t − δ_T, 0).
-    t = sample_timestep(*t_bounds_at(step, config, T), generator=generator)
+    t = timestep_for(step, config, T, generator, t)
     s = max(t - dt, 0)
     with torch.no_grad():
         x = x0.detach()

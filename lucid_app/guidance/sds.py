@@ -11,8 +11,8 @@ import torch
 
 from lucid_app.config import GuidanceConfig
 from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import add_noise, predict_x0, randn_like, sample_timestep, t_bounds_at
-from lucid_app.guidance.ism import GuidanceOutput, finish
+from lucid_app.guidance.ddim import add_noise, predict_x0, randn_like
+from lucid_app.guidance.ism import GuidanceOutput, finish, timestep_for
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
 
@@ -29,14 +29,15 @@ def sds_guidance(
     delta_t: int | None = None,
     control: torch.Tensor | None = None,
     return_previews: bool = False,
+    t: int | None = None,
 ) -> GuidanceOutput:
     """One SDS evaluation; same arguments and output as :func:`lucid_app.guidance.ism.ism_guidance`.
 
-    ``delta_t`` is accepted for the shared signature and ignored.
+    ``delta_t`` is accepted for the shared signature and ignored; ``t`` forces the timestep (no draw).
     """
     alphas = prior.alphas_cumprod
     gs = config.guidance_scale if guidance_scale is None else guidance_scale
-    t = sample_timestep(*t_bounds_at(step, config, prior.num_train_timesteps), generator=generator)
+    t = timestep_for(step, config, prior.num_train_timesteps, generator, t)
     with torch.no_grad():
         noise = randn_like(x0, generator)
         x_t = add_noise(x0.detach(), noise, alphas[t])

@@ -1,0 +1,163 @@
+"""Pseudo-GT inspector: the x₀ estimates SDS and ISM pull a render towards, and how much they vary by seed.
+
+LucidDreamer (supplementary Fig. 1) motivates ISM by SDS's pseudo-ground-truths: SDS's one-step estimate
+x̂₀ᵗ from x₀ noised with fresh noise is blurry and *inconsistent* across noise draws, while ISM's estimate from
+the DDIM-inverted x_t is sharp and nearly deterministic. For one render set this module computes, for each t
+(and δ_T for ISM), with and without the negative prompt, the pseudo-GTs of several seeds — exactly the
+``previews["pred_x0"]`` of :func:`sds_guidance` / :func:`ism_guidance` with the timestep forced — and
+    inconsistency = mean over pixels, channels and cameras of the per-pixel standard deviation across seeds
+(population std, images in [0, 1] after ``prior.decode``). Pure functions on tensors; files are written by the
+caller (the CLI through ``export.write_png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lucid_app.cameras import orbit_cameras
+from lucid_app.config import GuidanceConfig, OptimConfig, PromptConfig
+from lucid_app.gaussians import GaussianModel
+from lucid_app.guidance.ism import ism_guidance
+from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
+from lucid_app.guidance.sds import sds_guidance
+from lucid_app.ply import read_gaussian_ply
+from lucid_app.priors.base import DiffusionPrior
+from lucid_app.render import make_renderer
+
+logger = logging.getLogger(__name__)
+
+GRID_GAP_PX = 2  # white gap between grid tiles
+
+
+@dataclass(frozen=True)
+class InspectSettings:
+    """Which pseudo-GTs to compute: timestep indices, ISM intervals δ_T, number of seeds (0..seeds-1)."""
+
+    timesteps: tuple[int, ...] = (200, 500)
+    delta_ts: tuple[int, ...] = (20, 200)
+    seeds: int = 3
+
+
+def pseudo_gts(
+    prior: DiffusionPrior,
+    x0: torch.Tensor,
+    azimuth_deg: torch.Tensor,
+    prompts: PromptEmbeddings,
+    config: GuidanceConfig,
+    method: str,
+    t: int,
+    delta_t: int,
+    seeds: int,
+) -> torch.Tensor:
+    """Decoded pseudo-GTs [S, C, H, W, 3] in [0, 1] of ``method`` ("sds" or "ism") at t (and δ_T), seeds 0..S-1.
+
+    Args:
+        x0: [C, ...] the views in the prior's space (``prior.encode_images`` of the renders).
+        azimuth_deg: [C] camera azimuths (view prompts).
+        prompts: the encoded prompts (:func:`encode_prompt_set`); the negative takes CFG's unconditional branch
+            (supplementary eq. 1).
+    """
+    guidances = {"sds": sds_guidance, "ism": ism_guidance}
+    if method not in guidances:
+        raise ValueError(f"pseudo_gts: method must be one of {sorted(guidances)}, got {method!r}")
+    estimates = []
+    for seed in range(seeds):
+        out = guidances[method](
+            prior, x0.detach(), azimuth_deg, prompts, 0, config, torch.Generator(device=x0.device).manual_seed(seed),
+            delta_t=delta_t, return_previews=True, t=t,
+        )
+        estimates.append(prior.decode(out.previews["pred_x0"]).float().cpu())
+    return torch.stack(estimates)
+
+
+def inconsistency(images: torch.Tensor) -> float:
+    """[S, C, H, W, 3] → mean over C, H, W, 3 of the population std across the S seeds (0 for S = 1)."""
+    return float(images.std(dim=0, correction=0).mean())
+
+
+def _tile_row(tiles: list[torch.Tensor]) -> torch.Tensor:
+    """[H, W, 3] tiles (resized to the first one's size) → one [H + gap, n·(W + gap), 3] row."""
+    h, w = tiles[0].shape[:2]
+    padded = []
+    for tile in tiles:
+        if tile.shape[:2] != (h, w):
+            tile = F.interpolate(tile.permute(2, 0, 1)[None], size=(h, w), mode="bilinear")[0].permute(1, 2, 0)
+        padded.append(F.pad(tile.permute(2, 0, 1), (0, GRID_GAP_PX, 0, GRID_GAP_PX), value=1.0).permute(1, 2, 0))
+    return torch.cat(padded, dim=1)
+
+
+def inspect_pseudo_gt(
+    prior: DiffusionPrior,
+    renders: torch.Tensor,
+    azimuth_deg: torch.Tensor,
+    prompt_config: PromptConfig,
+    config: GuidanceConfig | None = None,
+    settings: InspectSettings = InspectSettings(),
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pseudo-GTs of SDS and ISM for ``renders``, as a grid image and inconsistency numbers.
+
+    Rows, in the order of the returned dict's keys: for each t, ``sds_t{t}_neg`` and ``sds_t{t}_noneg``, then
+    for each t and δ_T ``ism_t{t}_dt{δ_T}_neg`` / ``_noneg`` (with ``prompt_config.negative``, and with the empty
+    negative prompt = the true unconditional). Each row holds, per camera, the render x₀ (decoded) followed by
+    the S seeds' pseudo-GTs.
+
+    Args:
+        renders: [C, H, W, 3] in [0, 1].
+        azimuth_deg: [C] their cameras' azimuths.
+        config: guidance settings (CFG scale, inversion); default :class:`GuidanceConfig`.
+
+    Returns:
+        (grid uint8 [H_grid, W_grid, 3], {row label: inconsistency}).
+    """
+    config = config or GuidanceConfig()
+    x0 = prior.encode_images(renders.to(prior.device)).detach()
+    shown = prior.decode(x0).float().cpu()
+    variants = {
+        "neg": encode_prompt_set(prior, prompt_config),
+        "noneg": encode_prompt_set(prior, replace(prompt_config, negative="")),
+    }
+    rows: dict[str, torch.Tensor] = {}
+    for t in settings.timesteps:
+        for tag, prompts in variants.items():
+            rows[f"sds_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, "sds", t, 0, settings.seeds)
+    for t in settings.timesteps:
+        for dt in settings.delta_ts:
+            for tag, prompts in variants.items():
+                rows[f"ism_t{t}_dt{dt}_{tag}"] = pseudo_gts(
+                    prior, x0, azimuth_deg, prompts, config, "ism", t, dt, settings.seeds
+                )
+    numbers = {label: inconsistency(images) for label, images in rows.items()}
+    grid_rows = []
+    for images in rows.values():
+        tiles = [tile for c in range(shown.shape[0]) for tile in (shown[c], *images[:, c])]
+        grid_rows.append(_tile_row(tiles))
+    grid = torch.cat(grid_rows, dim=0)
+    return (grid.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8), numbers
+
+
+def render_ply_views(
+    ply_path: str | Path,
+    azimuth_deg: torch.Tensor,
+    elevation_deg: float,
+    radius: float,
+    size_px: int,
+    fovy_rad: float,
+    device: torch.device | str = "cpu",
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Renders [C, size_px, size_px, 3] in [0, 1] of a 3DGS ``.ply`` from orbit cameras at ``azimuth_deg`` [C]
+    (polar = 90° − elevation), with the automatic renderer for ``device``."""
+    splats = GaussianModel.from_raw(read_gaussian_ply(ply_path), OptimConfig(), device=device).splats()
+    n = azimuth_deg.shape[0]
+    cameras = orbit_cameras(
+        azimuth_deg.float(), torch.full((n,), 90.0 - elevation_deg), torch.full((n,), float(radius)),
+        torch.full((n,), float(fovy_rad)), size_px, size_px,
+    ).to(splats.means.device, splats.means.dtype)
+    bg = torch.tensor(background, dtype=splats.means.dtype, device=splats.means.device).expand(n, 3)
+    with torch.no_grad():
+        return make_renderer("auto", torch.device(device)).render(splats, cameras, bg).rgb.clamp(0.0, 1.0)

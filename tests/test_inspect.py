@@ -1,0 +1,86 @@
+"""Pseudo-GT inspector on a tiny one-object multi-view prior, and its CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from lucid_app.cli import main
+from lucid_app.config import ModelConfig, PromptConfig
+from lucid_app.inspect import InspectSettings, inconsistency, inspect_pseudo_gt
+from lucid_app.metrics import psnr
+from lucid_app.ply import write_gaussian_ply
+from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
+from test_multiview import write_object
+from test_ply import random_gaussians
+
+SIZE = 8
+VIEWS = [(0.0, 80.0), (90.0, 80.0), (180.0, 80.0), (-90.0, 80.0)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inspect") / "chair"
+    write_object(folder, "a red chair", VIEWS, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prior(dataset: Path) -> MultiViewPrior:
+    """σ = 0.1 (the default kernel width): near the data the estimate stays near its input, as a trained model's
+    does. With σ = 0 the denoiser snaps to a dataset image at every noise level, so its ε̂ jumps wherever the
+    posterior flips and a long DDIM inversion (t = 500, δ_T = 20) turns chaotic — not what the test is about."""
+    return load_multiview_prior(dataset, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.1))
+
+
+def test_inconsistency_is_mean_per_pixel_std() -> None:
+    images = torch.stack([torch.zeros(1, 2, 2, 3), torch.ones(1, 2, 2, 3)])
+    assert inconsistency(images) == pytest.approx(0.5)
+    assert inconsistency(images[:1]) == 0.0
+
+
+def test_ism_pseudo_gts_are_far_more_consistent_than_sds(prior: MultiViewPrior) -> None:
+    renders = torch.rand(2, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(5))
+    grid, numbers = inspect_pseudo_gt(prior, renders, torch.tensor([0.0, 90.0]), PromptConfig(text="a red chair"))
+    n_rows, seeds = 2 * 2 + 2 * 2 * 2, 3
+    assert grid.dtype == torch.uint8 and grid.shape == (n_rows * (SIZE + 2), 2 * (1 + seeds) * (SIZE + 2), 3)
+    assert list(numbers)[:2] == ["sds_t200_neg", "sds_t200_noneg"] and "ism_t500_dt20_noneg" in numbers
+    assert all(v >= 0 and v == v for v in numbers.values())
+    for t in (200, 500):
+        for dt in (20, 200):
+            assert numbers[f"ism_t{t}_dt{dt}_neg"] < 0.2 * numbers[f"sds_t{t}_neg"]
+
+
+def test_ism_pseudo_gt_of_a_dataset_image_at_small_t_is_that_image(prior: MultiViewPrior) -> None:
+    image = prior.decode(prior.images[:1])  # the front view, as a render
+    settings = InspectSettings(timesteps=(20,), delta_ts=(20,), seeds=2)
+    grid, numbers = inspect_pseudo_gt(prior, image, torch.tensor([0.0]), PromptConfig(text="a red chair"),
+                                      settings=settings)
+    tile = SIZE + 2
+    ism_row = 2  # rows: sds neg, sds noneg, ism neg, ...
+    pseudo_gt = grid[ism_row * tile : ism_row * tile + SIZE, tile : tile + SIZE].float() / 255.0
+    assert float(psnr(pseudo_gt[None], image)) > 30.0
+    assert numbers["ism_t20_dt20_neg"] < 0.01
+
+
+def test_cli_inspect_prints_json_and_writes_png(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ply = tmp_path / "scene.ply"
+    g = random_gaussians(30, 0, seed=1)
+    g.means *= 0.3  # in front of the camera at radius 4
+    g.log_scales[:] = -2.5
+    write_gaussian_ply(ply, g)
+    out = tmp_path / "out"
+    code = main(["inspect", "--ply", str(ply), "--model", f"multiview:{dataset}", "--prompt", "a red chair",
+                 "--t", "200", "--delta-t", "50", "--seeds", "2", "--azimuth", "0,90", "--size", "16",
+                 "--out", str(out)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["command"] == "inspect" and set(report["inconsistency"]) == {
+        "sds_t200_neg", "sds_t200_noneg", "ism_t200_dt50_neg", "ism_t200_dt50_noneg"}
+    tile = ModelConfig().multiview_resolution + 2  # the CLI's prior runs at the default resolution
+    assert iio.imread(out / "pseudo_gt.png").shape == (4 * tile, 2 * 3 * tile, 3)
+    assert report["png"] == str(out / "pseudo_gt.png")
