@@ -122,10 +122,13 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     else:
         if args.out is None:
             raise ValueError("generate needs --out DIR (or --resume RUN_DIR)")
-        config = resolve_config(args.preset, args.prompt, args.negative, args.model, args.set)
-        prepared = load_run_prior(config, args.device, allow_demo=args.model is None)
-        trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out)
-        notice = prepared.notice
+        if args.avatar:
+            trainer, notice = _avatar_trainer(args)
+        else:
+            config = resolve_config(args.preset, args.prompt, args.negative, args.model, args.set)
+            prepared = load_run_prior(config, args.device, allow_demo=args.model is None)
+            trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out)
+            notice = prepared.notice
     config = trainer.config
     bar = tqdm(total=config.optim.steps, initial=trainer.step, desc="generate", unit="step", file=sys.stderr,
                dynamic_ncols=True)
@@ -148,6 +151,31 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
         "method": config.guidance.method, "n_gaussians": trainer.gaussians.count, "files": done.files,
         "notice": notice, "wall_s": round(time.perf_counter() - start, 3),
     }
+
+
+def _avatar_trainer(args: argparse.Namespace) -> tuple[Any, None]:
+    """Avatar mode: Gaussians on the posed SMPL body, part maps as the ControlNet's control for every camera."""
+    from lucid_app.avatar.body import build_body
+    from lucid_app.avatar.init import avatar_gaussians
+    from lucid_app.avatar.partmap import control_fn_for
+    from lucid_app.runs import load_run_prior, resolve_config
+    from lucid_app.trainer import Trainer
+
+    if args.smpl_dir is None:
+        raise ValueError(
+            "--avatar needs --smpl-dir DIR (the folder with SMPL_NEUTRAL.pkl; see the README, Avatar mode)"
+        )
+    config = resolve_config(args.preset or "avatar", args.prompt, args.negative, args.model, args.set)
+    if not config.model.controlnet:
+        raise ValueError("--avatar needs a ControlNet: set model.controlnet (the 'avatar' preset names one)")
+    body = build_body(args.smpl_dir, args.pose, args.gender)
+    prepared = load_run_prior(config, args.device, allow_demo=False)
+    generator = torch.Generator().manual_seed(prepared.config.seed)
+    device = prepared.prior.device
+    gaussians = avatar_gaussians(body, prepared.config.init, prepared.config.optim, generator, device)
+    trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out, control_fn=control_fn_for(body),
+                      gaussians=gaussians)
+    return trainer, None
 
 
 def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
@@ -252,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default=None, help="run folder to write")
     gen.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--avatar", action="store_true",
+                     help="avatar mode: start from a posed SMPL body, guide with a body-part ControlNet")
+    gen.add_argument("--pose", default="a_pose", help="avatar pose preset (presets/poses/) or a .npz/.json file")
+    gen.add_argument("--smpl-dir", default=None, help="folder with the SMPL model files (avatar mode)")
+    gen.add_argument("--gender", default="neutral", choices=["neutral", "male", "female"], help="SMPL model")
     gen.set_defaults(func=cmd_generate)
 
     from lucid_app.mesh import DEFAULT_ISO, DEFAULT_RESOLUTION

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lucid_app.cameras import orbit_cameras, sample_cameras, turntable, turntable_rings
+from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras, turntable, turntable_rings
 from lucid_app.config import TrainConfig, from_yaml, to_yaml
 from lucid_app.controls import ControlState, LiveControls
 from lucid_app.densify import Densifier
@@ -75,6 +75,8 @@ class Trainer:
         controls: live controls shared with another thread (default: fresh ones from the config).
         renderer: a renderer (default: ``make_renderer(config.render.backend, device)``).
         device: where the Gaussians live (default: the prior's device).
+        control_fn: cameras -> [C, H, W, 3] control images in [0, 1] for a ControlNet prior (avatar part maps).
+        gaussians: initial Gaussians (default: ``init_gaussians(config.init, ...)``).
     """
 
     def __init__(
@@ -86,8 +88,11 @@ class Trainer:
         controls: LiveControls | None = None,
         renderer: Renderer | None = None,
         device: torch.device | str | None = None,
+        control_fn: Callable[[CameraBatch], torch.Tensor] | None = None,
+        gaussians: GaussianModel | None = None,
     ) -> None:
         self.config = config
+        self.control_fn = control_fn
         self.prior = prior
         self.device = torch.device(device) if device is not None else prior.device
         self.renderer = renderer or make_renderer(config.render.backend, self.device)
@@ -96,7 +101,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.guidance = GUIDANCES[config.guidance.method]
         self.prompts = encode_prompt_set(prior, config.prompt)
-        self.gaussians: GaussianModel = init_gaussians(config.init, config.optim, self.generator, self.device)
+        self.gaussians: GaussianModel = gaussians if gaussians is not None else init_gaussians(
+            config.init, config.optim, self.generator, self.device
+        )
         self.densifier = Densifier(config.densify, config.densify.extent)
         self.step = 0
         self.bad_steps = 0
@@ -130,6 +137,7 @@ class Trainer:
         result = self.guidance(
             self.prior, x0, cams.azimuth_deg, self.prompts, k, guidance_cfg, g,
             guidance_scale=snap.guidance_scale, delta_t=delta_t_at(k, guidance_cfg),
+            control=self.control_fn(cams) if self.control_fn is not None else None,
         )
         terms = {
             "guidance": result.loss,

@@ -1,0 +1,278 @@
+"""Avatar mode on a synthetic SMPL model (real topology sizes, random-but-plausible content, written in a fixture and
+never committed): loading, pose presets, world frame, part maps with occlusion, and ControlNet-guided training."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("smplx")
+
+from lucid_app.avatar.body import (  # noqa: E402
+    SMPL_NUM_JOINTS,
+    SMPL_NUM_VERTICES,
+    AvatarError,
+    build_body,
+    load_pose,
+    pose_names,
+)
+from lucid_app.avatar.init import avatar_gaussians, sample_surface  # noqa: E402
+from lucid_app.avatar.partmap import TORSO_PARTS, part_labels, part_map, project  # noqa: E402
+from lucid_app.cameras import orbit_cameras  # noqa: E402
+from lucid_app.config import InitConfig, OptimConfig  # noqa: E402
+
+# Rest joints of the synthetic body in SMPL's frame (y up, facing +z, +x = the body's left), metres.
+REST_JOINTS = np.array([
+    [0.0, 0.0, 0.0], [0.09, -0.09, 0.0], [-0.09, -0.09, 0.0], [0.0, 0.11, 0.0], [0.1, -0.48, 0.0],
+    [-0.1, -0.48, 0.0], [0.0, 0.24, 0.0], [0.1, -0.88, 0.0], [-0.1, -0.88, 0.0], [0.0, 0.3, 0.0],
+    [0.1, -0.93, 0.12], [-0.1, -0.93, 0.12], [0.0, 0.5, 0.0], [0.07, 0.42, 0.0], [-0.07, 0.42, 0.0],
+    [0.0, 0.6, 0.0], [0.18, 0.44, 0.0], [-0.18, 0.44, 0.0], [0.44, 0.44, 0.0], [-0.44, 0.44, 0.0],
+    [0.68, 0.44, 0.0], [-0.68, 0.44, 0.0], [0.76, 0.44, 0.0], [-0.76, 0.44, 0.0],
+])
+PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+TORSO_JOINTS = [0, 3, 6, 9, 12, 13, 14]
+# (start, end, radius across x, radius across z, skinning joint or None = nearest torso joint)
+PRIMITIVES = [
+    ((0.0, -0.2, 0.0), (0.0, 0.52, 0.0), 0.17, 0.11, None),
+    ((0.0, 0.55, 0.0), (0.0, 0.8, 0.0), 0.1, 0.1, 15),
+    *[(tuple(REST_JOINTS[a]), tuple(REST_JOINTS[b]), r, r, a) for a, b, r in [
+        (16, 18, 0.055), (17, 19, 0.055), (18, 20, 0.045), (19, 21, 0.045), (20, 22, 0.04), (21, 23, 0.04),
+        (1, 4, 0.08), (2, 5, 0.08), (4, 7, 0.06), (5, 8, 0.06), (7, 10, 0.045), (8, 11, 0.045),
+    ]],
+]
+
+
+def _ellipsoid(start, end, r1, r2, n_lat, n_lon):  # noqa: ANN001, ANN202 - test geometry
+    """A closed lat-long ellipsoid around a bone: vertices [(n_lat-1)·n_lon + 2, 3], faces (local indices)."""
+    start, end = np.asarray(start, float), np.asarray(end, float)
+    axis = end - start
+    half = np.linalg.norm(axis) / 2
+    u = axis / np.linalg.norm(axis)
+    e1 = np.cross(u, [0.0, 0.0, 1.0])
+    e1 = e1 / np.linalg.norm(e1) if np.linalg.norm(e1) > 1e-6 else np.array([1.0, 0.0, 0.0])
+    e2 = np.cross(u, e1)
+    theta = np.linspace(0, np.pi, n_lat + 1)[1:-1]
+    phi = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    th, ph = np.meshgrid(theta, phi, indexing="ij")
+    length = half + min(r1, r2)
+    pts = ((start + end) / 2 + np.cos(th)[..., None] * length * u + (np.sin(th) * np.cos(ph))[..., None] * r1 * e1
+           + (np.sin(th) * np.sin(ph))[..., None] * r2 * e2).reshape(-1, 3)
+    top, bottom = (start + end) / 2 + length * u, (start + end) / 2 - length * u
+    verts = np.concatenate([pts, top[None], bottom[None]])
+    idx = lambda i, j: i * n_lon + j % n_lon  # noqa: E731
+    faces = []
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            faces += [(idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1))]
+    n = len(pts)
+    for j in range(n_lon):
+        faces += [(n, idx(0, j + 1), idx(0, j)), (n + 1, idx(n_lat - 2, j), idx(n_lat - 2, j + 1))]
+    return verts, np.array(faces)
+
+
+def synthetic_smpl(seed: int = 0) -> dict[str, np.ndarray]:
+    """The arrays smplx reads from an SMPL .pkl, with SMPL's sizes (6890 vertices, 24 joints, 10 betas)."""
+    rng = np.random.default_rng(seed)
+    verts, faces, joint_of = [], [], []
+    for k, (a, b, r1, r2, joint) in enumerate(PRIMITIVES):
+        v, f = _ellipsoid(a, b, r1, r2, 30 if k == 0 else 16, 40 if k == 0 else 24)
+        faces.append(f + sum(len(x) for x in verts))
+        verts.append(v)
+        if joint is None:
+            near = np.argmin(((v[:, None] - REST_JOINTS[TORSO_JOINTS][None]) ** 2).sum(-1), axis=1)
+            joint_of.append(np.array(TORSO_JOINTS)[near])
+        else:
+            joint_of.append(np.full(len(v), joint))
+    # One vertex at each joint (the joint regressor picks it), then unreferenced filler up to 6890.
+    verts.append(REST_JOINTS)
+    joint_of.append(np.arange(SMPL_NUM_JOINTS))
+    used = sum(len(v) for v in verts)
+    verts.append(np.zeros((SMPL_NUM_VERTICES - used, 3)))
+    joint_of.append(np.zeros(SMPL_NUM_VERTICES - used, dtype=int))
+    v_template = np.concatenate(verts)
+    joint_of = np.concatenate(joint_of)
+    assert v_template.shape == (SMPL_NUM_VERTICES, 3)
+    j_regressor = np.zeros((SMPL_NUM_JOINTS, SMPL_NUM_VERTICES))
+    j_regressor[np.arange(SMPL_NUM_JOINTS), used - SMPL_NUM_JOINTS + np.arange(SMPL_NUM_JOINTS)] = 1.0
+    shapedirs = rng.normal(0.0, 1e-3, (SMPL_NUM_VERTICES, 3, 10))
+    shapedirs[:, :, 0] = 0.03 * v_template  # β₀ scales the body
+    return {
+        "v_template": v_template,
+        "shapedirs": shapedirs,
+        "posedirs": rng.normal(0.0, 1e-5, (SMPL_NUM_VERTICES, 3, 207)),
+        "J_regressor": j_regressor,
+        "weights": np.eye(SMPL_NUM_JOINTS)[joint_of],
+        "kintree_table": np.array([PARENTS, list(range(SMPL_NUM_JOINTS))], dtype=np.int64),
+        "f": np.concatenate(faces).astype(np.uint32),
+    }
+
+
+@pytest.fixture(scope="module")
+def smpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("smpl")
+    with open(root / "SMPL_NEUTRAL.pkl", "wb") as fh:
+        pickle.dump(synthetic_smpl(), fh)
+    return root
+
+
+# Left upper arm pointing forward, forearm across the chest (in front of the torso).
+ARM_ACROSS = {"body_pose": {"left_shoulder": [0.0, -1.57, 0.0], "left_elbow": [0.0, -1.57, 0.0],
+                            "right_shoulder": [0.0, 0.0, 1.2]}}
+
+
+def front_and_back(size: int) -> object:
+    return orbit_cameras(torch.tensor([0.0, 180.0]), torch.tensor([90.0, 90.0]), torch.tensor([3.5, 3.5]),
+                         torch.tensor([0.55, 0.55]), size, size)
+
+
+def test_missing_smpl_folder_or_file_gives_the_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(AvatarError, match=r"smpl\.is\.tue\.mpg\.de.*") as err:
+        build_body(tmp_path / "nowhere", "a_pose")
+    assert "does not exist" in str(err.value) and "SMPL_NEUTRAL.pkl" in str(err.value)
+    with pytest.raises(AvatarError, match="No SMPL_FEMALE.pkl"):
+        build_body(tmp_path, "a_pose", gender="female")
+
+
+def test_every_pose_preset_loads_and_the_body_is_in_our_world_frame(smpl_dir: Path) -> None:
+    assert {"t_pose", "a_pose", "standing_relaxed", "walking", "waving", "sitting"} <= set(pose_names())
+    for name in pose_names():
+        body = build_body(smpl_dir, name)
+        assert body.vertices.shape == (SMPL_NUM_VERTICES, 3) and body.joints.shape == (SMPL_NUM_JOINTS, 3)
+        assert torch.isfinite(body.vertices).all() and body.faces.dtype == torch.int64
+        centre = 0.5 * (body.vertices.min(0).values + body.vertices.max(0).values)
+        assert centre.abs().max() < 1e-5, name
+    t = build_body(smpl_dir, "t_pose")
+    assert float(t.vertices[:, 2].max() - t.vertices[:, 2].min()) == pytest.approx(1.8, rel=1e-4)
+    # z up: the head is above the pelvis; front +y: the feet point forward; the body's left is on world -x.
+    assert t.joints[15, 2] > t.joints[0, 2] and t.joints[10, 1] > t.joints[7, 1]
+    assert t.joints[20, 0] < 0 < t.joints[21, 0]
+
+
+def test_poses_move_the_joints_as_named(smpl_dir: Path) -> None:
+    t, a = build_body(smpl_dir, "t_pose"), build_body(smpl_dir, "a_pose")
+    wave, sit = build_body(smpl_dir, "waving"), build_body(smpl_dir, "sitting")
+    assert a.joints[20, 2] < a.joints[16, 2] - 0.1 and a.joints[21, 2] < a.joints[17, 2] - 0.1
+    assert abs(float(t.joints[20, 2] - t.joints[16, 2])) < 1e-4
+    assert wave.joints[21, 2] > wave.joints[17, 2] + 0.2, "the waving right wrist is above the shoulder"
+    assert wave.joints[20, 2] < wave.joints[16, 2]
+    # Sitting: the knees come forward (+y) to about hip height.
+    assert sit.joints[4, 1] > sit.joints[1, 1] + 0.3 and abs(float(sit.joints[4, 2] - sit.joints[1, 2])) < 0.1
+
+
+def test_custom_pose_files_and_bad_poses(tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps(ARM_ACROSS))
+    pose = load_pose(str(tmp_path / "p.json"))
+    assert pose.body_pose.shape == (23, 3) and pose.body_pose[15, 1] == pytest.approx(-1.57)
+    np.savez(tmp_path / "p.npz", body_pose=pose.body_pose.numpy().reshape(-1), global_orient=np.zeros(3),
+             betas=np.ones(4))
+    loaded = load_pose(str(tmp_path / "p.npz"))
+    assert torch.equal(loaded.body_pose, pose.body_pose) and loaded.betas.tolist() == [1.0] * 4 + [0.0] * 6
+    with pytest.raises(AvatarError, match="neither a preset"):
+        load_pose("moonwalk")
+    (tmp_path / "bad.json").write_text(json.dumps({"body_pose": {"tail": [0, 0, 0]}}))
+    with pytest.raises(AvatarError, match="unknown joint 'tail'"):
+        load_pose(str(tmp_path / "bad.json"))
+
+
+def test_surface_gaussians_are_on_the_body_and_seeded(smpl_dir: Path) -> None:
+    body = build_body(smpl_dir, "a_pose")
+    init = InitConfig(num_points=500)
+    g1 = avatar_gaussians(body, init, OptimConfig(), torch.Generator().manual_seed(3))
+    g2 = avatar_gaussians(body, init, OptimConfig(), torch.Generator().manual_seed(3))
+    assert g1.count == 500 and torch.equal(g1.means, g2.means)
+    lo, hi = body.vertices.min(0).values, body.vertices.max(0).values
+    assert ((g1.means >= lo - 1e-5) & (g1.means <= hi + 1e-5)).all()
+    assert torch.allclose(g1.opacities, torch.full((500,), 0.1), atol=1e-5)
+    points = sample_surface(body.vertices, body.faces, 2000, torch.Generator().manual_seed(0))
+    nearest = torch.cdist(points, body.vertices).min(dim=1).values
+    assert float(nearest.max()) < 0.1
+
+
+def test_part_map_front_view_torso_centre_black_background(smpl_dir: Path) -> None:
+    body = build_body(smpl_dir, "a_pose")
+    cams = front_and_back(64)
+    labels = part_labels(body, cams)
+    assert labels.shape == (2, 64, 64)
+    assert int(labels[0, 32, 32]) == 2 and int(labels[1, 32, 32]) == 1, "torso front / torso back"
+    assert (labels[:, 0, :] == 0).all() and (labels[:, :, 0] == 0).all()
+    image = part_map(body, cams)
+    assert image.shape == (2, 64, 64, 3) and image.min() >= 0 and image.max() <= 1
+    assert (image[:, 0, 0] == 0).all() and image[0, 32, 32].sum() > 0
+    assert len(set(labels.unique().tolist()) - {0}) >= 12
+
+
+def test_part_map_occlusion_arm_in_front_of_the_torso(smpl_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "arm.json").write_text(json.dumps(ARM_ACROSS))
+    body = build_body(smpl_dir, str(tmp_path / "arm.json"))
+    cams = front_and_back(128)
+    forearm_mid = 0.5 * (body.joints[18] + body.joints[20])
+    assert forearm_mid[1] > body.joints[3, 1] + 0.1, "the forearm is in front of the chest"
+    pixels, _ = project(forearm_mid[None], cams)
+    labels = part_labels(body, cams)
+    (c0, r0), (c1, r1) = pixels[0, 0].long().tolist(), pixels[1, 0].long().tolist()
+    assert int(labels[0, r0, c0]) in (19, 21), "the front view sees the left lower arm"
+    assert int(labels[1, r1, c1]) in TORSO_PARTS, "the back view sees the torso hiding it"
+
+
+def test_controlnet_guided_avatar_training(smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path) -> None:
+    from lucid_app.avatar.partmap import control_fn_for
+    from lucid_app.priors import load_prior
+    from lucid_app.trainer import Trainer
+    from test_trainer import tiny_config
+
+    config = tiny_config(str(tiny_sd_dir), steps=2, extra=(
+        f"model.controlnet={tiny_controlnet_dir}", "model.controlnet_scale=1.0", "init.num_points=300",
+        "densify.start_step=100", "densify.stop_step=200", "guidance.method=ism",
+    ))
+    prior = load_prior(config.model.id, config.model)
+    body = build_body(smpl_dir, "a_pose")
+    control = control_fn_for(body)
+    seen: list[torch.Tensor] = []
+
+    def control_fn(cams):  # noqa: ANN001, ANN202
+        image = control(cams)
+        seen.append(image)
+        return image
+
+    generator = torch.Generator().manual_seed(0)
+    gaussians = avatar_gaussians(body, config.init, config.optim, generator)
+    before = gaussians.means.detach().clone()
+    trainer = Trainer(config, prior, control_fn=control_fn, gaussians=gaussians)
+    for _ in range(2):
+        event = trainer.train_step()
+        assert np.isfinite(event.losses["total"]) and event.grad_norm > 0 and not event.skipped
+    assert len(seen) == 2 and seen[0].shape == (2, 16, 16, 3) and seen[0].sum() > 0
+    assert not torch.equal(before, trainer.gaussians.means.detach())
+    for net in (prior.unet, prior.controlnet, prior.vae):
+        assert all(p.grad is None for p in net.parameters())
+
+    # The control residuals change ε: the same query with and without the part map differs.
+    x_t = torch.randn(2, *prior.encode_images(torch.zeros(2, 16, 16, 3)).shape[1:],
+                      generator=torch.Generator().manual_seed(1))
+    cond = prior.encode_prompts(["a cat", "a cat"])
+    t = torch.tensor([500, 500])
+    plain = prior.predict_noise(x_t, t, cond)
+    controlled = prior.predict_noise(x_t, t, cond, control=seen[0])
+    assert (controlled - plain).abs().max() > 1e-4
+
+
+def test_cli_avatar_without_smpl_files_exits_with_the_message(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from lucid_app.cli import main
+
+    code = main(["generate", "--avatar", "--smpl-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "smpl.is.tue.mpg.de" in err and "Traceback" not in err
+
+
+def test_avatar_preset_loads_with_a_controlnet() -> None:
+    from lucid_app.presets import load_config
+
+    config = load_config("avatar")
+    assert config.model.controlnet and "stable-diffusion-v1-5" in config.model.id
+
