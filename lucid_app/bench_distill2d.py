@@ -36,7 +36,7 @@ def psnr_to_nearest(rgb: torch.Tensor, references: torch.Tensor) -> float:
 def distill2d(
     model: str | MultiViewPrior,
     prompt: str,
-    method: Literal["ism", "sds"] = "ism",
+    method: Literal["ism", "sds", "naive"] = "ism",
     steps: int = 500,
     seed: int = 0,
     *,
@@ -52,7 +52,7 @@ def distill2d(
     Args:
         model: ``multiview:DIR`` (or an already loaded :class:`MultiViewPrior`).
         prompt: the positive prompt (plain, no view suffix: the image has no camera; azimuth 0 is passed).
-        method: ``"ism"`` or ``"sds"`` (keys of ``lucid_app.guidance.GUIDANCES``).
+        method: ``"ism"``, ``"sds"`` or ``"naive"`` (keys of ``lucid_app.guidance.GUIDANCES``).
         steps: optimisation steps.
         seed: seeds the one torch.Generator used for every draw.
         negative: negative prompt (default: ``PromptConfig``'s paper negative, unconditional on the multi-view

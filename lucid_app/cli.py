@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lucid_app.bench_quality import add_quality_parser
 from lucid_app.cameras import orbit_cameras, turntable, turntable_rings
 from lucid_app.config import CameraConfig, ExportConfig, OptimConfig
 from lucid_app.devices import resolve_device
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     d2 = bench.add_parser("distill2d", help="optimise a free image with ISM or SDS; PSNR to the dataset")
     d2.add_argument("--model", required=True, help="multiview:DIR")
     d2.add_argument("--prompt", default="", help="caption of the object to distil ('' = any)")
-    d2.add_argument("--method", choices=["ism", "sds"], default="ism")
+    d2.add_argument("--method", choices=["ism", "sds", "naive"], default="ism")
     d2.add_argument("--steps", type=_positive_int, default=500)
     d2.add_argument("--seed", type=int, default=0)
     d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("--sigma", type=float, default=0.1, help="kernel width of the multi-view prior")
     d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d2.set_defaults(func=cmd_bench_distill2d)
+    add_quality_parser(bench)
 
     insp = sub.add_parser("inspect", help="SDS vs ISM pseudo-GTs of a .ply's views, and their inconsistency")
     insp.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")

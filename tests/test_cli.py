@@ -133,3 +133,9 @@ def test_python_dash_m_entry_point(splat: Path, tmp_path: Path) -> None:
 
 def test_default_config_is_the_paper_model() -> None:
     assert TrainConfig().model.id == DEFAULT_MODEL
+
+
+def test_bench_quality_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "quality", "--help"])
+    assert "--dataset" in capsys.readouterr().out

@@ -57,4 +57,4 @@ def test_ism_distils_the_dataset_image_on_the_smoothed_prior(tmp_path: Path, one
 def test_distill2d_rejects_unknown_method(tmp_path: Path) -> None:
     write_object(tmp_path / "chair", "a red chair", [(0.0, 80.0)], seed=0)
     with pytest.raises(ValueError, match="ism"):
-        distill2d(f"multiview:{tmp_path / 'chair'}", "a red chair", "naive", steps=1, seed=0)  # type: ignore[arg-type]
+        distill2d(f"multiview:{tmp_path / 'chair'}", "a red chair", "vsd", steps=1, seed=0)  # type: ignore[arg-type]
