@@ -155,28 +155,20 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _avatar_trainer(args: argparse.Namespace) -> tuple[Any, None]:
-    """Avatar mode: Gaussians on the posed SMPL body, part maps as the ControlNet's control for every camera."""
-    from lucid_app.avatar.body import build_body
-    from lucid_app.avatar.init import avatar_gaussians
-    from lucid_app.avatar.partmap import control_fn_for
+    """Avatar mode: the flags become ``avatar.*`` overrides (so ``config.yaml`` records them and ``--resume`` keeps
+    them); the trainer builds the body, its Gaussians and part-map control from the config."""
+    from lucid_app.avatar import check_avatar
     from lucid_app.runs import load_run_prior, resolve_config
     from lucid_app.trainer import Trainer
 
-    if args.smpl_dir is None:
-        raise ValueError(
-            "--avatar needs --smpl-dir DIR (the folder with SMPL_NEUTRAL.pkl; see the README, Avatar mode)"
-        )
-    config = resolve_config(args.preset or "avatar", args.prompt, args.negative, args.model, args.set)
-    if not config.model.controlnet:
-        raise ValueError("--avatar needs a ControlNet: set model.controlnet (the 'avatar' preset names one)")
-    body = build_body(args.smpl_dir, args.pose, args.gender)
+    flags = ["avatar.enabled=true"]
+    for key, value in (("smpl_dir", args.smpl_dir), ("pose", args.pose), ("gender", args.gender)):
+        if value is not None:
+            flags.append(f"avatar.{key}={json.dumps(value)}")  # quoted: paths may hold ':' or '#'
+    config = resolve_config(args.preset or "avatar", args.prompt, args.negative, args.model, [*flags, *args.set])
+    check_avatar(config)
     prepared = load_run_prior(config, args.device, allow_demo=False)
-    generator = torch.Generator().manual_seed(prepared.config.seed)
-    device = prepared.prior.device
-    gaussians = avatar_gaussians(body, prepared.config.init, prepared.config.optim, generator, device)
-    trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out, control_fn=control_fn_for(body),
-                      gaussians=gaussians)
-    return trainer, None
+    return Trainer(prepared.config, prepared.prior, run_dir=args.out), None
 
 
 def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
@@ -283,9 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     gen.add_argument("--avatar", action="store_true",
                      help="avatar mode: start from a posed SMPL body, guide with a body-part ControlNet")
-    gen.add_argument("--pose", default="a_pose", help="avatar pose preset (presets/poses/) or a .npz/.json file")
-    gen.add_argument("--smpl-dir", default=None, help="folder with the SMPL model files (avatar mode)")
-    gen.add_argument("--gender", default="neutral", choices=["neutral", "male", "female"], help="SMPL model")
+    gen.add_argument("--pose", default=None,
+                     help="avatar pose preset (presets/poses/) or a .npz/.json file (sets avatar.pose; default a_pose)")
+    gen.add_argument("--smpl-dir", default=None, help="folder with the SMPL model files (sets avatar.smpl_dir)")
+    gen.add_argument("--gender", default=None, choices=["neutral", "male", "female"],
+                     help="SMPL model (sets avatar.gender; default neutral)")
     gen.set_defaults(func=cmd_generate)
 
     from lucid_app.mesh import DEFAULT_ISO, DEFAULT_RESOLUTION

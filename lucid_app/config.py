@@ -228,6 +228,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class AvatarConfig:
+    """Avatar mode (``lucid_app/avatar``): Gaussians start on a posed SMPL body and every camera's body-part map
+    conditions ``model.controlnet``. The number of starting Gaussians is ``init.num_points``."""
+
+    enabled: bool = False
+    # A preset name in presets/poses/smpl_poses.yaml, or a .npz/.json pose file.
+    pose: str = "a_pose"
+    # Folder with SMPL_NEUTRAL.pkl (and SMPL_MALE.pkl / SMPL_FEMALE.pkl for the other genders).
+    smpl_dir: str = ""
+    gender: Literal["neutral", "male", "female"] = "neutral"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -240,6 +253,7 @@ class TrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    avatar: AvatarConfig = field(default_factory=AvatarConfig)
 
 
 def _type_name(tp: Any) -> str:

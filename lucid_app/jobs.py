@@ -28,6 +28,8 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
+from lucid_app.avatar import check_avatar
+from lucid_app.avatar.body import AvatarError
 from lucid_app.config import ConfigError, ModelConfig, TrainConfig, to_yaml
 from lucid_app.controls import ControlState, LiveControls
 from lucid_app.devices import resolve_device, resolve_dtype
@@ -343,7 +345,7 @@ class JobManager:
     def _run(self, job: _Job) -> None:
         try:
             prepared = self._prepare(job.config, job.allow_demo)
-        except (PriorError, ConfigError, OSError) as err:
+        except (PriorError, ConfigError, AvatarError, OSError) as err:
             self._finish(job, "failed", str(err), outcome="failed")
             return
         if prepared.config != job.config:
@@ -359,7 +361,11 @@ class JobManager:
         trainer.run(lambda event: self._on_event(job, event))
 
     def _prepare(self, config: TrainConfig, allow_demo: bool) -> PreparedRun:
-        """Load the config's prior through the cache, with ``runs.load_run_prior``'s offline-demo fallback."""
+        """Load the config's prior through the cache, with ``runs.load_run_prior``'s offline-demo fallback; an
+        avatar run is checked first (SMPL files, pose, ControlNet) so it fails before any weights load. The trainer
+        builds the body from ``config.avatar`` (:func:`lucid_app.avatar.avatar_setup`)."""
+        if config.avatar.enabled:
+            check_avatar(config)
         return load_run_prior(config, self.device, allow_demo, loader=self.cache.get)
 
     def _on_event(self, job: _Job, event: Event) -> None:

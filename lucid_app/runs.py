@@ -95,7 +95,8 @@ def load_run_prior(
     try:
         return PreparedRun(config, load(config.model, torch_device))
     except PriorError as err:
-        if not (allow_demo and config.model.id == DEFAULT_MODEL):
+        # The demo has no body: an avatar run never silently becomes the demo.
+        if not (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled):
             raise
         logger.info("%s", err)
     demo = resolve_config(DEMO_PRESET, overrides=[f"seed={config.seed}"])

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lucid_app.avatar import avatar_setup
 from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras, turntable, turntable_rings
 from lucid_app.config import TrainConfig, from_yaml, to_yaml
 from lucid_app.controls import ControlState, LiveControls
@@ -76,7 +77,8 @@ class Trainer:
         renderer: a renderer (default: ``make_renderer(config.render.backend, device)``).
         device: where the Gaussians live (default: the prior's device).
         control_fn: cameras -> [C, H, W, 3] control images in [0, 1] for a ControlNet prior (avatar part maps).
-        gaussians: initial Gaussians (default: ``init_gaussians(config.init, ...)``).
+        gaussians: initial Gaussians (default: ``init_gaussians(config.init, ...)``, or with ``config.avatar.enabled``
+            and neither ``control_fn`` nor ``gaussians`` given, both from :func:`~lucid_app.avatar.avatar_setup`).
     """
 
     def __init__(
@@ -101,6 +103,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.guidance = GUIDANCES[config.guidance.method]
         self.prompts = encode_prompt_set(prior, config.prompt)
+        if config.avatar.enabled and control_fn is None and gaussians is None:
+            # Avatar runs (new or resumed) rebuild the body and its part-map control from the config alone.
+            gaussians, self.control_fn = avatar_setup(config, self.device)
         self.gaussians: GaussianModel = gaussians if gaussians is not None else init_gaussians(
             config.init, config.optim, self.generator, self.device
         )

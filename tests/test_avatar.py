@@ -276,3 +276,108 @@ def test_avatar_preset_loads_with_a_controlnet() -> None:
     config = load_config("avatar")
     assert config.model.controlnet and "stable-diffusion-v1-5" in config.model.id
 
+
+
+def _avatar_config(smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, steps: int) -> object:
+    from test_trainer import tiny_config
+
+    return tiny_config(str(tiny_sd_dir), steps=steps, extra=(
+        f"model.controlnet={tiny_controlnet_dir}", "init.num_points=300", "densify.enabled=false",
+        "export.checkpoint_every=100", "avatar.enabled=true", f"avatar.smpl_dir={smpl_dir}", "avatar.pose=t_pose",
+    ))
+
+
+def test_avatar_run_resumes_from_its_config_alone(
+    smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
+) -> None:
+    from lucid_app.config import from_yaml
+    from lucid_app.controls import LiveControls
+    from lucid_app.events import StepEvent
+    from lucid_app.priors import load_prior
+    from lucid_app.trainer import Trainer, initial_controls
+
+    config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=4)
+    prior = load_prior(config.model.id, config.model)
+    controls = LiveControls(initial_controls(config))
+
+    def stop_at_2(event: object) -> None:
+        if isinstance(event, StepEvent) and event.step == 2:
+            controls.stop()
+
+    first = Trainer(config, prior, run_dir=tmp_path / "run", controls=controls)
+    assert first.control_fn is not None and first.gaussians.count == 300, "the avatar came from the config"
+    body = build_body(smpl_dir, "t_pose")
+    # The Gaussians start on the posed body (within the initial scales of its surface).
+    distance = torch.cdist(first.gaussians.means.detach(), body.vertices).min(dim=1).values
+    assert float(distance.max()) < 0.1
+    assert first.run(stop_at_2).status == "stopped"
+    assert from_yaml((tmp_path / "run" / "config.yaml").read_text()).avatar == config.avatar
+
+    resumed = Trainer.resume(tmp_path / "run", prior)
+    assert resumed.step == 2 and resumed.control_fn is not None
+    control = resumed.control_fn
+    calls: list[torch.Tensor] = []
+
+    def counting(cams):  # noqa: ANN001, ANN202
+        image = control(cams)
+        calls.append(image)
+        return image
+
+    resumed.control_fn = counting
+    done = resumed.run()
+    assert done.status == "done" and done.step == 4
+    assert len(calls) == 2 and all(image.shape == (2, 16, 16, 3) and image.sum() > 0 for image in calls)
+
+
+def test_cli_avatar_flags_are_recorded_in_the_run_config(
+    smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
+) -> None:
+    from lucid_app.cli import main
+    from lucid_app.config import AvatarConfig, from_yaml, replace, to_yaml
+
+    config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=1)
+    preset = tmp_path / "tiny_avatar.yaml"
+    preset.write_text(to_yaml(replace(config, avatar=AvatarConfig())))
+    args = ["generate", "--avatar", "--smpl-dir", str(smpl_dir), "--pose", "t_pose", "--preset", str(preset),
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    saved = from_yaml((tmp_path / "run" / "config.yaml").read_text())
+    assert saved.avatar.enabled and saved.avatar.pose == "t_pose" and saved.avatar.smpl_dir == str(smpl_dir)
+
+
+def test_cli_avatar_without_smpl_dir_names_the_flag(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from lucid_app.cli import main
+
+    assert main(["generate", "--avatar", "--out", str(tmp_path / "run")]) == 2
+    assert "avatar.smpl_dir" in capsys.readouterr().err
+
+
+def test_job_manager_runs_an_avatar_job_from_its_config(
+    smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from lucid_app.config import from_yaml
+    from lucid_app.jobs import JobManager
+    from lucid_app.ply import read_gaussian_ply
+
+    config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=2)
+    jobs = JobManager(tmp_path / "out", "cpu").start()
+    try:
+        good = jobs.submit(config, session="s")
+        missing = jobs.submit(replace(config, avatar=replace(config.avatar, smpl_dir=str(tmp_path / "none"))),
+                              session="s")
+        for job_id in (good.id, missing.id):
+            view = jobs.view(job_id)
+            while not view.finished:
+                view = jobs.wait(job_id, view.version, 60.0)
+        good, missing = jobs.view(good.id), jobs.view(missing.id)
+    finally:
+        jobs.close()
+    assert good.state == "done" and good.outcome == "done", good.message
+    assert from_yaml((good.run_dir / "config.yaml").read_text()).avatar == config.avatar
+    # The Gaussians started on the t-posed body (the job path built the avatar from the config alone).
+    means = torch.from_numpy(read_gaussian_ply(good.files["ply"]).means).float()
+    body = build_body(smpl_dir, "t_pose")
+    assert len(means) == 300 and float(torch.cdist(means, body.vertices).min(dim=1).values.max()) < 0.1
+    assert missing.state == "failed" and "does not exist" in missing.message and "Traceback" not in missing.message

@@ -98,6 +98,20 @@ def test_yaml_round_trip() -> None:
     assert from_yaml(to_yaml(cfg)) == cfg
 
 
+def test_avatar_section_round_trips_and_is_strict() -> None:
+    assert TrainConfig().avatar.enabled is False
+    cfg = apply_overrides(TrainConfig(), [
+        "avatar.enabled=true", "avatar.pose=t_pose", "avatar.smpl_dir=/models/smpl", "avatar.gender=female",
+    ])
+    assert (cfg.avatar.enabled, cfg.avatar.pose, cfg.avatar.smpl_dir, cfg.avatar.gender) == (
+        True, "t_pose", "/models/smpl", "female")
+    assert from_yaml(to_yaml(cfg)) == cfg
+    with pytest.raises(ConfigError, match="not one of"):
+        apply_overrides(cfg, ["avatar.gender=robot"])
+    with pytest.raises(ConfigError, match="valid keys of avatar: enabled, pose, smpl_dir, gender"):
+        apply_overrides(cfg, ["avatar.height=2"])
+
+
 def test_every_preset_loads() -> None:
     names = list_presets()
     assert {"paper", "viking_axe", "bagel", "cat_armor", "crown", "football_helmet", "hamburger", "ironman",

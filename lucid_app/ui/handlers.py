@@ -300,7 +300,10 @@ class AppHandlers:
     ) -> Iterator[tuple[Any, ...]]:
         """Queue a text-to-3D job for this session and stream its progress until it ends."""
         form = {name: value for name, value in locals().items() if name in FORM_FIELDS}
-        config = self.resolve_form(form)
+        yield from self.stream_job(self.resolve_form(form), request)
+
+    def stream_job(self, config: TrainConfig, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """Queue ``config`` for this session and stream its snapshots (``GENERATE_OUTPUTS``) until it ends."""
         view = self.jobs.submit(config, session=_session(request), allow_demo=True)
         yield self.render_job(view, results=True)
         sent_preview = view.preview_step
