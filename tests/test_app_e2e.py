@@ -35,7 +35,7 @@ def _generate(client, prompt: str, steps: int, preview_every: int = 2):
 def test_live_guidance_change_reaches_the_trainer(app) -> None:
     jobs, url = app
     client = _client(url)
-    stream = _generate(client, "a snowman", steps=8)
+    stream = _generate(client, "a snowman", steps=40)
     previews: set[int] = set()
     reply = None
     last = None
@@ -44,7 +44,10 @@ def test_live_guidance_change_reaches_the_trainer(app) -> None:
         if isinstance(out[3], str):
             previews.add(last["preview_step"])
         if reply is None and last.get("preview_step", 0) > 0 and last["state"] == "running":
+            # Pause first so the change lands mid-run however fast the machine is (tiny steps take ~50 ms).
+            client.predict(api_name="/pause")
             reply = client.predict(12.0, 60, api_name="/set_controls")
+            client.predict(api_name="/resume")
     assert reply and "guidance scale 12" in reply
     assert last["state"] == "done" and last["outcome"] == "done", last
     assert len(previews) >= 2
