@@ -20,12 +20,18 @@ from typing import Any, Literal
 import torch
 
 from lucid_app.cameras import CameraBatch
+from lucid_app.cli_types import positive_int as _positive_int
 from lucid_app.devices import resolve_device
 from lucid_app.events import StepEvent
 from lucid_app.guidance import GUIDANCES
 from lucid_app.metrics import psnr, ssim
 from lucid_app.priors import load_prior
-from lucid_app.priors.multiview import MODEL_PREFIX, MultiViewObject, MultiViewPrior, resize_images
+from lucid_app.priors.multiview import (
+    MODEL_PREFIX,
+    MultiViewObject,
+    MultiViewPrior,
+    resize_images,
+)
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.runs import DEMO_PRESET, resolve_config
 from lucid_app.trainer import Trainer
@@ -178,16 +184,6 @@ def _step_list(text: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive steps like 250,500,1000, got {text!r}")
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_quality_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lucid_app.bench_quality import add_quality_parser
 from lucid_app.cameras import orbit_cameras, turntable, turntable_rings
+from lucid_app.cli_types import positive_int as _positive_int
 from lucid_app.config import CameraConfig, ExportConfig, OptimConfig
 from lucid_app.devices import resolve_device
 from lucid_app.export import render_frames, write_png, write_turntable
@@ -47,16 +48,6 @@ def _parse_color(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"background must be white, black, grey or 'r,g,b' in [0, 1], got {text!r}")
     return values  # type: ignore[return-value]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _progress(total: int, desc: str) -> tqdm:
