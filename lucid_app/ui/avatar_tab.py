@@ -20,7 +20,13 @@ from lucid_app.avatar import check_avatar, front_part_map
 from lucid_app.avatar.body import AvatarError, pose_names
 from lucid_app.config import AvatarConfig
 from lucid_app.presets import load_config
-from lucid_app.ui.handlers import APP_EXPORTS_MESH, GENERATE_OUTPUTS, MAX_STEPS, AppHandlers
+from lucid_app.ui.handlers import (
+    APP_EXPORTS_MESH,
+    GENERATE_OUTPUTS,
+    MAX_STEPS,
+    AppHandlers,
+)
+from lucid_app.ui.panels import run_outputs_panel
 
 AVATAR_PRESET = "avatar"
 PREVIEW_SIZE_PX = 256
@@ -113,23 +119,7 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                 c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False, height=360)
                 c["stop"] = gr.Button("Stop", variant="stop")
                 c["control_msg"] = gr.Markdown()
-                with gr.Row():
-                    c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=220)
-                    c["schedule_plot"] = gr.LinePlot(x="step", y="value", color="series", title="t, s, δ_T",
-                                                     height=220)
-                with gr.Row():
-                    c["model3d"] = gr.Model3D(label="Gaussian splat (.ply)", height=360)
-                    c["mesh3d"] = gr.Model3D(label="Mesh (.glb)", height=360)
-                c["video"] = gr.Video(label="Turntable", autoplay=True, loop=True, height=360)
-                with gr.Row():
-                    c["dl_ply"] = gr.DownloadButton("Download .ply", visible=False)
-                    c["dl_video"] = gr.DownloadButton("Download .mp4", visible=False)
-                    c["dl_config"] = gr.DownloadButton("Download config.yaml", visible=False)
-                    c["dl_mesh"] = gr.DownloadButton("Download mesh.glb", visible=False)
-                with gr.Accordion("Resolved config (read-only)", open=False):
-                    c["config"] = gr.Code(language="yaml", interactive=False)
-                with gr.Accordion("Job details", open=False):
-                    c["job"] = gr.JSON(label="Job")
+                run_outputs_panel(c)
 
     gr.on([c["pose"].change, c["smpl_dir"].submit, c["pose_refresh"].click], pose_preview,
           inputs=[c["smpl_dir"], c["pose"]], outputs=[c["pose_image"], c["pose_msg"]], api_name="avatar_preview")

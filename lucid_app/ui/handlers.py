@@ -21,9 +21,9 @@ import pandas as pd
 
 from lucid_app.config import ConfigError, TrainConfig, to_yaml
 from lucid_app.jobs import JobManager, JobView
-from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
 from lucid_app.presets import list_presets, load_config
 from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
 from lucid_app.runs import resolve_config, resolve_model_id
 
 logger = logging.getLogger(__name__)

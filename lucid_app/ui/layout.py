@@ -16,10 +16,10 @@ from lucid_app.jobs import JobManager
 from lucid_app.presets import list_presets, load_config
 from lucid_app.ui.avatar_tab import build_avatar_tab
 from lucid_app.ui.handlers import (
+    APP_EXPORTS_MESH,
     DEFAULT_PRESET,
     DEMO_MODEL,
     FORM_FIELDS,
-    APP_EXPORTS_MESH,
     GENERATE_OUTPUTS,
     MAX_STEPS,
     PRESET_FIELDS,
@@ -29,6 +29,7 @@ from lucid_app.ui.handlers import (
     example_prompts,
     form_values,
 )
+from lucid_app.ui.panels import run_outputs_panel
 
 TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
 APP_CSS = "#lucid-preview img { image-rendering: pixelated; }"
@@ -120,25 +121,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                         c["resume"] = gr.Button("Resume")
                         c["stop"] = gr.Button("Stop", variant="stop", elem_id="lucid-stop")
                     c["control_msg"] = gr.Markdown()
-                    with gr.Row():
-                        c["loss_plot"] = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=220,
-                                                     elem_id="lucid-loss-plot")
-                        c["schedule_plot"] = gr.LinePlot(x="step", y="value", color="series", title="t, s, δ_T",
-                                                         height=220)
-                    with gr.Row():
-                        c["model3d"] = gr.Model3D(label="Gaussian splat (.ply)", height=360)
-                        c["mesh3d"] = gr.Model3D(label="Mesh (.glb)", height=360)
-                    c["video"] = gr.Video(label="Turntable", autoplay=True, loop=True, height=360)
-                    with gr.Row():
-                        c["dl_ply"] = gr.DownloadButton("Download .ply", visible=False)
-                        c["dl_video"] = gr.DownloadButton("Download .mp4", visible=False)
-                        c["dl_config"] = gr.DownloadButton("Download config.yaml", visible=False)
-                        c["dl_mesh"] = gr.DownloadButton("Download mesh.glb", visible=False)
-                    with gr.Accordion("Resolved config (read-only)", open=False):
-                        c["config"] = gr.Code(handlers.config_preview(default_preset), language="yaml",
-                                              interactive=False)
-                    with gr.Accordion("Job details", open=False):
-                        c["job"] = gr.JSON(label="Job")
+                    run_outputs_panel(c, handlers.config_preview(default_preset), loss_plot_id="lucid-loss-plot")
                     with gr.Accordion("Past runs", open=False):
                         with gr.Row():
                             c["runs"] = gr.Dropdown([], label="Runs of this outputs folder", scale=3)
