@@ -188,7 +188,10 @@ def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
     from lucid_app.config import GuidanceConfig, ModelConfig
 
     guidance = GuidanceConfig(lambda_guidance=args.lambda_guidance)
-    model_config = ModelConfig(multiview_resolution=args.resolution, multiview_sigma=args.sigma)
+    model_config = ModelConfig(
+        multiview_resolution=args.resolution, multiview_kernel=args.kernel, multiview_keep_t=args.keep_t,
+        multiview_sigma=args.sigma,
+    )
     return distill2d(
         args.model, args.prompt, args.method, args.steps, args.seed, lr=args.lr, guidance=guidance,
         model_config=model_config, device=resolve_device(args.device),
@@ -296,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
     d2.add_argument("--lambda-guidance", type=float, default=1.0, help="λ of the guidance gradient")
     d2.add_argument("--resolution", type=_positive_int, default=64, help="prior resolution (px)")
-    d2.add_argument("--sigma", type=float, default=0.1, help="kernel width of the multi-view prior")
+    d2.add_argument("--kernel", choices=["snr", "constant"], default="snr", help="multi-view prior kernel")
+    d2.add_argument("--keep-t", type=int, default=450, help="'snr' kernel: t at which half the input is kept")
+    d2.add_argument("--sigma", type=float, default=0.1, help="'constant' kernel: its width σ")
     d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d2.set_defaults(func=cmd_bench_distill2d)
     add_quality_parser(bench)

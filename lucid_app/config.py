@@ -87,8 +87,12 @@ class ModelConfig:
     single_file_config: str = ""
     # Pixel resolution at which the multi-view prior compares images.
     multiview_resolution: int = 64
-    # Kernel width σ of the multi-view prior's data mixture Σ π_k N(y_k, σ²), in x0 units (pixels in [-1, 1]);
-    # 0 gives the images' own denoiser, under which ISM's gradient vanishes (priors/multiview.py).
+    # Kernel of the multi-view prior's data mixture Σ π_k N(y_k, σ_t²) (priors/multiview.py): "snr" makes σ_t
+    # shrink with the noise level so that the denoiser keeps half of a clean input at t = multiview_keep_t (keeps
+    # a render's structure at small t, snaps to the images at large t); "constant" uses σ_t = multiview_sigma,
+    # in x0 units (pixels in [-1, 1]); 0 gives the images' own denoiser, under which ISM's gradient vanishes.
+    multiview_kernel: Literal["snr", "constant"] = "snr"
+    multiview_keep_t: int = 450
     multiview_sigma: float = 0.1
 
 
@@ -241,7 +245,36 @@ class AvatarConfig:
 
 
 @dataclass(frozen=True)
+class PromptChange:
+    """A change of the negative prompt, view-prompt suffixes or Perp-Neg settings during a run.
+
+    Made live (``JobManager.set_prompt``) or replayed from ``TrainConfig.prompt_schedule``; a field left None keeps
+    the value in force. ``negative`` holds text (an ``@NAME`` library reference is resolved before recording).
+
+    Attributes:
+        step: the first step (1-based) that uses the change.
+    """
+
+    step: int
+    negative: str | None = None
+    front_suffix: str | None = None
+    side_suffix: str | None = None
+    back_suffix: str | None = None
+    perp_neg: bool | None = None
+    perp_neg_weight: float | None = None
+    front_decay: float | None = None
+    side_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.step < 1:
+            raise ConfigError(f"step must be >= 1 (steps count from 1), got {self.step}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """A whole run. ``prompt_schedule`` lists the prompt changes of the run in increasing step order, so that
+    ``config.yaml`` reproduces a run whose negative prompt or Perp-Neg settings were changed while it ran."""
+
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -254,6 +287,15 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     avatar: AvatarConfig = field(default_factory=AvatarConfig)
+    prompt_schedule: tuple[PromptChange, ...] = ()
+
+    def __post_init__(self) -> None:
+        for i in range(1, len(self.prompt_schedule)):
+            before, after = self.prompt_schedule[i - 1].step, self.prompt_schedule[i].step
+            if after <= before:
+                raise ConfigError(
+                    f"prompt_schedule[{i}].step: steps must increase, got {after} after {before}"
+                )
 
 
 def _type_name(tp: Any) -> str:
@@ -263,6 +305,10 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lists to tuples; raise ConfigError."""
     origin = typing.get_origin(tp)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -322,10 +368,29 @@ def _from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"unknown key {prefix}{unknown[0]}; valid keys{' of ' + where if where else ''}: {', '.join(types_)}"
         )
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"missing key {where + '.' if where else ''}{missing[0]}; required: {', '.join(required)}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, types_[name], f"{where}.{name}" if where else name)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if not where:
+            raise
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def load_section(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build one config dataclass ``cls`` (e.g. :class:`PromptChange`) strictly from a mapping.
+
+    Raises:
+        ConfigError: an unknown or missing key (naming the valid ones) or a wrong type; messages start with ``where``.
+    """
+    return _coerce(data, cls, where)
 
 
 def from_dict(data: dict[str, Any] | None, base: TrainConfig | None = None) -> TrainConfig:
@@ -354,7 +419,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            # None means "unset" (PromptChange); leaving it out keeps the YAML short and loads back the same.
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if getattr(value, f.name) is not None}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         return value

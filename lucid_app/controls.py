@@ -3,6 +3,11 @@
 The UI (or any other thread) writes; the training thread reads one consistent :class:`ControlState`
 snapshot at the start of every step, so a change takes effect at the next step and no step ever sees half of
 a change. The config itself is never mutated: the trainer combines the frozen config with the snapshot.
+
+The prompt set in force (negative prompt, view suffixes, Perp-Neg settings and their encoded embeddings) is one
+frozen :class:`PromptState` inside the snapshot, replaced with a single assignment under the lock: a step uses the
+old set or the new one entirely. Encoding happens before, in the caller's thread (``lucid_app.prompt_changes``);
+nothing here touches a prior.
 """
 
 from __future__ import annotations
@@ -10,9 +15,40 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lucid_app.config import GuidanceConfig, PromptConfig
+    from lucid_app.guidance.prompts import PromptEmbeddings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors: equality is identity
+class PromptState:
+    """The prompt set in force: resolved texts, Perp-Neg settings and the embeddings encoded from them.
+
+    Attributes:
+        prompt: the prompt config in force (``negative`` is text, never ``@NAME``).
+        perp_neg, perp_neg_weight, front_decay, side_decay: the Perp-Neg settings in force (GuidanceConfig's).
+        embeddings: the encoded prompts of ``prompt`` (``base`` [1, ...], ``views`` [3, ...], ``negative`` [1, ...]).
+        version: increments with every replacement (set by :meth:`LiveControls.update_prompt`).
+    """
+
+    prompt: PromptConfig
+    perp_neg: bool
+    perp_neg_weight: float
+    front_decay: float
+    side_decay: float
+    embeddings: PromptEmbeddings
+    version: int = 0
+
+    def guidance(self, config: GuidanceConfig) -> GuidanceConfig:
+        """``config`` with this state's Perp-Neg settings."""
+        return dataclasses.replace(config, perp_neg=self.perp_neg, perp_neg_weight=self.perp_neg_weight,
+                                   front_decay=self.front_decay, side_decay=self.side_decay)
 
 
 @dataclass(frozen=True)
@@ -26,6 +62,7 @@ class ControlState:
         preview_every: emit preview images every this many steps (0 = never).
         paused: the trainer waits before the next step while set.
         stop: the trainer ends after the current step and exports what exists.
+        prompt: the prompt set in force from the next step; None until a trainer has encoded its prompts.
         version: increments with every change (lets readers log changes once).
     """
 
@@ -35,6 +72,7 @@ class ControlState:
     preview_every: int
     paused: bool = False
     stop: bool = False
+    prompt: PromptState | None = None
     version: int = 0
 
 
@@ -49,10 +87,35 @@ class LiveControls:
         self._lock = threading.Lock()
         self._resumed = threading.Event()
         self._resumed.set()
+        self._step = 0
 
     def snapshot(self) -> ControlState:
         with self._lock:
             return self._state
+
+    def begin_step(self, step: int) -> ControlState:
+        """The snapshot that step ``step`` uses (called by the trainer once per step): any change made after this
+        call acts from step ``step + 1``."""
+        with self._lock:
+            self._step = step
+            return self._state
+
+    def update_prompt(self, change: Callable[[PromptState | None], PromptState]) -> tuple[PromptState, int]:
+        """Replace the prompt state by ``change(current)`` in one assignment under the lock.
+
+        ``change`` runs under the lock, so it must be quick and must not encode (compose already encoded tensors,
+        e.g. ``prompt_changes.apply_change``); it sees every earlier change, so concurrent writers lose nothing.
+
+        Returns:
+            (the new state, the first step that will use it).
+        """
+        with self._lock:
+            current = self._state.prompt
+            new = dataclasses.replace(change(current), version=(current.version + 1) if current is not None else 1)
+            self._state = dataclasses.replace(self._state, prompt=new, version=self._state.version + 1)
+            step = self._step + 1
+        logger.info("prompt set changed (version %d, from step %d)", new.version, step)
+        return new, step
 
     def update(self, **changes: float | int) -> ControlState:
         """Change tunable values (``guidance_scale``, ``delta_t``, ``delta_t_start``, ``preview_every``).

@@ -13,13 +13,14 @@ caller (the CLI through ``export.write_png``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lucid_app.cameras import orbit_cameras
+from lucid_app.cameras import CameraBatch, orbit_cameras
 from lucid_app.config import GuidanceConfig, OptimConfig, PromptConfig
 from lucid_app.gaussians import GaussianModel
 from lucid_app.guidance.ism import ism_guidance
@@ -32,15 +33,23 @@ from lucid_app.render import make_renderer
 logger = logging.getLogger(__name__)
 
 GRID_GAP_PX = 2  # white gap between grid tiles
+NEGATIVE_VARIANTS = ("neg", "noneg")  # with the prompt's negative, and with the empty one (true unconditional)
 
 
 @dataclass(frozen=True)
 class InspectSettings:
-    """Which pseudo-GTs to compute: timestep indices, ISM intervals δ_T, number of seeds (0..seeds-1)."""
+    """Which pseudo-GTs to compute: timestep indices, ISM intervals δ_T, number of seeds (0..seeds-1), and which
+    of ``NEGATIVE_VARIANTS`` (with / without the negative prompt)."""
 
     timesteps: tuple[int, ...] = (200, 500)
     delta_ts: tuple[int, ...] = (20, 200)
     seeds: int = 3
+    negatives: tuple[str, ...] = NEGATIVE_VARIANTS
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the grid (= entries of the numbers): SDS per t, ISM per t and δ_T, each per negative variant."""
+        return len(self.timesteps) * (1 + len(self.delta_ts)) * len(self.negatives)
 
 
 def pseudo_gts(
@@ -98,6 +107,7 @@ def inspect_pseudo_gt(
     prompt_config: PromptConfig,
     config: GuidanceConfig | None = None,
     settings: InspectSettings = InspectSettings(),
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Pseudo-GTs of SDS and ISM for ``renders``, as a grid image and inconsistency numbers.
 
@@ -110,27 +120,34 @@ def inspect_pseudo_gt(
         renders: [C, H, W, 3] in [0, 1].
         azimuth_deg: [C] their cameras' azimuths.
         config: guidance settings (CFG scale, inversion); default :class:`GuidanceConfig`.
+        progress: called as ``progress(rows_done, settings.n_rows)`` before the first row and after each one.
 
     Returns:
         (grid uint8 [H_grid, W_grid, 3], {row label: inconsistency}).
     """
     config = config or GuidanceConfig()
+    unknown = set(settings.negatives) - set(NEGATIVE_VARIANTS)
+    if unknown or not settings.negatives:
+        raise ValueError(f"InspectSettings.negatives: pick from {NEGATIVE_VARIANTS}, got {settings.negatives}")
+    report = progress or (lambda done, total: None)
+    report(0, settings.n_rows)
     x0 = prior.encode_images(renders.to(prior.device)).detach()
     shown = prior.decode(x0).float().cpu()
-    variants = {
-        "neg": encode_prompt_set(prior, prompt_config),
-        "noneg": encode_prompt_set(prior, replace(prompt_config, negative="")),
-    }
+    negatives = {"neg": prompt_config.negative, "noneg": ""}
+    variants = {tag: encode_prompt_set(prior, replace(prompt_config, negative=negatives[tag]))
+                for tag in NEGATIVE_VARIANTS if tag in settings.negatives}
     rows: dict[str, torch.Tensor] = {}
     for t in settings.timesteps:
         for tag, prompts in variants.items():
             rows[f"sds_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, "sds", t, 0, settings.seeds)
+            report(len(rows), settings.n_rows)
     for t in settings.timesteps:
         for dt in settings.delta_ts:
             for tag, prompts in variants.items():
                 rows[f"ism_t{t}_dt{dt}_{tag}"] = pseudo_gts(
                     prior, x0, azimuth_deg, prompts, config, "ism", t, dt, settings.seeds
                 )
+                report(len(rows), settings.n_rows)
     numbers = {label: inconsistency(images) for label, images in rows.items()}
     grid_rows = []
     for images in rows.values():
@@ -152,12 +169,23 @@ def render_ply_views(
 ) -> torch.Tensor:
     """Renders [C, size_px, size_px, 3] in [0, 1] of a 3DGS ``.ply`` from orbit cameras at ``azimuth_deg`` [C]
     (polar = 90° − elevation), with the automatic renderer for ``device``."""
-    splats = GaussianModel.from_raw(read_gaussian_ply(ply_path), OptimConfig(), device=device).splats()
     n = azimuth_deg.shape[0]
     cameras = orbit_cameras(
         azimuth_deg.float(), torch.full((n,), 90.0 - elevation_deg), torch.full((n,), float(radius)),
         torch.full((n,), float(fovy_rad)), size_px, size_px,
-    ).to(splats.means.device, splats.means.dtype)
-    bg = torch.tensor(background, dtype=splats.means.dtype, device=splats.means.device).expand(n, 3)
+    )
+    return render_ply_cameras(ply_path, cameras, device, background)
+
+
+def render_ply_cameras(
+    ply_path: str | Path,
+    cameras: CameraBatch,
+    device: torch.device | str = "cpu",
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Renders [C, H, W, 3] in [0, 1] of a 3DGS ``.ply`` from any ``cameras``, with the automatic renderer."""
+    splats = GaussianModel.from_raw(read_gaussian_ply(ply_path), OptimConfig(), device=device).splats()
+    cameras = cameras.to(splats.means.device, splats.means.dtype)
+    bg = torch.tensor(background, dtype=splats.means.dtype, device=splats.means.device).expand(len(cameras), 3)
     with torch.no_grad():
         return make_renderer("auto", torch.device(device)).render(splats, cameras, bg).rgb.clamp(0.0, 1.0)

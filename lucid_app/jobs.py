@@ -6,6 +6,10 @@
   ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
 * Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
   ``run_folders.py``).
+* Besides training, *task* jobs (:meth:`JobManager.submit_task`, e.g. the pseudo-GT inspector) queue on the same
+  worker, so they never run beside training on the device; they report progress and end with a
+  :class:`TaskResult`. :meth:`JobManager.latest` returns a session's newest job of one kind (training by default),
+  so the live controls never land on a task.
 
 Readers (the UI's handlers, tests) never touch a job's mutable state: they get immutable :class:`JobView`
 snapshots, and :meth:`JobManager.wait` returns the next one when the job changes. Nothing here starts a thread
@@ -23,19 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
 from lucid_app.avatar import check_avatar
 from lucid_app.avatar.body import AvatarError
-from lucid_app.config import ConfigError, ModelConfig, TrainConfig, to_yaml
+from lucid_app.config import ConfigError, ModelConfig, PromptChange, TrainConfig, to_yaml
 from lucid_app.controls import ControlState, LiveControls
 from lucid_app.devices import resolve_device, resolve_dtype
 from lucid_app.events import DoneEvent, Event, PreviewEvent, StepEvent
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
+from lucid_app.prompt_changes import check_changes, request_change
 from lucid_app.runs import PreparedRun, load_run_prior
 from lucid_app.run_folders import JobError, RUN_FILES, run_files, session_folder, slug
 from lucid_app.trainer import Trainer, initial_controls
@@ -57,6 +62,40 @@ class RunnableTrainer(Protocol):
 
 
 TrainerFactory = Callable[..., RunnableTrainer]
+TRAIN_KIND = "train"
+
+
+class TaskStopped(Exception):
+    """Raised by :attr:`TaskContext.progress` inside a task whose job was stopped; the job ends ``cancelled``."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What the worker hands a task.
+
+    Attributes:
+        load_prior: the prior of a model config through the manager's cache (loads once, on the worker).
+        folder: the task's own folder under the session's (created by whoever writes into it).
+        progress: ``progress(done, total)`` publishes progress; raises :class:`TaskStopped` once the job is stopped.
+    """
+
+    device: torch.device
+    load_prior: Callable[[ModelConfig], DiffusionPrior]
+    folder: Path
+    progress: Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task produced: an image to show ([H, W, 3] uint8), JSON-able data, its files, a closing message."""
+
+    image: np.ndarray | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+Task = Callable[[TaskContext], TaskResult]
 
 
 # ---------------------------------------------------------------------------------------------- model cache
@@ -108,6 +147,8 @@ class JobView:
         steps: every StepEvent so far (for plots); preview: the latest preview views tiled, [H, W, 3] uint8.
         files: output name (``ply``, ``video``, ``config``, ``mesh``, ``metrics``) → path, once they exist.
         version: increases with every change of the job.
+        kind: ``"train"``, or the kind given to :meth:`JobManager.submit_task` (then ``preview`` is the task's image).
+        progress: a task's (done, total) units of work; data: a task's result data once it is done.
     """
 
     id: str
@@ -127,6 +168,9 @@ class JobView:
     files: dict[str, str]
     controls: ControlState
     version: int
+    kind: str = TRAIN_KIND
+    progress: tuple[int, int] = (0, 0)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -154,6 +198,12 @@ class _Job:
     preview_step: int = 0
     files: dict[str, str] = field(default_factory=dict)
     version: int = 0
+    kind: str = TRAIN_KIND
+    task: Task | None = None
+    progress: tuple[int, int] = (0, 0)
+    data: dict[str, Any] = field(default_factory=dict)
+    # The training run's prior, once loaded (live prompt changes are encoded with it).
+    prior: DiffusionPrior | None = None
 
 
 class JobManager:
@@ -184,6 +234,8 @@ class JobManager:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        # Serialises the encoding of live prompt changes (a fast tokenizer must not run in two threads at once).
+        self._encode_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,6 +273,26 @@ class JobManager:
         run_dir = self.outputs / session_folder(session) / f"{stamp}-{slug(config.prompt.text)}-{job_id}"
         job = _Job(id=job_id, session=session, config=config, allow_demo=allow_demo, run_dir=run_dir,
                    controls=LiveControls(initial_controls(config)))
+        return self._enqueue(job)
+
+    def submit_task(self, task: Task, config: TrainConfig, session: str = "", kind: str = "task") -> JobView:
+        """Queue ``task`` for ``session`` on the worker, behind the jobs already queued; returns its first snapshot.
+
+        ``config`` is what the task works on (its snapshot shows its prompt); the task loads what it needs
+        through its :class:`TaskContext`. Errors it raises as ``PriorError``, ``ValueError`` (``ConfigError``,
+        ``JobError``) or ``OSError`` fail the job with their message.
+        """
+        if kind == TRAIN_KIND:
+            raise ValueError(f"submit_task: kind {TRAIN_KIND!r} is reserved for training jobs")
+        job_id = uuid.uuid4().hex[:8]
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = self.outputs / session_folder(session) / f"{stamp}-{slug(kind)}-{job_id}"
+        job = _Job(id=job_id, session=session, config=config, allow_demo=False, run_dir=run_dir,
+                   controls=LiveControls(initial_controls(config)), kind=kind, task=task)
+        return self._enqueue(job)
+
+    def _enqueue(self, job: _Job) -> JobView:
+        job_id, session, config = job.id, job.session, job.config
         with self._cond:
             if self._closing:
                 raise JobError("the job manager is shutting down; no new jobs are accepted")
@@ -241,11 +313,11 @@ class JobManager:
         with self._cond:
             return [self._view(job) for job in self._jobs.values()]
 
-    def latest(self, session: str) -> JobView | None:
-        """The newest job of ``session``, or None."""
+    def latest(self, session: str, kind: str = TRAIN_KIND) -> JobView | None:
+        """The newest job of ``session`` of this ``kind`` (training by default), or None."""
         with self._cond:
             for job in reversed(list(self._jobs.values())):
-                if job.session == session:
+                if job.session == session and job.kind == kind:
                     return self._view(job)
         return None
 
@@ -269,6 +341,38 @@ class JobManager:
         with self._cond:
             self._touch(job)
         return state
+
+    def set_prompt(self, job_id: str, **changes: object) -> PromptChange:
+        """Change the negative prompt, view-prompt suffixes or Perp-Neg settings of a running job.
+
+        Valid names: ``negative`` (text or ``"@NAME"`` of the negative-prompt library), ``front_suffix``,
+        ``side_suffix``, ``back_suffix``, ``perp_neg``, ``perp_neg_weight``, ``front_decay``, ``side_decay``
+        (None = unchanged). The new prompts are encoded here, in the caller's thread, with the job's prior, then
+        swapped into the job's live controls at once; the trainer uses them from its next step, logs the change in
+        ``metrics.jsonl`` and records it in the run's ``config.yaml``.
+
+        Returns:
+            The change (negative resolved to text), its ``step`` the first step that uses it.
+
+        Raises:
+            JobError: unknown or finished job, or one that has not started training yet (its model is loading).
+            ValueError: an unknown name (the message lists the valid ones) or a bad value.
+            ConfigError: an ``@NAME`` that is not in the negative-prompt library.
+        """
+        job = self._active(job_id)
+        if job.task is not None:
+            raise JobError(f"job {job_id} is a {job.kind} job, not a training run: it has no prompts to change")
+        checked = check_changes(**changes)
+        with self._cond:
+            prior = job.prior
+        if prior is None or job.controls.snapshot().prompt is None:
+            raise JobError(f"job {job_id} has not started training yet (its model is still loading); prompt changes "
+                           "act on a running job: try again in a moment")
+        with self._encode_lock:
+            change = request_change(job.controls, prior, checked)
+        with self._cond:
+            self._touch(job)
+        return change
 
     def pause(self, job_id: str) -> JobView:
         job = self._active(job_id)
@@ -343,6 +447,9 @@ class JobManager:
                     self._touch_queue()
 
     def _run(self, job: _Job) -> None:
+        if job.task is not None:
+            self._run_task(job, job.task)
+            return
         try:
             prepared = self._prepare(job.config, job.allow_demo)
         except (PriorError, ConfigError, AvatarError, OSError) as err:
@@ -354,11 +461,34 @@ class JobManager:
             job.controls.update(guidance_scale=start.guidance_scale, delta_t=start.delta_t,
                                 delta_t_start=start.delta_t_start, preview_every=start.preview_every)
         with self._cond:
-            job.config, job.notice = prepared.config, prepared.notice
+            job.config, job.notice, job.prior = prepared.config, prepared.notice, prepared.prior
             self._touch(job)
         trainer = self._trainer_factory(prepared.config, prepared.prior, run_dir=job.run_dir,
                                         controls=job.controls, device=self.device)
         trainer.run(lambda event: self._on_event(job, event))
+
+    def _run_task(self, job: _Job, task: Task) -> None:
+        def progress(done: int, total: int) -> None:
+            if job.controls.snapshot().stop:
+                raise TaskStopped(f"stopped by the user after {done} of {total}")
+            with self._cond:
+                job.progress = (int(done), int(total))
+                self._touch(job)
+
+        context = TaskContext(device=self.device, load_prior=lambda model: self.cache.get(model, self.device),
+                              folder=job.run_dir, progress=progress)
+        try:
+            result = task(context)
+        except TaskStopped as err:
+            self._finish(job, "cancelled", str(err), outcome="stopped")
+            return
+        except (PriorError, ValueError, OSError) as err:
+            logger.debug("task %s failed", job.id, exc_info=True)
+            self._finish(job, "failed", str(err), outcome="failed")
+            return
+        with self._cond:
+            job.preview, job.data = result.image, dict(result.data)
+        self._finish(job, "done", result.message or "finished", outcome="done", files=dict(result.files))
 
     def _prepare(self, config: TrainConfig, allow_demo: bool) -> PreparedRun:
         """Load the config's prior through the cache, with ``runs.load_run_prior``'s offline-demo fallback; an
@@ -426,6 +556,7 @@ class JobManager:
             run_dir=job.run_dir, config_yaml=to_yaml(job.config), notice=job.notice, message=job.message,
             outcome=job.outcome, steps=tuple(job.steps), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
+            kind=job.kind, progress=job.progress, data=dict(job.data),
         )
 
 
@@ -450,4 +581,5 @@ def tile_views(images: np.ndarray, min_size_px: int = 0) -> np.ndarray:
     return grid
 
 
-__all__ = ["JobError", "JobManager", "JobState", "JobView", "ModelCache", "TERMINAL_STATES", "tile_views"]
+__all__ = ["JobError", "JobManager", "JobState", "JobView", "ModelCache", "TERMINAL_STATES", "TRAIN_KIND", "Task",
+           "TaskContext", "TaskResult", "TaskStopped", "tile_views"]

@@ -5,6 +5,11 @@ statistics, the single ``torch.Generator`` every random draw comes from, and the
 frozen; live changes come from :class:`~lucid_app.controls.LiveControls`, read once per step. Steps count from 1
 (step k uses the camera ranges, δ_T and t range of k, and densification's schedule of k).
 
+The prompt set (negative prompt, view suffixes, Perp-Neg) changes at the steps of ``config.prompt_schedule`` (encoded
+in ``__init__``) and with live changes (encoded by the caller, ``prompt_changes.py``). Each change is logged as
+``{"step": k, "prompt_change": {...}}`` and recorded in :attr:`Trainer.prompt_schedule`, which ``config.yaml`` holds
+(rewritten at every change), so ``config.yaml`` reproduces the run; a resumed run replays the schedule.
+
 Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes,
 ``checkpoint.pt`` every ``export.checkpoint_every`` steps and at the end, and at the end, however the run ends
 (done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state.
@@ -24,8 +29,8 @@ import torch
 
 from lucid_app.avatar import avatar_setup
 from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras, turntable, turntable_rings
-from lucid_app.config import TrainConfig, from_yaml, to_yaml
-from lucid_app.controls import ControlState, LiveControls
+from lucid_app.config import PromptChange, TrainConfig, from_yaml, to_yaml
+from lucid_app.controls import ControlState, LiveControls, PromptState
 from lucid_app.densify import Densifier
 from lucid_app.events import DoneEvent, Event, PreviewEvent, StepEvent
 from lucid_app.export import (
@@ -40,11 +45,12 @@ from lucid_app.export import (
 from lucid_app.gaussians import GaussianModel
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import delta_t_at
-from lucid_app.guidance.prompts import encode_prompt_set
+from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.init_shapes import init_gaussians
 from lucid_app.losses import disparity_image, sample_backgrounds, scale_noise, total_variation
 from lucid_app.ply import write_gaussian_ply
 from lucid_app.priors.base import DiffusionPrior
+from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
 from lucid_app.render.base import Renderer
 
@@ -102,7 +108,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.guidance = GUIDANCES[config.guidance.method]
-        self.prompts = encode_prompt_set(prior, config.prompt)
+        self.prompt_track = PromptTrack(prior, config, self.controls)
         if config.avatar.enabled and control_fn is None and gaussians is None:
             # Avatar runs (new or resumed) rebuild the body and its part-map control from the config alone.
             gaussians, self.control_fn = avatar_setup(config, self.device)
@@ -114,11 +120,48 @@ class Trainer:
         self.bad_steps = 0
         self._last_preview_step = -1
 
+    # ---------------------------------------------------------------- prompt changes
+
+    @property
+    def prompt_state(self) -> PromptState:
+        """The prompt set in force (texts, Perp-Neg settings, embeddings)."""
+        return self.prompt_track.state
+
+    @property
+    def prompts(self) -> PromptEmbeddings:
+        """The encoded prompts in force."""
+        return self.prompt_track.state.embeddings
+
+    @property
+    def prompt_schedule(self) -> tuple[PromptChange, ...]:
+        """Every prompt change of the run so far (the config's schedule, live changes included)."""
+        return self.prompt_track.schedule
+
+    @property
+    def recorded_config(self) -> TrainConfig:
+        """The config with :attr:`prompt_schedule`: what ``config.yaml`` holds."""
+        return replace(self.config, prompt_schedule=self.prompt_track.schedule)
+
+    def begin_step(self) -> ControlState:
+        """Step ``self.step + 1``'s control snapshot, after its scheduled prompt change (if any) joined the controls."""
+        return self.prompt_track.begin_step(self.step + 1)
+
+    def adopt_prompt(self, snap: ControlState) -> PromptChange | None:
+        """Put the snapshot's prompt state in force for step ``self.step + 1``; returns the change it makes (None if
+        none). A change to the schedule is written to ``config.yaml`` at once."""
+        before = self.prompt_track.schedule
+        change = self.prompt_track.adopt(snap, self.step + 1)
+        if self.run_dir is not None and self.prompt_track.schedule is not before:
+            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
+        return change
+
     # ---------------------------------------------------------------- one step
 
     def train_step(self, controls: ControlState | None = None) -> StepEvent:
-        """Run step ``self.step + 1`` with the given control snapshot (default: the current one)."""
-        snap = controls or self.controls.snapshot()
+        """Run step ``self.step + 1`` with the given control snapshot (default: :meth:`begin_step`'s), in the prompt
+        state the snapshot holds (:meth:`adopt_prompt`)."""
+        snap = controls or self.begin_step()
+        self.adopt_prompt(snap)
         cfg = self.config
         k = self.step + 1
         g = self.generator
@@ -138,9 +181,11 @@ class Trainer:
         # 3. Guidance on the colour, or on the normalised disparity as a grey image.
         image = disparity_image(out.depth, out.alpha) if use_disparity else out.rgb
         x0 = self.prior.encode_images(image)
-        guidance_cfg = replace(cfg.guidance, delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
+        # One prompt state for the whole step: its embeddings and Perp-Neg settings together.
+        prompt = self.prompt_state
+        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
         result = self.guidance(
-            self.prior, x0, cams.azimuth_deg, self.prompts, k, guidance_cfg, g,
+            self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
             guidance_scale=snap.guidance_scale, delta_t=delta_t_at(k, guidance_cfg),
             control=self.control_fn(cams) if self.control_fn is not None else None,
         )
@@ -208,7 +253,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue the run bit for bit: Gaussians + optimiser, densification statistics,
-        step, the generator's state and the live controls in force."""
+        step, the generator's state and the live controls in force (the prompt state is the schedule's replay)."""
         snap = self.controls.snapshot()
         return {
             "step": self.step,
@@ -227,6 +272,7 @@ class Trainer:
         self.step = int(state["step"])
         self.bad_steps = int(state["bad_steps"])
         self.controls.update(**state["controls"])
+        self.prompt_track.restore(self.step)
 
     def save_checkpoint(self) -> Path | None:
         if self.run_dir is None:
@@ -279,7 +325,7 @@ class Trainer:
         metrics = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.config))
+            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
             metrics = MetricsLog(self.run_dir / METRICS_NAME)
         status, message = "done", ""
         error: BaseException | None = None
@@ -288,13 +334,17 @@ class Trainer:
             while self.step < self.config.optim.steps:
                 while not self.controls.wait_while_paused(timeout_s=0.2):
                     pass
-                snap = self.controls.snapshot()
+                snap = self.begin_step()
                 if snap.stop:
                     status, message = "stopped", f"stopped by the user at step {self.step}"
                     break
-                if metrics is not None and snap.version != last_controls.version:
-                    metrics.write({"step": self.step + 1, "controls": _control_changes(last_controls, snap)})
+                changes = _control_changes(last_controls, snap)
+                if metrics is not None and changes:
+                    metrics.write({"step": self.step + 1, "controls": changes})
                 last_controls = snap
+                prompt_change = self.adopt_prompt(snap)
+                if metrics is not None and prompt_change is not None:
+                    metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
                 event = self.train_step(snap)
                 if metrics is not None and (event.step % self.config.export.log_every == 0 or event.skipped
                                             or event.densify or event.step == 1):

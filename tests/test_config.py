@@ -9,6 +9,7 @@ import pytest
 from lucid_app.config import (
     PAPER_NEGATIVE,
     ConfigError,
+    PromptChange,
     TrainConfig,
     apply_overrides,
     from_dict,
@@ -110,6 +111,43 @@ def test_avatar_section_round_trips_and_is_strict() -> None:
         apply_overrides(cfg, ["avatar.gender=robot"])
     with pytest.raises(ConfigError, match="valid keys of avatar: enabled, pose, smpl_dir, gender"):
         apply_overrides(cfg, ["avatar.height=2"])
+
+
+def test_prompt_schedule_loads_strictly_and_round_trips() -> None:
+    cfg = from_yaml(
+        "prompt_schedule:\n"
+        "  - {step: 4, negative: blurry, perp_neg: true}\n"
+        "  - {step: 9, front_suffix: ', from the front', perp_neg_weight: -3, side_decay: 8}\n"
+    )
+    assert cfg.prompt_schedule == (
+        PromptChange(step=4, negative="blurry", perp_neg=True),
+        PromptChange(step=9, front_suffix=", from the front", perp_neg_weight=-3.0, side_decay=8.0),
+    )
+    assert isinstance(cfg.prompt_schedule[1].perp_neg_weight, float) and cfg.prompt_schedule[1].negative is None
+    text = to_yaml(cfg)
+    assert "null" not in text, "unset fields are left out of the YAML"
+    assert from_yaml(text) == cfg
+    assert TrainConfig().prompt_schedule == () and from_yaml(to_yaml(TrainConfig())) == TrainConfig()
+    overridden = apply_overrides(TrainConfig(), ["prompt_schedule=[{step: 2, negative: ''}]"])
+    assert overridden.prompt_schedule == (PromptChange(step=2, negative=""),)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("[{step: 5, negative: a}, {step: 3, negative: b}]", r"prompt_schedule\[1\]\.step: steps must increase"),
+        ("[{step: 5, negative: a}, {step: 5, negative: b}]", "steps must increase, got 5 after 5"),
+        ("[{step: 0, negative: a}]", r"prompt_schedule\[0\]: step must be >= 1"),
+        ("[{negative: a}]", r"missing key prompt_schedule\[0\]\.step"),
+        ("[{step: 2, negativ: a}]", r"valid keys of prompt_schedule\[0\]: step, negative, front_suffix"),
+        ("[{step: 2, perp_neg: 1}]", r"prompt_schedule\[0\]\.perp_neg"),
+        ("[{step: 2, front_decay: fast}]", r"prompt_schedule\[0\]\.front_decay"),
+        ("[{step: true}]", r"prompt_schedule\[0\]\.step"),
+    ],
+)
+def test_bad_prompt_schedules_are_errors(schedule: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_yaml(f"prompt_schedule: {schedule}\n")
 
 
 def test_every_preset_loads() -> None:

@@ -12,6 +12,8 @@ from lucid_app.bench_distill2d import distill2d, psnr_to_nearest
 from lucid_app.config import GuidanceConfig, ModelConfig
 from test_multiview import write_object
 
+CONSTANT_KERNEL = ModelConfig(multiview_resolution=16, multiview_kernel="constant", multiview_sigma=0.1)
+
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
@@ -31,7 +33,7 @@ def test_sds_distils_the_dataset_image(tmp_path: Path, one_thread: None) -> None
     write_object(tmp_path / "chair", "a red chair", [(0.0, 80.0)], seed=0, size=16)
     result = distill2d(
         f"multiview:{tmp_path / 'chair'}", "a red chair", "sds", steps=200, seed=0, lr=0.02,
-        guidance=GuidanceConfig(lambda_guidance=1.0), model_config=ModelConfig(multiview_resolution=16),
+        guidance=GuidanceConfig(lambda_guidance=1.0), model_config=CONSTANT_KERNEL,
     )
     assert set(result) == {"method", "steps", "psnr_by_step", "final_psnr", "wall_s"}
     assert result["method"] == "sds" and result["steps"] == 200
@@ -39,16 +41,20 @@ def test_sds_distils_the_dataset_image(tmp_path: Path, one_thread: None) -> None
     assert psnrs[0] < 20.0 < 30.0 < result["final_psnr"]
     again = distill2d(
         f"multiview:{tmp_path / 'chair'}", "a red chair", "sds", steps=20, seed=0, lr=0.02,
-        guidance=GuidanceConfig(lambda_guidance=1.0), model_config=ModelConfig(multiview_resolution=16),
+        guidance=GuidanceConfig(lambda_guidance=1.0), model_config=CONSTANT_KERNEL,
     )
     assert again["psnr_by_step"] == result["psnr_by_step"][:2]
 
 
-def test_ism_distils_the_dataset_image_on_the_smoothed_prior(tmp_path: Path, one_thread: None) -> None:
+@pytest.mark.parametrize("model_config", [CONSTANT_KERNEL, ModelConfig(multiview_resolution=16)],
+                         ids=["constant-kernel", "snr-kernel"])
+def test_ism_distils_the_dataset_image_on_the_smoothed_prior(
+    tmp_path: Path, one_thread: None, model_config: ModelConfig
+) -> None:
     write_object(tmp_path / "chair", "a red chair", [(0.0, 80.0)], seed=0, size=16)
     result = distill2d(
         f"multiview:{tmp_path / 'chair'}", "a red chair", "ism", steps=200, seed=0, lr=0.02,
-        guidance=GuidanceConfig(lambda_guidance=1.0), model_config=ModelConfig(multiview_resolution=16),
+        guidance=GuidanceConfig(lambda_guidance=1.0, warmup_steps=0), model_config=model_config,
     )
     psnrs = [p for _, p in result["psnr_by_step"]]
     assert psnrs[0] < 20.0 < 30.0 < result["final_psnr"]

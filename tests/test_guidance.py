@@ -145,7 +145,7 @@ def test_sds_equals_step_by_step_reference() -> None:
 def one_image_prior(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     folder = tmp_path_factory.mktemp("one") / "chair"
     write_object(folder, "a red chair", [(0.0, 80.0)], seed=0)
-    return load_multiview_prior(folder, ModelConfig(multiview_resolution=8, multiview_sigma=0.0))
+    return load_multiview_prior(folder, ModelConfig(multiview_resolution=8, multiview_kernel="constant", multiview_sigma=0.0))
 
 
 def test_closed_forms_on_one_image_prior(one_image_prior) -> None:  # noqa: ANN001

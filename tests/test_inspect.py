@@ -31,10 +31,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def prior(dataset: Path) -> MultiViewPrior:
-    """σ = 0.1 (the default kernel width): near the data the estimate stays near its input, as a trained model's
-    does. With σ = 0 the denoiser snaps to a dataset image at every noise level, so its ε̂ jumps wherever the
-    posterior flips and a long DDIM inversion (t = 500, δ_T = 20) turns chaotic — not what the test is about."""
-    return load_multiview_prior(dataset, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.1))
+    """The default ("snr") kernel: near the data the estimate stays near its input, as a trained model's does.
+    With σ = 0 the denoiser snaps to a dataset image at every noise level, so its ε̂ jumps wherever the posterior
+    flips and a long DDIM inversion (t = 500, δ_T = 20) turns chaotic — not what the test is about."""
+    return load_multiview_prior(dataset, ModelConfig(multiview_resolution=SIZE))
 
 
 def test_inconsistency_is_mean_per_pixel_std() -> None:

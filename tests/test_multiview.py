@@ -66,7 +66,7 @@ def two_objects(tmp_path: Path) -> Path:
 @pytest.fixture
 def prior(two_objects: Path) -> MultiViewPrior:
     """σ = 0: DESIGN §5's denoiser of the images themselves."""
-    return load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.0))
+    return load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=0.0))
 
 
 def test_loading_layout_cameras_and_schedule(prior: MultiViewPrior, two_objects: Path) -> None:
@@ -135,7 +135,7 @@ def test_denoiser_equals_brute_force_posterior_mean(prior: MultiViewPrior, t: in
 def test_smoothed_denoiser_equals_tweedie_on_the_mixture_density(two_objects: Path, t: int) -> None:
     """σ > 0: E[x₀|x_t] = (x_t + (1−ᾱ)∇log p_t(x_t))/√ᾱ, with ∇log p_t by autograd of the mixture's density."""
     sigma = 0.2
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=sigma))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=sigma))
     g = torch.Generator().manual_seed(t)
     weights = torch.rand(prior.num_images, generator=g, dtype=torch.float64) + 0.1
     weights = weights / weights.sum()
@@ -152,13 +152,51 @@ def test_smoothed_denoiser_equals_tweedie_on_the_mixture_density(two_objects: Pa
 
 
 def test_smoothed_denoiser_keeps_the_input_at_small_noise(two_objects: Path) -> None:
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_sigma=0.3))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=0.3))
     x0 = prior.images + 0.05 * torch.randn(prior.images.shape, generator=torch.Generator().manual_seed(0))
     t = torch.zeros(prior.num_images, dtype=torch.long)
     alpha = prior.alphas_cumprod[0]
     uniform = prior.encode_prompts([""]).expand(prior.num_images, -1)
     mean = prior.posterior_mean(alpha.sqrt() * x0, t, uniform)
     assert (mean - x0).abs().max() < 0.01 < (x0 - prior.images).abs().max()
+
+
+@pytest.mark.parametrize("t", [700, 300, 20])
+def test_snr_kernel_is_tweedie_of_the_mixture_with_that_steps_width(two_objects: Path, t: int) -> None:
+    """The "snr" kernel at t is the exact denoiser of the mixture with σ_t² = SNR_t / SNR_c² (SNR from diffusers)."""
+    keep_t = 450
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=keep_t))
+    abar = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod.double()
+    snr = abar / (1 - abar)
+    sigma2 = snr[t] / snr[keep_t] ** 2
+    g = torch.Generator().manual_seed(t)
+    weights = torch.rand(prior.num_images, generator=g, dtype=torch.float64) + 0.1
+    weights = weights / weights.sum()
+    alpha = abar[t]
+    x_t = (alpha.sqrt() * prior.images[3:4].double() + (1 - alpha).sqrt() * torch.randn(1, 3, SIZE, SIZE, generator=g,
+           dtype=torch.float64)).requires_grad_(True)
+    sq = ((x_t - alpha.sqrt() * prior.images.double()) ** 2).flatten(1).sum(1)
+    log_density = torch.logsumexp(torch.log(weights) - sq / (2 * (alpha * sigma2 + 1 - alpha)), dim=0)
+    (score,) = torch.autograd.grad(log_density, x_t)
+    tweedie = (x_t.detach() + (1 - alpha) * score) / alpha.sqrt()
+    torch.testing.assert_close(prior.posterior_mean(x_t.detach(), torch.tensor([t]), weights[None]), tweedie,
+                               rtol=1e-8, atol=1e-8)
+
+
+def test_snr_kernel_keeps_half_a_clean_input_at_keep_t(two_objects: Path) -> None:
+    """One image selected: E[x₀ | √ᾱ_t (y + d)] = y + k_t·d, k = ½ at t_c, ≈ 1 at t = 0, ≈ 0 at t = 900."""
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=300))
+    one_hot = torch.zeros(1, prior.num_images)
+    one_hot[0, 2] = 1.0
+    y = prior.images[2:3]
+    d = 0.2 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
+    kept = {}
+    for t in (0, 300, 900):
+        alpha = prior.alphas_cumprod[t]
+        mean = prior.posterior_mean(alpha.sqrt() * (y + d), torch.tensor([t]), one_hot)
+        kept[t] = float(((mean - y) * d).sum() / (d * d).sum())
+        torch.testing.assert_close(mean - y, kept[t] * d, rtol=1e-4, atol=1e-5)
+    assert kept[0] > 0.999 and abs(kept[300] - 0.5) < 1e-4 and kept[900] < 1e-3
 
 
 def test_small_t_returns_nearest_image(prior: MultiViewPrior) -> None:

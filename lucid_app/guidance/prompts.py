@@ -123,7 +123,7 @@ class PromptEmbeddings:
         return mix_conditioning(view_weights(azimuth_deg).to(self.views.device), self.views)
 
 
-def _encode_or_unconditional(prior: DiffusionPrior, text: str, role: str, unconditional: torch.Tensor) -> torch.Tensor:
+def encode_or_unconditional(prior: DiffusionPrior, text: str, role: str, unconditional: torch.Tensor) -> torch.Tensor:
     """Encode a negative/inverse prompt; one the prior cannot interpret means "unconditional" (DESIGN §5)."""
     if text == "":
         return unconditional
@@ -148,8 +148,8 @@ def encode_prompt_set(prior: DiffusionPrior, config: PromptConfig) -> PromptEmbe
     return PromptEmbeddings(
         base=encoded[0:1],
         views=encoded[1:4],
-        negative=_encode_or_unconditional(prior, config.negative, "negative", unconditional),
-        inverse=_encode_or_unconditional(prior, config.inverse_text, "inverse", unconditional),
+        negative=encode_or_unconditional(prior, config.negative, "negative", unconditional),
+        inverse=encode_or_unconditional(prior, config.inverse_text, "inverse", unconditional),
         view_dependent=config.view_dependent,
     )
 

@@ -1,16 +1,27 @@
 """The analytic multi-view prior (DESIGN §5): the exact denoiser of a finite set of posed images.
 
 For dataset images y_k (pixels in [-1, 1], [3, R, R]) and a prior π over them (the conditioning), the data
-distribution is the kernel-smoothed mixture p(x₀) = Σ_k π_k N(x₀; y_k, σ²I) (σ = ``ModelConfig.multiview_sigma``).
-Noised to ᾱ_t, x_t | k ~ N(√ᾱ_t y_k, v_t I) with v_t = ᾱ_t σ² + 1 − ᾱ_t, so the posterior mean is closed-form:
+distribution at noise level t is the kernel-smoothed mixture p(x₀) = Σ_k π_k N(x₀; y_k, σ_t²I). Noised to ᾱ_t,
+x_t | k ~ N(√ᾱ_t y_k, v_t I) with v_t = ᾱ_t σ_t² + 1 − ᾱ_t, so the posterior mean is closed-form:
     p(k|x_t) = softmax_k(log π_k − ‖x_t − √ᾱ_t·y_k‖² / (2 v_t)),   ȳ = Σ_k p(k|x_t) y_k,
-    E[x₀|x_t] = ȳ + (√ᾱ_t σ² / v_t)·(x_t − √ᾱ_t ȳ),
+    E[x₀|x_t] = ȳ + (√ᾱ_t σ_t² / v_t)·(x_t − √ᾱ_t ȳ),
     ε̂ = (x_t − √ᾱ_t·E[x₀|x_t]) / √(1−ᾱ_t).
-With σ = 0 this is DESIGN §5's formula, the denoiser of the images themselves. Why σ > 0 by default: with
-σ = 0 the x̂₀ estimate snaps to a dataset image at *every* noise level, so ISM's gradient — which is exactly
-λ·(x̂₀(x_s, s) − x̂₀(x_t, t)) since x_t is one DDIM step from x_s — vanishes wherever both estimates pick the
-same image, and ISM never refines an image towards the data (SDS still does). With σ > 0 the estimate at small
-noise stays near the input, as a real diffusion model's does, and both ISM and SDS converge to the images.
+With σ_t = 0 this is DESIGN §5's formula, the denoiser of the images themselves. Under it the x̂₀ estimate snaps
+to a dataset image at *every* noise level, so ISM's gradient — exactly λ·(x̂₀(x_s, s) − x̂₀(x_t, t)) since x_t is
+one DDIM step from x_s — vanishes wherever both estimates pick the same image, and ISM never refines an image.
+
+The kernel (``ModelConfig.multiview_kernel``):
+- ``"constant"``: σ_t = ``multiview_sigma`` at every t, one mixture for all noise levels (an exact diffusion).
+  A clean input x₀ (a render) is kept in the fraction k_t = σ²·SNR_t / (σ²·SNR_t + 1) (SNR_t = ᾱ_t/(1−ᾱ_t)) and
+  the rest of its deviation d from the nearest image is read as *noise*: ε̂ ≈ (1 − k_t)·√SNR_t·d, e.g. 2.7·d at
+  t = 0 for σ = 0.1. ISM's deterministic inversion carries that deviation to x_t, where the posterior spreads
+  over neighbouring views, so ISM settles on a blur of views (docs/BENCHMARKS.md measures it).
+- ``"snr"`` (default): σ_t² = SNR_t / SNR_c² with SNR_c the SNR at t_c = ``multiview_keep_t``. Then
+  k_t = (SNR_t/SNR_c)² / ((SNR_t/SNR_c)² + 1): the denoiser keeps a clean input's structure at small t (k → 1,
+  and the deviation's share of ε̂ is at most about 0.6·d, vanishing as t → 0) and snaps to the images at large t
+  (k → 0), half and half at t_c — the way a real diffusion model generalises at fine noise and produces content
+  at coarse noise. This is a family of denoisers, one mixture per noise level, not the score of one p(x₀); at
+  every t it is the exact denoiser of that t's mixture (tests compare it with the constant kernel at σ = σ_t).
 Distances are evaluated in float64 with log-sum-exp, expanding ‖x_t − √ᾱ y_k‖² = ‖x_t‖² − 2√ᾱ⟨x_t, y_k⟩ +
 ᾱ‖y_k‖² (the first term cancels in the softmax) so that they are one matmul.
 
@@ -199,8 +210,14 @@ class MultiViewPrior:
     """
 
     def __init__(
-        self, objects: list[MultiViewObject], name: str, device: torch.device | str = "cpu", sigma: float = 0.0
+        self,
+        objects: list[MultiViewObject],
+        name: str,
+        device: torch.device | str = "cpu",
+        sigma: float = 0.0,
+        keep_t: int | None = None,
     ) -> None:
+        """``keep_t`` None: the constant kernel σ_t = ``sigma``; an int: the ``"snr"`` kernel with t_c = keep_t."""
         if not objects:
             raise PriorError("multi-view prior: the dataset holds no object")
         if sigma < 0:
@@ -212,6 +229,9 @@ class MultiViewPrior:
         self.resolution = int(objects[0].train_images.shape[1])
         self.alphas_cumprod = sd_alphas_cumprod().to(self.device)
         self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
+        if keep_t is not None and not 0 <= keep_t < self.num_train_timesteps:
+            raise PriorError(f"multi-view prior: multiview_keep_t must be in [0, {self.num_train_timesteps}), got {keep_t}")
+        self.keep_t = keep_t
         rgb = torch.cat([obj.train_images for obj in objects])
         self.images = (rgb.permute(0, 3, 1, 2) * 2.0 - 1.0).to(self.device)
         self.object_index = torch.cat(
@@ -266,6 +286,13 @@ class MultiViewPrior:
         return eps.reshape(x_t.shape).to(x_t.dtype)
 
     # --- closed form ----------------------------------------------------------------------------------------
+    def kernel_variance(self, alpha: torch.Tensor) -> torch.Tensor:
+        """σ_t² for ᾱ_t values (any shape, float64 in, same shape out): the module docstring's kernels."""
+        if self.keep_t is None:
+            return torch.full_like(alpha, self.sigma**2)
+        alpha_c = self.alphas_cumprod[self.keep_t].to(device=alpha.device, dtype=torch.float64)
+        return (alpha / (1.0 - alpha)) / (alpha_c / (1.0 - alpha_c)) ** 2
+
     def posterior_logits(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """[B, K] log-posterior (unnormalised) over the images: log π_k − ‖x_t − √ᾱ y_k‖²/(2 v_t) + const(x_t)."""
         with torch.no_grad():
@@ -278,7 +305,7 @@ class MultiViewPrior:
             total = weights.sum(dim=1, keepdim=True)
             if bool((total <= 0).any()):
                 raise ValueError("multi-view prior: a conditioning row has no positive weight")
-            variance = alpha * self.sigma**2 + (1.0 - alpha)
+            variance = alpha * self.kernel_variance(alpha) + (1.0 - alpha)
             return torch.log(weights / total) - sq_dist / (2.0 * variance)
 
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -289,10 +316,11 @@ class MultiViewPrior:
         """[B, R*R*3] float64 E[x₀|x_t] (module docstring)."""
         probs = torch.softmax(self.posterior_logits(x_t, t, cond), dim=1)
         y_bar = probs @ self._flat64.to(x_t.device)
-        if self.sigma == 0.0:
+        if self.keep_t is None and self.sigma == 0.0:
             return y_bar
         alpha = self.alphas_cumprod.to(x_t.device)[t.long()].to(torch.float64).reshape(-1, 1)
-        gain = alpha.sqrt() * self.sigma**2 / (alpha * self.sigma**2 + 1.0 - alpha)
+        sigma2 = self.kernel_variance(alpha)
+        gain = alpha.sqrt() * sigma2 / (alpha * sigma2 + 1.0 - alpha)
         x_flat = x_t.detach().reshape(x_t.shape[0], -1).to(torch.float64)
         return y_bar + gain * (x_flat - alpha.sqrt() * y_bar)
 
@@ -340,7 +368,8 @@ def load_multiview_prior(
 
     Args:
         path: dataset folder (without the ``multiview:`` prefix).
-        config: uses ``multiview_resolution`` (R) and ``multiview_sigma`` (σ).
+        config: uses ``multiview_resolution`` (R) and the kernel (``multiview_kernel``, ``multiview_keep_t``,
+            ``multiview_sigma``).
         device: where the prior's tensors live.
         background: colour the alpha channel is composited on (default white).
     """
@@ -352,4 +381,7 @@ def load_multiview_prior(
         "multi-view prior %s: %d objects, %d images at %d px",
         root, len(objects), sum(o.train_images.shape[0] for o in objects), config.multiview_resolution,
     )
-    return MultiViewPrior(objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma)
+    keep_t = config.multiview_keep_t if config.multiview_kernel == "snr" else None
+    return MultiViewPrior(
+        objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma, keep_t=keep_t
+    )

@@ -229,11 +229,12 @@ def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
         "step_guidance_scale": last.guidance_scale if last else None,
         "guidance_scale": view.controls.guidance_scale, "delta_t_control": view.controls.delta_t,
         "preview_step": view.preview_step, "notice": view.notice,
-        "run": _relative(view.run_dir, outputs), "files": sorted(view.files),
+        "run": relative_to_outputs(view.run_dir, outputs), "files": sorted(view.files),
     }
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_to_outputs(path: Path, root: Path) -> str:
+    """``path`` relative to the outputs ``root`` as a POSIX string ("" when it lies outside)."""
     try:
         return path.resolve().relative_to(root).as_posix()
     except ValueError:
@@ -304,7 +305,7 @@ class AppHandlers:
 
     def stream_job(self, config: TrainConfig, request: gr.Request) -> Iterator[tuple[Any, ...]]:
         """Queue ``config`` for this session and stream its snapshots (``GENERATE_OUTPUTS``) until it ends."""
-        view = self.jobs.submit(config, session=_session(request), allow_demo=True)
+        view = self.jobs.submit(config, session=session_of(request), allow_demo=True)
         yield self.render_job(view, results=True)
         sent_preview = view.preview_step
         version = view.version
@@ -348,7 +349,7 @@ class AppHandlers:
 
     def set_controls(self, guidance_scale: float, delta_t: float, request: gr.Request) -> str:
         """Change the guidance scale and δ_T of this session's job; they act from its next step."""
-        view = self.jobs.latest(_session(request))
+        view = self.jobs.latest(session_of(request))
         if view is None or view.finished:
             return "No running job to control."
         try:
@@ -367,7 +368,7 @@ class AppHandlers:
         return self._act(request, "stop", "Stopping after the current step; what exists is exported.")
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
-        view = self.jobs.latest(_session(request))
+        view = self.jobs.latest(session_of(request))
         if view is None or view.finished:
             return "No running job."
         try:
@@ -388,9 +389,9 @@ class AppHandlers:
                 run_dir = resolve_run(self.outputs, run)
             except JobError as err:
                 raise gr.Error(str(err)) from None
-            files, summary = run_files(run_dir), {"run": _relative(run_dir, self.outputs)}
+            files, summary = run_files(run_dir), {"run": relative_to_outputs(run_dir, self.outputs)}
         else:
-            view = self.jobs.latest(_session(request))
+            view = self.jobs.latest(session_of(request))
             if view is None:
                 raise gr.Error("This session has no job yet.")
             files, summary = view.files, job_summary(view, self.outputs)
@@ -414,7 +415,7 @@ class AppHandlers:
         results = self._results(files)
         config = Path(files["config"]).read_text(encoding="utf-8")
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
-        banner = f"Showing the past run `{_relative(run_dir, self.outputs)}`{missing}."
+        banner = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
         return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
 
     def _results(self, files: dict[str, str]) -> dict[str, Any]:
@@ -449,10 +450,11 @@ class AppHandlers:
 
     def unload(self, request: gr.Request) -> None:
         """The browser session ended: cancel its queued job and stop its running one."""
-        self.jobs.cancel_session(_session(request))
+        self.jobs.cancel_session(session_of(request))
 
 
-def _session(request: gr.Request | None) -> str:
+def session_of(request: gr.Request | None) -> str:
+    """The browser session id of a request ("" without one, e.g. direct calls in tests)."""
     return str(getattr(request, "session_hash", "") or "")
 
 

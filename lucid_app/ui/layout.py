@@ -1,7 +1,8 @@
 """The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
 
 Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
-``/resume``, ``/stop``, ``/result``; the Avatar tab (``avatar_tab.py``) adds its own. Layout only: what happens on
+``/resume``, ``/stop``, ``/result``; the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
+``/ab_run``) and the Avatar tab (``avatar_tab.py``) add their own. Layout only: what happens on
 an event lives in ``handlers.py``.
 """
 
@@ -15,6 +16,7 @@ from lucid_app.config import DEFAULT_MODEL, PAPER_NEGATIVE, GuidanceConfig, Init
 from lucid_app.jobs import JobManager
 from lucid_app.presets import list_presets, load_config
 from lucid_app.ui.avatar_tab import build_avatar_tab
+from lucid_app.ui.guidance_tab import build_guidance_tab
 from lucid_app.ui.handlers import (
     APP_EXPORTS_MESH,
     DEFAULT_PRESET,
@@ -127,6 +129,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                             c["runs"] = gr.Dropdown([], label="Runs of this outputs folder", scale=3)
                             c["refresh_runs"] = gr.Button("Refresh", scale=1)
                             c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
+        build_guidance_tab(handlers, text_negative=c["negative"])
         build_avatar_tab(handlers, banner=c["banner"])
         # API-only components of ``/result``.
         with gr.Column(visible=False):

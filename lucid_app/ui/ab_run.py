@@ -1,0 +1,131 @@
+"""The guidance lab's A/B run: one prompt and seed queued twice, differing in one field, compared side by side.
+
+Modes: ``negative`` (A with the negative prompt, B with none — the true unconditional) and ``method`` (A ISM, B SDS).
+Both jobs go through the app's job manager like any other run (same queue, same run folders); when both finish the
+tab shows each one's first evaluation view (``views/view_000.png``) and its final metrics.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
+from lucid_app.jobs import JobView
+from lucid_app.ui.guidance_handlers import GuidanceHandlers
+from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
+
+AB_MODES = {"negative": "With vs without the negative prompt", "method": "ISM vs SDS"}
+AB_FIELDS = ("prompt", "negative", "preset", "model", "mode", "steps", "seed", "extra_overrides")
+AB_OUTPUTS = ("status", "image_a", "image_b", "metrics_a", "metrics_b")
+EVAL_VIEW = Path("views") / "view_000.png"
+
+
+def ab_configs(base: TrainConfig, mode: str) -> tuple[TrainConfig, TrainConfig]:
+    """(A, B): ``base`` twice, differing only in the field ``mode`` names (same prompt, seed and all the rest).
+
+    Raises:
+        ConfigError: an unknown mode, or mode ``negative`` with an empty negative prompt (A and B would be equal).
+    """
+    if mode == "negative":
+        if not base.prompt.negative.strip():
+            raise ConfigError("A/B with vs without the negative prompt needs a negative prompt: type one first")
+        return base, replace(base, prompt=replace(base.prompt, negative=""))
+    if mode == "method":
+        return (replace(base, guidance=replace(base.guidance, method="ism")),
+                replace(base, guidance=replace(base.guidance, method="sds")))
+    raise ConfigError(f"A/B mode: pick one of {sorted(AB_MODES)}, got {mode!r}")
+
+
+def ab_label(config: TrainConfig, mode: str) -> str:
+    """What distinguishes this side: its method, or its negative prompt."""
+    if mode == "method":
+        return config.guidance.method.upper()
+    return f"negative {config.prompt.negative!r}" if config.prompt.negative else "no negative prompt"
+
+
+def ab_metrics(view: JobView, outputs: Path) -> dict[str, Any]:
+    """A side's final (or current) figures: state, steps, losses, Gaussians, s/step, and its distinguishing fields."""
+    config = from_yaml(view.config_yaml)
+    last = view.last_step
+    timed = [e.seconds for e in view.steps]
+    return {
+        "run": relative_to_outputs(view.run_dir, outputs), "state": view.state, "outcome": view.outcome,
+        "method": config.guidance.method, "negative": config.prompt.negative, "seed": config.seed,
+        "step": last.step if last else 0, "total_steps": view.total_steps,
+        "loss": last.losses.get("total") if last else None,
+        "loss_guidance": last.losses.get("guidance") if last else None,
+        "n_gaussians": last.n_gaussians if last else None,
+        "s_per_step": round(sum(timed) / len(timed), 4) if timed else None,
+    }
+
+
+def ab_image(view: JobView) -> Any:
+    """The side's picture: its first evaluation view once exported, else its latest preview grid (or None)."""
+    path = view.run_dir / EVAL_VIEW
+    return str(path) if view.finished and path.is_file() else view.preview
+
+
+class ABHandlers:
+    """The A/B run over the app's job manager; ``guidance`` resolves ``@NAME`` negatives of both libraries."""
+
+    def __init__(self, app: AppHandlers, guidance: GuidanceHandlers) -> None:
+        self.app = app
+        self.guidance = guidance
+
+    def ab_run(
+        self,
+        prompt: str,
+        negative: str,
+        preset: str,
+        model: str,
+        mode: str,
+        steps: float,
+        seed: float,
+        extra_overrides: str,
+        request: gr.Request,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Queue A and B for this session and stream both (``AB_OUTPUTS``) until both have ended."""
+        try:
+            negative_text = self.guidance.resolve_negative(negative)
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
+        base = self.app.resolve_form({"prompt": prompt, "negative": negative_text, "preset": preset, "model": model,
+                                      "steps": steps, "seed": seed, "export_mesh": False,
+                                      "extra_overrides": extra_overrides})
+        try:
+            configs = ab_configs(base, mode)
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
+        session = session_of(request)
+        views = [self.app.jobs.submit(config, session=session, allow_demo=True) for config in configs]
+        sent = [-1, -1]
+        while True:
+            yield self.render(views, mode, sent)
+            if all(view.finished for view in views):
+                return
+            time.sleep(self.app.stream_interval_s)
+            waiting = next(i for i, view in enumerate(views) if not view.finished)
+            views[waiting] = self.app.jobs.wait(views[waiting].id, views[waiting].version, timeout_s=1.0)
+            views = [self.app.jobs.view(view.id) for view in views]
+
+    def render(self, views: list[JobView], mode: str, sent: list[int]) -> tuple[Any, ...]:
+        """``AB_OUTPUTS`` for the two snapshots; until both have ended a picture is sent only when it changed
+        (``sent`` tracks that), and the last update holds both pictures (what an API caller receives)."""
+        status = "".join(
+            f"<div><b>{side} — {html.escape(ab_label(from_yaml(view.config_yaml), mode))}</b>"
+            f"{status_html(view)}</div>" for side, view in zip("AB", views)
+        )
+        images = []
+        final = all(view.finished for view in views)
+        for i, view in enumerate(views):
+            key = -2 if view.finished else view.preview_step
+            images.append(gr.skip() if sent[i] == key and not final else ab_image(view))
+            sent[i] = key
+        metrics = [ab_metrics(view, self.app.outputs) for view in views]
+        return (status, *images, *metrics)

@@ -1,0 +1,293 @@
+"""Handlers of the "Negative prompts & guidance lab" tab: the negative library, live prompt changes, the inspector.
+
+No tensors here: the inspector's work is a job task (:mod:`lucid_app.inspect_task`) queued on the app's worker,
+and these handlers only build its request and follow its progress. The A/B run lives in ``ab_run.py``. The user's
+own negatives are kept in ``OUTPUTS/negatives.yaml`` beside the run folders, merged with the shipped library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, from_yaml
+from lucid_app.inspect import NEGATIVE_VARIANTS, InspectSettings
+from lucid_app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
+from lucid_app.jobs import JobView
+from lucid_app.negatives import (
+    REFERENCE_PREFIX,
+    USER_NEGATIVES_NAME,
+    library_text,
+    merged_negatives,
+    save_negative,
+)
+from lucid_app.run_folders import JobError, resolve_run
+from lucid_app.runs import resolve_config
+from lucid_app.trainer import CONFIG_NAME
+from lucid_app.ui.handlers import DEFAULT_PRESET, AppHandlers, session_of
+
+logger = logging.getLogger(__name__)
+
+INSPECT_KIND = "inspect"
+WAIT_S = 1.0
+MAX_SEEDS = 16
+INSPECT_SOURCES = ("latest", "run", "upload")
+# The inspector's "with / without the negative prompt" choice → InspectSettings.negatives.
+INSPECT_VARIANTS = {"both": NEGATIVE_VARIANTS, "neg": ("neg",), "noneg": ("noneg",)}
+# The live-change fields of ``set_negative`` in the order of its parameters (JobManager.set_prompt's names).
+PROMPT_FIELDS = ("negative", "perp_neg", "perp_neg_weight", "front_decay", "side_decay", "front_suffix",
+                 "side_suffix", "back_suffix")
+
+
+def parse_int_list(text: str, name: str, minimum: int) -> tuple[int, ...]:
+    """"200, 500" → (200, 500); ConfigError naming ``name`` for an empty list, a non-integer or a value < minimum."""
+    try:
+        values = tuple(int(part) for part in str(text).replace(";", ",").split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {text!r})") from None
+    if not values:
+        raise ConfigError(f"{name}: give at least one value, e.g. 200,500")
+    if min(values) < minimum:
+        raise ConfigError(f"{name}: values must be at least {minimum}, got {min(values)}")
+    return values
+
+
+def prompt_in_force(view: JobView) -> dict[str, Any]:
+    """The job's current values of ``PROMPT_FIELDS``: the live prompt state once the trainer has one, else its
+    config's."""
+    state = view.controls.prompt
+    if state is not None:
+        prompt = state.prompt
+        guidance: Any = state
+    else:
+        config = from_yaml(view.config_yaml)
+        prompt, guidance = config.prompt, config.guidance
+    return {"negative": prompt.negative, "front_suffix": prompt.front_suffix, "side_suffix": prompt.side_suffix,
+            "back_suffix": prompt.back_suffix, "perp_neg": guidance.perp_neg,
+            "perp_neg_weight": guidance.perp_neg_weight, "front_decay": guidance.front_decay,
+            "side_decay": guidance.side_decay}
+
+
+def changed_fields(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``wanted`` that differ from ``current`` (floats compared to 1e-9)."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) or isinstance(b, float):
+            return abs(float(a) - float(b)) < 1e-9
+        return a == b
+
+    return {name: value for name, value in wanted.items() if not same(current.get(name), value)}
+
+
+def inspect_progress_text(view: JobView) -> str:
+    """One line on an inspector job: its queue position, or rows done out of all."""
+    if view.state == "queued":
+        return f"Inspector queued — {view.position} job(s) ahead" if view.position else "Inspector starting"
+    done, total = view.progress
+    return f"Inspector — pseudo-GT row {done} / {total}" if total else "Inspector — loading the model and rendering"
+
+
+class GuidanceHandlers:
+    """The guidance-lab tab's handlers over the app's :class:`AppHandlers` (its job manager and outputs root)."""
+
+    def __init__(self, app: AppHandlers) -> None:
+        self.app = app
+        self.jobs = app.jobs
+        self.user_library = app.outputs / USER_NEGATIVES_NAME
+
+    # ------------------------------------------------------------------ the negative library
+
+    def library(self) -> dict[str, str]:
+        """The shipped library followed by the user's saved negatives."""
+        return merged_negatives(self.user_library)
+
+    def library_choices(self, selected: str | None = None) -> Any:
+        """The library dropdown (names), keeping ``selected`` when it still exists."""
+        try:
+            names = list(self.library())
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
+        return gr.Dropdown(choices=names, value=selected if selected in names else None)
+
+    def negative_of(self, name: str) -> str:
+        """The text of the library entry ``name`` ("" for no selection)."""
+        if not name:
+            return ""
+        try:
+            return library_text(REFERENCE_PREFIX + name, self.library(), USER_NEGATIVES_NAME)
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
+
+    def save(self, name: str, text: str) -> tuple[Any, str]:
+        """Save ``text`` as the user negative ``name``; returns (the refreshed dropdown, a message)."""
+        try:
+            save_negative(name, text, self.user_library)
+        except ConfigError as err:
+            return gr.skip(), f"Not saved: {err}"
+        saved = name.strip().removeprefix(REFERENCE_PREFIX)
+        return self.library_choices(saved), f"Saved as `@{saved}` in your library ({USER_NEGATIVES_NAME})."
+
+    def use_in_text_to_3d(self, text: str) -> tuple[str, str]:
+        """(the text for the Text-to-3D tab's negative field, a message); an ``@NAME`` becomes its text there, since
+        that tab resolves names of the shipped library only."""
+        try:
+            resolved = self.resolve_negative(text)
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
+        return resolved, "Copied to the Text-to-3D tab's negative prompt."
+
+    def resolve_negative(self, text: str) -> str:
+        """``@NAME`` (shipped or user library) → its text; other text unchanged. ConfigError for an unknown name."""
+        return library_text(str(text or "").strip(), self.library(), f"{USER_NEGATIVES_NAME} + the shipped library")
+
+    # ------------------------------------------------------------------ live prompt changes
+
+    def set_negative(
+        self,
+        negative: str,
+        perp_neg: bool,
+        perp_neg_weight: float,
+        front_decay: float,
+        side_decay: float,
+        front_suffix: str,
+        side_suffix: str,
+        back_suffix: str,
+        request: gr.Request,
+    ) -> str:
+        """Change the negative prompt / Perp-Neg settings of this session's running job from its next step.
+
+        Only the fields that differ from what the job uses are sent; every problem comes back as the message.
+        """
+        view = self.jobs.latest(session_of(request))
+        if view is None or view.finished:
+            return "No running job: start one in the Text-to-3D tab, then apply."
+        try:
+            wanted = {
+                "negative": self.resolve_negative(negative), "perp_neg": bool(perp_neg),
+                "perp_neg_weight": float(perp_neg_weight), "front_decay": float(front_decay),
+                "side_decay": float(side_decay), "front_suffix": str(front_suffix),
+                "side_suffix": str(side_suffix), "back_suffix": str(back_suffix),
+            }
+            changes = changed_fields(prompt_in_force(view), wanted)
+            if not changes:
+                return "Nothing to change: the running job already uses these settings."
+            change = self.jobs.set_prompt(view.id, **changes)
+        except (JobError, ValueError) as err:  # ConfigError and JobError are ValueErrors
+            return f"Not applied: {err}"
+        shown = ", ".join(f"{name} = {value!r}" for name, value in changes.items())
+        return f"From step {change.step}: {shown}."
+
+    # ------------------------------------------------------------------ the inspector
+
+    def inspect(
+        self,
+        source: str,
+        run: str | None,
+        ply_file: str | None,
+        prompt: str,
+        model: str,
+        camera: str,
+        azimuth_deg: float,
+        elevation_deg: float,
+        radius: float,
+        timesteps: str,
+        delta_ts: str,
+        seeds: float,
+        variants: str,
+        negative: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, str]:
+        """Queue the pseudo-GT inspector on the job worker and wait for it; returns (grid image, JSON text)."""
+        try:
+            inspect_request = self.inspect_request(source, run, ply_file, prompt, model, camera, azimuth_deg,
+                                                   elevation_deg, radius, timesteps, delta_ts, seeds, variants,
+                                                   negative, session_of(request))
+            view = self.jobs.submit_task(inspect_task(inspect_request), inspect_request.config,
+                                         session=session_of(request), kind=INSPECT_KIND)
+        except (JobError, ValueError) as err:
+            raise gr.Error(str(err)) from None
+        while not view.finished:
+            done, total = view.progress
+            progress(done / total if total else 0.0, desc=inspect_progress_text(view))
+            view = self.jobs.wait(view.id, view.version, timeout_s=WAIT_S)
+        if view.state != "done":
+            raise gr.Error(f"The inspector did not finish ({view.state}): {view.message}")
+        return view.preview, json.dumps(view.data, indent=2)
+
+    def inspect_request(
+        self,
+        source: str,
+        run: str | None,
+        ply_file: str | None,
+        prompt: str,
+        model: str,
+        camera: str,
+        azimuth_deg: float,
+        elevation_deg: float,
+        radius: float,
+        timesteps: str,
+        delta_ts: str,
+        seeds: float,
+        variants: str,
+        negative: str,
+        session: str,
+    ) -> InspectRequest:
+        """The inspector's request from the tab's fields.
+
+        Raises:
+            ConfigError: a bad list, seed count, choice, prompt or negative. JobError: no such run / job.
+        """
+        if variants not in INSPECT_VARIANTS:
+            raise ConfigError(f"with/without negative: pick one of {sorted(INSPECT_VARIANTS)}, got {variants!r}")
+        if camera not in CAMERA_MODES:
+            raise ConfigError(f"camera: pick one of {CAMERA_MODES}, got {camera!r}")
+        n_seeds = int(seeds or 0)
+        if not 1 <= n_seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds: between 1 and {MAX_SEEDS}, got {seeds}")
+        settings = InspectSettings(timesteps=parse_int_list(timesteps, "t", 0),
+                                   delta_ts=parse_int_list(delta_ts, "δ_T", 1), seeds=n_seeds,
+                                   negatives=INSPECT_VARIANTS[variants])
+        config, run_dir, ply = self._inspect_source(source, run, ply_file, prompt, model, session)
+        text = str(negative or "").strip()
+        return InspectRequest(
+            config=config, run_dir=run_dir, ply=ply, negative=self.resolve_negative(text) if text else None,
+            camera=camera, azimuth_deg=float(azimuth_deg), elevation_deg=float(elevation_deg), radius=float(radius),
+            settings=settings,
+        )
+
+    def _inspect_source(self, source: str, run: str | None, ply_file: str | None, prompt: str, model: str,
+                        session: str) -> tuple[TrainConfig, Path | None, Path | None]:
+        """(config, run folder, .ply) of the inspector's source; the run folder is read when the task starts."""
+        if source == "latest":
+            view = self.jobs.latest(session)
+            if view is None:
+                raise JobError("This session has no run yet: generate one in the Text-to-3D tab, pick a past run, "
+                               "or upload a .ply.")
+            if view.state in ("failed", "cancelled"):
+                raise JobError(f"This session's latest run {view.state}: {view.message}")
+            return from_yaml(view.config_yaml), view.run_dir, None
+        if source == "run":
+            if not run:
+                raise JobError("Pick a past run from the list first.")
+            run_dir = resolve_run(self.app.outputs, run)
+            return from_yaml((run_dir / CONFIG_NAME).read_text(encoding="utf-8")), run_dir, None
+        if source == "upload":
+            if not ply_file or not str(ply_file).lower().endswith(".ply"):
+                raise JobError("Upload a 3D Gaussian Splatting .ply file first.")
+            if not str(prompt or "").strip():
+                raise ConfigError("Give the prompt the uploaded object should be inspected with.")
+            return resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, str(model or "").strip() or None), \
+                None, Path(ply_file)
+        raise ConfigError(f"source: pick one of {INSPECT_SOURCES}, got {source!r}")
+
+
+def default_prompt_controls() -> dict[str, Any]:
+    """Starting values of the live-change fields: the config defaults (the paper's negative, Perp-Neg off)."""
+    prompt, guidance = PromptConfig(), GuidanceConfig()
+    return {"negative": prompt.negative, "perp_neg": guidance.perp_neg, "perp_neg_weight": guidance.perp_neg_weight,
+            "front_decay": guidance.front_decay, "side_decay": guidance.side_decay,
+            "front_suffix": prompt.front_suffix, "side_suffix": prompt.side_suffix, "back_suffix": prompt.back_suffix}
