@@ -187,7 +187,7 @@ def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
     from lucid_app.bench_distill2d import distill2d
     from lucid_app.config import GuidanceConfig, ModelConfig
 
-    guidance = GuidanceConfig(lambda_guidance=args.lambda_guidance)
+    guidance = GuidanceConfig(lambda_guidance=args.lambda_guidance, warmup_steps=args.warmup_steps)
     model_config = ModelConfig(
         multiview_resolution=args.resolution, multiview_kernel=args.kernel, multiview_keep_t=args.keep_t,
         multiview_sigma=args.sigma,
@@ -209,7 +209,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     """Pseudo-GTs of SDS and ISM for views of a ``.ply`` (``lucid_app.inspect``); writes OUT/pseudo_gt.png."""
     from lucid_app.config import ModelConfig, PromptConfig
-    from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, render_ply_views
+    from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, orbit_views, prior_control, render_ply_cameras
     from lucid_app.negatives import negative_text
     from lucid_app.priors import load_prior
     from lucid_app.runs import resolve_model_id
@@ -219,12 +219,13 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     model_id = resolve_model_id(args.model)
     prior = load_prior(model_id, ModelConfig(id=model_id), device)
     azimuth = torch.tensor([float(a) for a in args.azimuth.split(",")])
-    renders = render_ply_views(args.ply, azimuth, args.elevation, args.radius, args.size,
-                               CameraConfig().default_fovy_rad, device)
+    cameras = orbit_views(azimuth, args.elevation, args.radius, args.size, CameraConfig().default_fovy_rad)
+    renders = render_ply_cameras(args.ply, cameras, device)
     prompt = PromptConfig(text=args.prompt) if args.negative is None else PromptConfig(
         text=args.prompt, negative=negative_text(args.negative))
     settings = InspectSettings(timesteps=args.t, delta_ts=args.delta_t, seeds=args.seeds)
-    grid, numbers = inspect_pseudo_gt(prior, renders, azimuth, prompt, settings=settings)
+    grid, numbers = inspect_pseudo_gt(prior, renders, azimuth, prompt, settings=settings,
+                                      control=prior_control(prior, cameras))
     png = write_png(Path(args.out) / "pseudo_gt.png", grid.cpu().numpy())
     return {
         "command": "inspect", "ply": str(args.ply), "model": model_id, "prompt": prompt.text,
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("--seed", type=int, default=0)
     d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
     d2.add_argument("--lambda-guidance", type=float, default=1.0, help="λ of the guidance gradient")
+    d2.add_argument("--warmup-steps", type=int, default=0,
+                    help="guidance warm-up (t range and δ_T annealing); 0 as in the demo preset")
     d2.add_argument("--resolution", type=_positive_int, default=64, help="prior resolution (px)")
     d2.add_argument("--kernel", choices=["snr", "constant"], default="snr", help="multi-view prior kernel")
     d2.add_argument("--keep-t", type=int, default=450, help="'snr' kernel: t at which half the input is kept")

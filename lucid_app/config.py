@@ -93,6 +93,12 @@ class ModelConfig:
     # in x0 units (pixels in [-1, 1]); 0 gives the images' own denoiser, under which ISM's gradient vanishes.
     multiview_kernel: Literal["snr", "constant"] = "snr"
     multiview_keep_t: int = 450
+    # "snr" kernel: how sharply the kept fraction falls around multiview_keep_t (β of the module docstring).
+    multiview_keep_sharpness: float = 2.0
+    # > 0: the multi-view prior is camera-conditioned (as MVDream / Zero-1-to-3 are): each render's weights over the
+    # images are multiplied by exp(−θ²/2τ²), θ the angle between the render's and the image's viewing directions,
+    # τ this value in degrees. 0: text and view prompts only, as with Stable Diffusion.
+    multiview_camera_sigma_deg: float = 0.0
     multiview_sigma: float = 0.1
 
 

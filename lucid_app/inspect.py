@@ -27,7 +27,7 @@ from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
 from lucid_app.guidance.sds import sds_guidance
 from lucid_app.ply import read_gaussian_ply
-from lucid_app.priors.base import DiffusionPrior
+from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.render import make_renderer
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def pseudo_gts(
     t: int,
     delta_t: int,
     seeds: int,
+    control: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decoded pseudo-GTs [S, C, H, W, 3] in [0, 1] of ``method`` ("sds" or "ism") at t (and δ_T), seeds 0..S-1.
 
@@ -70,6 +71,7 @@ def pseudo_gts(
         azimuth_deg: [C] camera azimuths (view prompts).
         prompts: the encoded prompts (:func:`encode_prompt_set`); the negative takes CFG's unconditional branch
             (supplementary eq. 1).
+        control: the prior's per-view ``control`` as in training (:func:`prior_control`), or None.
     """
     guidances = {"sds": sds_guidance, "ism": ism_guidance}
     if method not in guidances:
@@ -78,7 +80,7 @@ def pseudo_gts(
     for seed in range(seeds):
         out = guidances[method](
             prior, x0.detach(), azimuth_deg, prompts, 0, config, torch.Generator(device=x0.device).manual_seed(seed),
-            delta_t=delta_t, return_previews=True, t=t,
+            delta_t=delta_t, return_previews=True, t=t, control=control,
         )
         estimates.append(prior.decode(out.previews["pred_x0"]).float().cpu())
     return torch.stack(estimates)
@@ -108,6 +110,7 @@ def inspect_pseudo_gt(
     config: GuidanceConfig | None = None,
     settings: InspectSettings = InspectSettings(),
     progress: Callable[[int, int], None] | None = None,
+    control: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Pseudo-GTs of SDS and ISM for ``renders``, as a grid image and inconsistency numbers.
 
@@ -121,6 +124,7 @@ def inspect_pseudo_gt(
         azimuth_deg: [C] their cameras' azimuths.
         config: guidance settings (CFG scale, inversion); default :class:`GuidanceConfig`.
         progress: called as ``progress(rows_done, settings.n_rows)`` before the first row and after each one.
+        control: the prior's per-view ``control`` as in training (:func:`prior_control` of the cameras), or None.
 
     Returns:
         (grid uint8 [H_grid, W_grid, 3], {row label: inconsistency}).
@@ -139,13 +143,14 @@ def inspect_pseudo_gt(
     rows: dict[str, torch.Tensor] = {}
     for t in settings.timesteps:
         for tag, prompts in variants.items():
-            rows[f"sds_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, "sds", t, 0, settings.seeds)
+            rows[f"sds_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, "sds", t, 0, settings.seeds,
+                                                 control)
             report(len(rows), settings.n_rows)
     for t in settings.timesteps:
         for dt in settings.delta_ts:
             for tag, prompts in variants.items():
                 rows[f"ism_t{t}_dt{dt}_{tag}"] = pseudo_gts(
-                    prior, x0, azimuth_deg, prompts, config, "ism", t, dt, settings.seeds
+                    prior, x0, azimuth_deg, prompts, config, "ism", t, dt, settings.seeds, control
                 )
                 report(len(rows), settings.n_rows)
     numbers = {label: inconsistency(images) for label, images in rows.items()}
@@ -157,24 +162,22 @@ def inspect_pseudo_gt(
     return (grid.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8), numbers
 
 
-def render_ply_views(
-    ply_path: str | Path,
-    azimuth_deg: torch.Tensor,
-    elevation_deg: float,
-    radius: float,
-    size_px: int,
-    fovy_rad: float,
-    device: torch.device | str = "cpu",
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-) -> torch.Tensor:
-    """Renders [C, size_px, size_px, 3] in [0, 1] of a 3DGS ``.ply`` from orbit cameras at ``azimuth_deg`` [C]
-    (polar = 90° − elevation), with the automatic renderer for ``device``."""
+def prior_control(prior: DiffusionPrior, cameras: CameraBatch) -> torch.Tensor | None:
+    """The ``control`` training would pass for ``cameras``: a camera-conditioned prior's camera directions
+    (``priors.base.camera_control_fn``), else None (ControlNet controls come from the avatar, not from here)."""
+    control_fn = camera_control_fn(prior)
+    return None if control_fn is None else control_fn(cameras.to(prior.device))
+
+
+def orbit_views(
+    azimuth_deg: torch.Tensor, elevation_deg: float, radius: float, size_px: int, fovy_rad: float
+) -> CameraBatch:
+    """Orbit cameras [C] at ``azimuth_deg`` [C], polar = 90° − elevation, all at ``radius`` and ``fovy_rad``."""
     n = azimuth_deg.shape[0]
-    cameras = orbit_cameras(
+    return orbit_cameras(
         azimuth_deg.float(), torch.full((n,), 90.0 - elevation_deg), torch.full((n,), float(radius)),
         torch.full((n,), float(fovy_rad)), size_px, size_px,
     )
-    return render_ply_cameras(ply_path, cameras, device, background)
 
 
 def render_ply_cameras(

@@ -20,7 +20,7 @@ import torch
 from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras
 from lucid_app.config import TrainConfig, from_yaml, replace
 from lucid_app.export import write_png, write_text
-from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, render_ply_cameras
+from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, prior_control, render_ply_cameras
 from lucid_app.jobs import Task, TaskContext, TaskResult
 from lucid_app.run_folders import RUN_FILES, JobError
 from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
@@ -84,7 +84,8 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     cameras = _cameras(request, config, step)
     renders = render_ply_cameras(ply, cameras, context.device, config.render.background)
     grid, numbers = inspect_pseudo_gt(prior, renders, cameras.azimuth_deg, config.prompt, config.guidance,
-                                      request.settings, progress=context.progress)
+                                      request.settings, progress=context.progress,
+                                      control=prior_control(prior, cameras))
     data = inspect_data(numbers, request.settings, config, cameras, request.run_dir)
     image = grid.cpu().numpy()
     files = {

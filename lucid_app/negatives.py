@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from lucid_app.config import ConfigError, TrainConfig, replace
+from lucid_app.config import ConfigError, PromptChange, TrainConfig, replace
 from lucid_app.export import write_text
 
 NEGATIVES_FILE = Path(__file__).resolve().parent.parent / "presets" / "negatives.yaml"
@@ -108,9 +108,17 @@ def save_negative(name: str, text: str, user_path: Path, path: Path = NEGATIVES_
     return library
 
 
+def resolve_schedule(schedule: tuple[PromptChange, ...], path: Path = NEGATIVES_FILE) -> tuple[PromptChange, ...]:
+    """``schedule`` with every ``@NAME`` negative replaced by its library text (ConfigError for an unknown name)."""
+    return tuple(replace(c, negative=negative_text(c.negative, path)) if c.negative is not None else c
+                 for c in schedule)
+
+
 def resolve_negative(config: TrainConfig, path: Path = NEGATIVES_FILE) -> TrainConfig:
-    """``config`` with an ``@NAME`` ``prompt.negative`` replaced by its text (unchanged otherwise)."""
+    """``config`` with ``@NAME`` negatives (``prompt.negative`` and the ``prompt_schedule``'s) replaced by their
+    text (unchanged otherwise)."""
     text = negative_text(config.prompt.negative, path)
-    if text == config.prompt.negative:
+    schedule = resolve_schedule(config.prompt_schedule, path)
+    if text == config.prompt.negative and schedule == config.prompt_schedule:
         return config
-    return replace(config, prompt=replace(config.prompt, negative=text))
+    return replace(config, prompt=replace(config.prompt, negative=text), prompt_schedule=schedule)

@@ -29,7 +29,7 @@ import torch
 from lucid_app.config import GuidanceConfig, PromptChange, PromptConfig, TrainConfig, load_section
 from lucid_app.controls import ControlState, LiveControls, PromptState
 from lucid_app.guidance.prompts import encode_or_unconditional, encode_prompt_set
-from lucid_app.negatives import negative_text
+from lucid_app.negatives import negative_text, resolve_schedule
 from lucid_app.priors.base import DiffusionPrior
 
 logger = logging.getLogger(__name__)
@@ -89,12 +89,6 @@ def check_changes(**changes: object) -> dict[str, object]:
         given["negative"] = negative_text(given["negative"])
     checked = load_section(PromptChange, {"step": 1, **given}, "prompt change")
     return {name: getattr(checked, name) for name in given}
-
-
-def resolve_schedule(schedule: tuple[PromptChange, ...]) -> tuple[PromptChange, ...]:
-    """``schedule`` with every ``@NAME`` negative replaced by its library text (ConfigError for an unknown name)."""
-    return tuple(dataclasses.replace(c, negative=negative_text(c.negative)) if c.negative is not None else c
-                 for c in schedule)
 
 
 def encode_change(prior: DiffusionPrior, prompt: PromptConfig, change: PromptChange) -> EncodedChange:

@@ -49,7 +49,7 @@ from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.init_shapes import init_gaussians
 from lucid_app.losses import disparity_image, sample_backgrounds, scale_noise, total_variation
 from lucid_app.ply import write_gaussian_ply
-from lucid_app.priors.base import DiffusionPrior
+from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
 from lucid_app.render.base import Renderer
@@ -82,7 +82,9 @@ class Trainer:
         controls: live controls shared with another thread (default: fresh ones from the config).
         renderer: a renderer (default: ``make_renderer(config.render.backend, device)``).
         device: where the Gaussians live (default: the prior's device).
-        control_fn: cameras -> [C, H, W, 3] control images in [0, 1] for a ControlNet prior (avatar part maps).
+        control_fn: cameras -> the prior's ``control``: [C, H, W, 3] control images in [0, 1] for a ControlNet prior
+            (avatar part maps); default: the camera directions of a camera-conditioned prior
+            (``priors.base.camera_control_fn``), else none.
         gaussians: initial Gaussians (default: ``init_gaussians(config.init, ...)``, or with ``config.avatar.enabled``
             and neither ``control_fn`` nor ``gaussians`` given, both from :func:`~lucid_app.avatar.avatar_setup`).
     """
@@ -100,7 +102,7 @@ class Trainer:
         gaussians: GaussianModel | None = None,
     ) -> None:
         self.config = config
-        self.control_fn = control_fn
+        self.control_fn = control_fn if control_fn is not None else camera_control_fn(prior)
         self.prior = prior
         self.device = torch.device(device) if device is not None else prior.device
         self.renderer = renderer or make_renderer(config.render.backend, self.device)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="lucid-gradio-"))
@@ -42,3 +44,21 @@ def launch_app(outputs: Path, device: str = "cpu"):
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                         allowed_paths=[str(jobs.outputs)])
     return demo, jobs, f"http://127.0.0.1:{port}/"
+
+
+@contextmanager
+def running_app(outputs: Path, device: str = "cpu") -> Iterator[tuple]:
+    """:func:`launch_app` as a context: yields (jobs, url) and closes the app and the job manager on exit."""
+    demo, jobs, url = launch_app(outputs, device)
+    try:
+        yield jobs, url
+    finally:
+        demo.close()
+        jobs.close()
+
+
+def gradio_client(url: str):  # noqa: ANN201
+    """A quiet ``gradio_client.Client`` on ``url`` (one client = one browser session)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_harness import TINY_OVERRIDES, launch_app
+from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app
 
 pytestmark = pytest.mark.slow
 EXTRA = "\n".join(TINY_OVERRIDES)
@@ -15,16 +15,8 @@ EXTRA = "\n".join(TINY_OVERRIDES)
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
-    demo, jobs, url = launch_app(tmp_path_factory.mktemp("app-outputs"))
-    yield jobs, url
-    demo.close()
-    jobs.close()
-
-
-def _client(url: str):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
+    with running_app(tmp_path_factory.mktemp("app-outputs")) as handle:
+        yield handle
 
 
 def _generate(client, prompt: str, steps: int, preview_every: int = 2):
@@ -34,7 +26,7 @@ def _generate(client, prompt: str, steps: int, preview_every: int = 2):
 
 def test_live_guidance_change_reaches_the_trainer(app) -> None:
     jobs, url = app
-    client = _client(url)
+    client = gradio_client(url)
     stream = _generate(client, "a snowman", steps=40)
     previews: set[int] = set()
     reply = None
@@ -63,7 +55,7 @@ def test_live_guidance_change_reaches_the_trainer(app) -> None:
 
 def test_second_job_queues_and_stop_exports(app) -> None:
     jobs, url = app
-    first, second = _client(url), _client(url)
+    first, second = gradio_client(url), gradio_client(url)
     stream = _generate(first, "a red toy car", steps=300, preview_every=0)
     for out in stream:
         if out[0]["state"] == "running" and out[0]["step"] >= 1:

@@ -51,7 +51,7 @@ from lucid_app.ui.guidance_handlers import (  # noqa: E402
 )
 from lucid_app.ui.guidance_tab import INSPECT_FIELDS, TAB_TITLE  # noqa: E402
 from lucid_app.ui.handlers import AppHandlers  # noqa: E402
-from tests.app_harness import TINY_OVERRIDES, launch_app  # noqa: E402
+from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
 from tests.test_multiview import write_object  # noqa: E402
 from tests.test_ply import random_gaussians  # noqa: E402
 from tests.test_jobs import WAIT_S, CountingLoader, GatedTrainer, _config, _release, _wait_state  # noqa: E402
@@ -293,16 +293,8 @@ def test_failing_and_stopped_tasks_end_with_their_message(fake_jobs: JobManager)
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
-    demo, jobs, url = launch_app(tmp_path_factory.mktemp("lab-outputs"))
-    yield jobs, url
-    demo.close()
-    jobs.close()
-
-
-def _client(url: str):
-    from gradio_client import Client
-
-    return Client(url, verbose=False)
+    with running_app(tmp_path_factory.mktemp("lab-outputs")) as handle:
+        yield handle
 
 
 def _tiny_run(client, steps: int = 3, preview_every: int = 0):
@@ -313,7 +305,7 @@ def _tiny_run(client, steps: int = 3, preview_every: int = 0):
 @pytest.mark.slow
 def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
     jobs, url = app
-    client = _client(url)
+    client = gradio_client(url)
     # Queued right behind the run it inspects: the inspector reads the run's model.ply once the run has ended.
     run = _tiny_run(client)
     next(iter(run))
@@ -350,7 +342,7 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
 @pytest.mark.slow
 def test_ab_run_queues_the_same_run_twice_differing_only_in_the_method(app) -> None:
     jobs, url = app
-    client = _client(url)
+    client = gradio_client(url)
     before = {view.id for view in jobs.views()}
     status, image_a, image_b, metrics_a, metrics_b = client.predict(
         prompt="a potted flower", negative="", preset="demo", model="", mode="method", steps=3, seed=5,
@@ -410,7 +402,7 @@ def test_set_negative_sends_only_what_changed_and_reports_errors_as_messages(tmp
 @pytest.mark.slow
 def test_set_negative_endpoint_logs_a_prompt_change_in_the_running_job(app) -> None:
     jobs, url = app
-    client = _client(url)
+    client = gradio_client(url)
     stream = _tiny_run(client, steps=40, preview_every=0)
     reply = None
     last = None

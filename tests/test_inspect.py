@@ -11,7 +11,7 @@ import torch
 
 from lucid_app.cli import main
 from lucid_app.config import ModelConfig, PromptConfig
-from lucid_app.inspect import InspectSettings, inconsistency, inspect_pseudo_gt
+from lucid_app.inspect import InspectSettings, inconsistency, inspect_pseudo_gt, orbit_views, prior_control
 from lucid_app.metrics import psnr
 from lucid_app.ply import write_gaussian_ply
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
@@ -65,6 +65,26 @@ def test_ism_pseudo_gt_of_a_dataset_image_at_small_t_is_that_image(prior: MultiV
     pseudo_gt = grid[ism_row * tile : ism_row * tile + SIZE, tile : tile + SIZE].float() / 255.0
     assert float(psnr(pseudo_gt[None], image)) > 30.0
     assert numbers["ism_t20_dt20_neg"] < 0.01
+
+
+def test_camera_conditioned_inspector_passes_the_cameras_to_the_prior(dataset: Path) -> None:
+    """At large t the pseudo-GT follows the prior weights: with the camera conditioning training uses
+    (``prior_control``) a random render at the side camera gets the side image; without it, a mix of views."""
+    prior = load_multiview_prior(dataset, ModelConfig(multiview_resolution=SIZE, multiview_camera_sigma_deg=5.0))
+    cameras = orbit_views(torch.tensor([90.0]), 10.0, 4.0, SIZE, 0.6)  # polar 80°: VIEWS[1]
+    control = prior_control(prior, cameras)
+    assert control is not None and control.shape == (1, 3)
+    render = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(0))
+    settings = InspectSettings(timesteps=(900,), delta_ts=(20,), seeds=1, negatives=("noneg",))
+    side = prior.decode(prior.images[1:2])
+    tile = SIZE + 2
+    for given, conditioned in ((control, True), (None, False)):
+        grid, _ = inspect_pseudo_gt(prior, render, torch.tensor([90.0]), PromptConfig(text="a red chair"),
+                                    settings=settings, control=given)
+        ism = grid[tile : tile + SIZE, tile : tile + SIZE].float() / 255.0  # rows: sds, ism
+        assert (float(psnr(ism[None], side)) > 30.0) == conditioned
+    plain = load_multiview_prior(dataset, ModelConfig(multiview_resolution=SIZE))
+    assert prior_control(plain, cameras) is None
 
 
 def test_cli_inspect_prints_json_and_writes_png(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

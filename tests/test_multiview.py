@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -11,7 +12,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lucid_app.cameras import look_at, orbit_positions
+from lucid_app.cameras import look_at, orbit_cameras, orbit_positions
 from lucid_app.config import ModelConfig, PromptConfig
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.priors import load_prior
@@ -161,14 +162,15 @@ def test_smoothed_denoiser_keeps_the_input_at_small_noise(two_objects: Path) -> 
     assert (mean - x0).abs().max() < 0.01 < (x0 - prior.images).abs().max()
 
 
-@pytest.mark.parametrize("t", [700, 300, 20])
-def test_snr_kernel_is_tweedie_of_the_mixture_with_that_steps_width(two_objects: Path, t: int) -> None:
-    """The "snr" kernel at t is the exact denoiser of the mixture with σ_t² = SNR_t / SNR_c² (SNR from diffusers)."""
+@pytest.mark.parametrize(("t", "beta"), [(700, 2.0), (300, 2.0), (20, 2.0), (400, 6.0)])
+def test_snr_kernel_is_tweedie_of_the_mixture_with_that_steps_width(two_objects: Path, t: int, beta: float) -> None:
+    """The "snr" kernel at t is the exact denoiser of the mixture with σ_t² = (SNR_t/SNR_c)^β / SNR_t."""
     keep_t = 450
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=keep_t))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=keep_t,
+                                                          multiview_keep_sharpness=beta))
     abar = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod.double()
     snr = abar / (1 - abar)
-    sigma2 = snr[t] / snr[keep_t] ** 2
+    sigma2 = (snr[t] / snr[keep_t]) ** beta / snr[t]
     g = torch.Generator().manual_seed(t)
     weights = torch.rand(prior.num_images, generator=g, dtype=torch.float64) + 0.1
     weights = weights / weights.sum()
@@ -183,9 +185,11 @@ def test_snr_kernel_is_tweedie_of_the_mixture_with_that_steps_width(two_objects:
                                rtol=1e-8, atol=1e-8)
 
 
-def test_snr_kernel_keeps_half_a_clean_input_at_keep_t(two_objects: Path) -> None:
+@pytest.mark.parametrize("beta", [2.0, 6.0])
+def test_snr_kernel_keeps_half_a_clean_input_at_keep_t(two_objects: Path, beta: float) -> None:
     """One image selected: E[x₀ | √ᾱ_t (y + d)] = y + k_t·d, k = ½ at t_c, ≈ 1 at t = 0, ≈ 0 at t = 900."""
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=300))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=300,
+                                                          multiview_keep_sharpness=beta))
     one_hot = torch.zeros(1, prior.num_images)
     one_hot[0, 2] = 1.0
     y = prior.images[2:3]
@@ -243,3 +247,50 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
         load_prior(f"multiview:{tmp_path / 'nope'}", ModelConfig())
     with pytest.raises(PriorError, match="transforms_train.json"):
         load_prior(f"multiview:{tmp_path}", ModelConfig())
+
+
+def test_camera_conditioning_weights_images_by_view_angle(two_objects: Path) -> None:
+    """Weights ∝ cond·exp(−θ²/2τ²) with θ the angle between viewing directions (closed form on the CAR_VIEWS)."""
+    tau = 30.0
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_camera_sigma_deg=tau))
+    assert prior.conditions_on_camera
+    cam = orbit_cameras(torch.tensor([45.0]), torch.tensor([80.0]), torch.tensor([4.0]), torch.tensor([0.6]), SIZE, SIZE)
+    directions = prior.camera_control(cam)
+    car = prior.encode_prompts(["a blue car"])
+    weights = prior.condition_on_cameras(car, directions)[0].double()
+    # Angles from (45°, 80°) to the car's views (0, 80), (90, 80), (180, 80), (-90, 80), (30, 10), by the
+    # spherical law of cosines.
+    def angle(az1: float, p1: float, az2: float, p2: float) -> float:
+        r = math.radians
+        c = math.cos(r(p1)) * math.cos(r(p2)) + math.sin(r(p1)) * math.sin(r(p2)) * math.cos(r(az1 - az2))
+        return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+    theta = torch.tensor([angle(45.0, 80.0, az, p) for az, p in CAR_VIEWS], dtype=torch.float64)
+    expected = torch.exp(-0.5 * (theta / tau) ** 2)
+    torch.testing.assert_close(weights[:5], expected / expected.sum(), rtol=1e-5, atol=1e-7)
+    assert float(weights[5:].abs().sum()) == 0.0  # the chair stays excluded
+    # Far from every view the row does not vanish: it keeps the nearest view.
+    far = prior.condition_on_cameras(car, -prior.view_dirs[2:3])
+    assert torch.isfinite(far).all() and abs(float(far.sum()) - 1.0) < 1e-6
+
+
+def test_camera_conditioned_prior_feeds_the_trainer_and_changes_the_prediction(two_objects: Path) -> None:
+    from lucid_app.priors.base import camera_control_fn
+
+    plain = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE))
+    conditioned = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE,
+                                                                multiview_camera_sigma_deg=10.0))
+    assert camera_control_fn(plain) is None
+    control_fn = camera_control_fn(conditioned)
+    assert control_fn is not None
+    cam = orbit_cameras(torch.tensor([0.0]), torch.tensor([80.0]), torch.tensor([4.0]), torch.tensor([0.6]), SIZE, SIZE)
+    control = control_fn(cam)
+    torch.testing.assert_close(control, conditioned.view_dirs[0:1], atol=1e-5, rtol=0)
+    car = conditioned.encode_prompts(["a blue car"])
+    t = torch.tensor([800])
+    x_t = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    # At large t the posterior follows the prior weights: conditioned on the front camera it is the front image's.
+    one_hot = torch.zeros_like(car)
+    one_hot[0, 0] = 1.0
+    torch.testing.assert_close(conditioned.predict_noise(x_t, t, car, control),
+                               conditioned.predict_noise(x_t, t, one_hot), rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(conditioned.predict_noise(x_t, t, car, control), plain.predict_noise(x_t, t, car))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lucid_app.config import PAPER_NEGATIVE, ConfigError
-from lucid_app.negatives import list_negatives, negative_text
+from lucid_app.config import PAPER_NEGATIVE, ConfigError, PromptChange, PromptConfig, TrainConfig, replace
+from lucid_app.negatives import list_negatives, load_negatives, negative_text, resolve_negative
 from lucid_app.presets import list_presets, load_config
 from lucid_app.runs import resolve_config
 
@@ -37,3 +37,17 @@ def test_presets_refer_by_name_and_resolve_config_resolves(preset: str, name: st
     overridden = resolve_config(preset, overrides=["prompt.negative=@none"])
     assert overridden.prompt.negative == ""
     assert resolve_config(preset, negative="@paper").prompt.negative == PAPER_NEGATIVE
+
+
+def test_resolve_negative_also_resolves_the_prompt_schedule() -> None:
+    config = TrainConfig(
+        prompt=PromptConfig(text="x", negative="@short"),
+        prompt_schedule=(PromptChange(step=2, negative="@paper_dark"), PromptChange(step=5, perp_neg=True)),
+    )
+    resolved = resolve_negative(config)
+    library = load_negatives()
+    assert resolved.prompt.negative == library["short"]
+    assert resolved.prompt_schedule[0].negative == library["paper_dark"]
+    assert resolved.prompt_schedule[1] == config.prompt_schedule[1]
+    with pytest.raises(ConfigError, match="@nope"):
+        resolve_negative(replace(config, prompt_schedule=(PromptChange(step=2, negative="@nope"),)))

@@ -87,6 +87,23 @@ def test_equal_seeds_give_identical_runs(chair: str) -> None:
     assert not torch.equal(params(a)["means"], params(c)["means"])
 
 
+def test_camera_conditioned_prior_gets_each_steps_camera_directions(chair: str) -> None:
+    config = tiny_config(chair, steps=2, extra=("model.multiview_camera_sigma_deg=10",))
+    prior = load_prior(config.model.id, config.model)
+    seen: list[torch.Tensor] = []
+    original = prior.predict_noise
+
+    def recording(x_t, t, cond, control=None):  # noqa: ANN001, ANN202
+        seen.append(control)
+        return original(x_t, t, cond, control)
+
+    prior.predict_noise = recording
+    trainer = Trainer(config, prior)
+    trainer.train_step()
+    assert seen and all(c is not None and c.shape[-1] == 3 for c in seen)
+    torch.testing.assert_close(seen[-1].norm(dim=-1), torch.ones(seen[-1].shape[0]))
+
+
 def test_tiny_stable_diffusion_run(tiny_sd_dir, tmp_path: Path) -> None:  # noqa: ANN001
     config = tiny_config(str(tiny_sd_dir), steps=4, extra=("prompt.text=a cat", "guidance.perp_neg=true"))
     trainer, events, done = run(config, tmp_path / "sd")

@@ -7,9 +7,13 @@ encoder's hidden states [77, D]; for the multi-view prior it is a weight vector 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:
+    from lucid_app.cameras import CameraBatch
 
 
 class PriorError(RuntimeError):
@@ -56,9 +60,33 @@ class DiffusionPrior(Protocol):
             x_t: [B, ...] noisy samples in the prior's space.
             t: [B] integer timesteps in [0, T).
             cond: [B, ...] conditioning rows (from ``encode_prompts``, possibly mixed).
-            control: optional [B, H, W, 3] control images in [0, 1] (ControlNet priors only).
+            control: optional prior-specific conditioning from the trainer's ``control_fn``: [B, H, W, 3] control
+                images in [0, 1] for ControlNet priors, [B, 3] camera directions for a camera-conditioned prior
+                (:class:`CameraConditioned`).
 
         Returns:
             [B, ...] predicted noise, same shape and dtype as ``x_t``.
         """
         ...
+
+
+@runtime_checkable
+class CameraConditioned(Protocol):
+    """A prior that may condition on the render's camera (the multi-view prior with ``multiview_camera_sigma_deg``).
+
+    Attributes:
+        conditions_on_camera: whether it does (then the trainer passes ``camera_control(cameras)`` as ``control``).
+    """
+
+    conditions_on_camera: bool
+
+    def camera_control(self, cameras: CameraBatch) -> torch.Tensor:
+        """Cameras [C] → the ``control`` tensor its ``predict_noise`` reads."""
+        ...
+
+
+def camera_control_fn(prior: object) -> Callable[[CameraBatch], torch.Tensor] | None:
+    """The trainer's ``control_fn`` for a camera-conditioned prior (None for any other prior, or when it is off)."""
+    if isinstance(prior, CameraConditioned) and prior.conditions_on_camera:
+        return prior.camera_control
+    return None

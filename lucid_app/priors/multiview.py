@@ -16,12 +16,15 @@ The kernel (``ModelConfig.multiview_kernel``):
   the rest of its deviation d from the nearest image is read as *noise*: ε̂ ≈ (1 − k_t)·√SNR_t·d, e.g. 2.7·d at
   t = 0 for σ = 0.1. ISM's deterministic inversion carries that deviation to x_t, where the posterior spreads
   over neighbouring views, so ISM settles on a blur of views (docs/BENCHMARKS.md measures it).
-- ``"snr"`` (default): σ_t² = SNR_t / SNR_c² with SNR_c the SNR at t_c = ``multiview_keep_t``. Then
-  k_t = (SNR_t/SNR_c)² / ((SNR_t/SNR_c)² + 1): the denoiser keeps a clean input's structure at small t (k → 1,
-  and the deviation's share of ε̂ is at most about 0.6·d, vanishing as t → 0) and snaps to the images at large t
-  (k → 0), half and half at t_c — the way a real diffusion model generalises at fine noise and produces content
-  at coarse noise. This is a family of denoisers, one mixture per noise level, not the score of one p(x₀); at
-  every t it is the exact denoiser of that t's mixture (tests compare it with the constant kernel at σ = σ_t).
+- ``"snr"`` (default): σ_t² = (SNR_t/SNR_c)^β / SNR_t with SNR_c the SNR at t_c = ``multiview_keep_t`` and
+  β = ``multiview_keep_sharpness``. Then k_t = sigmoid(β·log(SNR_t/SNR_c)): the denoiser keeps a clean input's
+  structure at small t (k → 1; the deviation's share of ε̂, (1 − k_t)·√SNR_t·d, stays below about √SNR_c·d and
+  vanishes as t → 0) and snaps to the images at large t (k → 0), half and half at t_c — the way a real diffusion
+  model generalises at fine noise and produces content at coarse noise. ISM's gradient, λ·(x̂₀(x_s) − x̂₀(x_t)),
+  is then ≈ λ·(k_s − k_t)·(x₀ − ȳ): a full pull towards the images exactly when the interval [s, t] spans the
+  transition, whose width in log SNR is about 4.4/β (k from 0.9 to 0.1). This is a family of denoisers, one
+  mixture per noise level, not the score of one p(x₀); at every t it is the exact denoiser of that t's mixture
+  (tests compare it with Tweedie's formula on the mixture with σ = σ_t).
 Distances are evaluated in float64 with log-sum-exp, expanding ‖x_t − √ᾱ y_k‖² = ‖x_t‖² − 2√ᾱ⟨x_t, y_k⟩ +
 ᾱ‖y_k‖² (the first term cancels in the softmax) so that they are one matmul.
 
@@ -38,6 +41,13 @@ View words then keep the selected objects' images whose camera lies in the secto
 - overhead: polar < 30° (takes precedence over the azimuth sectors);
 - front: |azimuth| < 45°;  side: 45° ≤ |azimuth| ≤ 135°;  back: |azimuth| > 135°.
 If a sector holds none of the selected images the view word is ignored (with a warning).
+
+Camera conditioning (``ModelConfig.multiview_camera_sigma_deg`` = τ > 0), as camera-conditioned multi-view diffusion
+models (MVDream, Zero-1-to-3) have it: the trainer passes each render's camera direction as ``control``
+(:meth:`MultiViewPrior.camera_control`, through ``priors.base.camera_control_fn``), and every branch's weights
+(positive, negative, inverse) are multiplied by exp(−θ_k²/2τ²), θ_k the angle between the render's and image k's
+viewing directions, then renormalised. Without it the prior sees only the text and the view prompts' 90° sectors,
+so a render's pseudo-GT is the pixel-nearest image of the sector, whichever camera it came from.
 
 Dataset layout: an object folder holds ``transforms_train.json`` (+ optional ``transforms_test.json``) with
 ``camera_angle_x`` and ``frames[].file_path`` (relative, extension optional) / ``transform_matrix`` (4×4
@@ -58,7 +68,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lucid_app.cameras import CameraBatch, cameras_from_opengl_c2w
+from lucid_app.cameras import CameraBatch, cameras_from_opengl_c2w, orbit_positions
 from lucid_app.config import ModelConfig
 from lucid_app.priors.base import PriorError
 
@@ -192,6 +202,11 @@ def view_sector_mask(view: str, azimuth_deg: torch.Tensor, polar_deg: torch.Tens
     return sectors[view]
 
 
+def orbit_centres(cameras: CameraBatch) -> torch.Tensor:
+    """[C, 3] camera centres from the batch's orbit coordinates (about the origin)."""
+    return orbit_positions(cameras.azimuth_deg, cameras.polar_deg, cameras.radius)
+
+
 def sd_alphas_cumprod() -> torch.Tensor:
     """[1000] ᾱ of Stable Diffusion's scaled-linear schedule, from diffusers' DDPMScheduler."""
     from diffusers import DDPMScheduler
@@ -216,8 +231,11 @@ class MultiViewPrior:
         device: torch.device | str = "cpu",
         sigma: float = 0.0,
         keep_t: int | None = None,
+        keep_sharpness: float = 2.0,
+        camera_sigma_deg: float = 0.0,
     ) -> None:
-        """``keep_t`` None: the constant kernel σ_t = ``sigma``; an int: the ``"snr"`` kernel with t_c = keep_t."""
+        """``keep_t`` None: the constant kernel σ_t = ``sigma``; an int: the ``"snr"`` kernel with t_c = keep_t and
+        β = ``keep_sharpness``. ``camera_sigma_deg`` > 0 turns camera conditioning on (module docstring)."""
         if not objects:
             raise PriorError("multi-view prior: the dataset holds no object")
         if sigma < 0:
@@ -231,7 +249,14 @@ class MultiViewPrior:
         self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
         if keep_t is not None and not 0 <= keep_t < self.num_train_timesteps:
             raise PriorError(f"multi-view prior: multiview_keep_t must be in [0, {self.num_train_timesteps}), got {keep_t}")
+        if keep_sharpness <= 0:
+            raise PriorError(f"multi-view prior: multiview_keep_sharpness must be > 0, got {keep_sharpness}")
+        if camera_sigma_deg < 0:
+            raise PriorError(f"multi-view prior: multiview_camera_sigma_deg must be >= 0, got {camera_sigma_deg}")
         self.keep_t = keep_t
+        self.keep_sharpness = float(keep_sharpness)
+        self.camera_sigma_deg = float(camera_sigma_deg)
+        self.conditions_on_camera = self.camera_sigma_deg > 0
         rgb = torch.cat([obj.train_images for obj in objects])
         self.images = (rgb.permute(0, 3, 1, 2) * 2.0 - 1.0).to(self.device)
         self.object_index = torch.cat(
@@ -239,6 +264,7 @@ class MultiViewPrior:
         )
         self.azimuth_deg = torch.cat([obj.train_cameras.azimuth_deg for obj in objects])
         self.polar_deg = torch.cat([obj.train_cameras.polar_deg for obj in objects])
+        self.view_dirs = F.normalize(torch.cat([orbit_centres(obj.train_cameras) for obj in objects]), dim=-1)
         flat = self.images.reshape(self.images.shape[0], -1).to(torch.float64)
         self._flat64 = flat
         self._sq_norms = (flat * flat).sum(dim=1)
@@ -264,6 +290,23 @@ class MultiViewPrior:
         """Prompts → [P, K] weight vectors over the images (module docstring for the matching rules)."""
         return torch.stack([self._match(text) for text in texts]).to(self.device)
 
+    def camera_control(self, cameras: CameraBatch) -> torch.Tensor:
+        """[C] cameras → [C, 3] unit directions from the origin to their centres (``predict_noise``'s control)."""
+        return F.normalize(orbit_centres(cameras), dim=-1).to(self.device)
+
+    def condition_on_cameras(self, cond: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """[B, K] weights × exp(−θ²/2τ²) per image, renormalised (log domain: a row never vanishes).
+
+        Args:
+            cond: [B, K] non-negative weights; directions: [B, 3] unit camera directions (:meth:`camera_control`).
+        """
+        if directions.shape != (cond.shape[0], 3):
+            raise ValueError(f"multi-view prior: control must be [B, 3] camera directions, got {tuple(directions.shape)}")
+        cosine = (directions.to(torch.float64) @ self.view_dirs.to(directions.device, torch.float64).T).clamp(-1.0, 1.0)
+        theta_deg = torch.rad2deg(torch.arccos(cosine))
+        logits = torch.log(cond.to(torch.float64).clamp_min(0.0)) - 0.5 * (theta_deg / self.camera_sigma_deg) ** 2
+        return torch.softmax(logits, dim=1).to(cond.dtype)
+
     def predict_noise(
         self,
         x_t: torch.Tensor,
@@ -271,14 +314,17 @@ class MultiViewPrior:
         cond: torch.Tensor,
         control: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε̂ = (x_t − √ᾱ_t·E[x₀|x_t]) / √(1−ᾱ_t) per sample; ``control`` is ignored.
+        """ε̂ = (x_t − √ᾱ_t·E[x₀|x_t]) / √(1−ᾱ_t) per sample.
 
         Args:
             x_t: [B, 3, R, R]; t: [B] integer timesteps; cond: [B, K] weight vectors.
+            control: [B, 3] camera directions (:meth:`camera_control`), used when camera conditioning is on.
 
         Returns:
             [B, 3, R, R] in the dtype of ``x_t``.
         """
+        if control is not None and self.conditions_on_camera:
+            cond = self.condition_on_cameras(cond, control)
         alpha = self.alphas_cumprod.to(x_t.device)[t.long()].to(torch.float64).reshape(-1, 1)
         x_flat = x_t.detach().reshape(x_t.shape[0], -1).to(torch.float64)
         mean = self._posterior_mean64(x_t, t, cond)
@@ -291,7 +337,8 @@ class MultiViewPrior:
         if self.keep_t is None:
             return torch.full_like(alpha, self.sigma**2)
         alpha_c = self.alphas_cumprod[self.keep_t].to(device=alpha.device, dtype=torch.float64)
-        return (alpha / (1.0 - alpha)) / (alpha_c / (1.0 - alpha_c)) ** 2
+        snr = alpha / (1.0 - alpha)
+        return (snr / (alpha_c / (1.0 - alpha_c))) ** self.keep_sharpness / snr
 
     def posterior_logits(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """[B, K] log-posterior (unnormalised) over the images: log π_k − ‖x_t − √ᾱ y_k‖²/(2 v_t) + const(x_t)."""
@@ -383,5 +430,6 @@ def load_multiview_prior(
     )
     keep_t = config.multiview_keep_t if config.multiview_kernel == "snr" else None
     return MultiViewPrior(
-        objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma, keep_t=keep_t
+        objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma, keep_t=keep_t,
+        keep_sharpness=config.multiview_keep_sharpness, camera_sigma_deg=config.multiview_camera_sigma_deg,
     )
