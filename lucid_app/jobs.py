@@ -375,20 +375,22 @@ class JobManager:
         return change
 
     def pause(self, job_id: str) -> JobView:
-        job = self._active(job_id)
-        job.controls.pause()
-        with self._cond:
-            if job.state == "running":
-                job.state = "paused"
-            self._touch(job)
-            return self._view(job)
+        return self._set_paused(job_id, True)
 
     def resume(self, job_id: str) -> JobView:
+        return self._set_paused(job_id, False)
+
+    def _set_paused(self, job_id: str, paused: bool) -> JobView:
+        """Pause or resume a job's trainer; a running job shows ``paused`` and back (a queued one keeps its state)."""
         job = self._active(job_id)
-        job.controls.resume()
+        if paused:
+            job.controls.pause()
+        else:
+            job.controls.resume()
+        before, after = ("running", "paused") if paused else ("paused", "running")
         with self._cond:
-            if job.state == "paused":
-                job.state = "running"
+            if job.state == before:
+                job.state = after
             self._touch(job)
             return self._view(job)
 

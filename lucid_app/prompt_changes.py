@@ -142,13 +142,16 @@ def apply_change(state: PromptState | None, encoded: EncodedChange) -> PromptSta
     )
 
 
-def _value(state: PromptState, name: str) -> object:
-    return getattr(state.prompt, name) if name in _TEXT_FIELDS else getattr(state, name)
+def prompt_settings(prompt: PromptConfig, perp_neg: GuidanceConfig | PromptState) -> dict[str, object]:
+    """{name: value} of every :data:`CHANGE_FIELDS` setting: the texts from ``prompt``, the Perp-Neg values from
+    ``perp_neg`` (a config's ``guidance`` or a prompt state, which carry the same field names)."""
+    return {name: getattr(prompt if name in _TEXT_FIELDS else perp_neg, name) for name in CHANGE_FIELDS}
 
 
 def diff_states(before: PromptState, after: PromptState, step: int) -> PromptChange | None:
     """The change from ``before`` to ``after`` at ``step`` (the settings whose values differ), or None if none do."""
-    values = {name: _value(after, name) for name in CHANGE_FIELDS if _value(after, name) != _value(before, name)}
+    old, new = prompt_settings(before.prompt, before), prompt_settings(after.prompt, after)
+    values = {name: value for name, value in new.items() if value != old[name]}
     return PromptChange(step=step, **values) if values else None
 
 

@@ -25,6 +25,7 @@ from lucid_app.negatives import (
     merged_negatives,
     save_negative,
 )
+from lucid_app.prompt_changes import prompt_settings
 from lucid_app.run_folders import JobError, resolve_run
 from lucid_app.runs import resolve_config
 from lucid_app.trainer import CONFIG_NAME
@@ -61,15 +62,9 @@ def prompt_in_force(view: JobView) -> dict[str, Any]:
     config's."""
     state = view.controls.prompt
     if state is not None:
-        prompt = state.prompt
-        guidance: Any = state
-    else:
-        config = from_yaml(view.config_yaml)
-        prompt, guidance = config.prompt, config.guidance
-    return {"negative": prompt.negative, "front_suffix": prompt.front_suffix, "side_suffix": prompt.side_suffix,
-            "back_suffix": prompt.back_suffix, "perp_neg": guidance.perp_neg,
-            "perp_neg_weight": guidance.perp_neg_weight, "front_decay": guidance.front_decay,
-            "side_decay": guidance.side_decay}
+        return prompt_settings(state.prompt, state)
+    config = from_yaml(view.config_yaml)
+    return prompt_settings(config.prompt, config.guidance)
 
 
 def changed_fields(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +282,4 @@ class GuidanceHandlers:
 
 def default_prompt_controls() -> dict[str, Any]:
     """Starting values of the live-change fields: the config defaults (the paper's negative, Perp-Neg off)."""
-    prompt, guidance = PromptConfig(), GuidanceConfig()
-    return {"negative": prompt.negative, "perp_neg": guidance.perp_neg, "perp_neg_weight": guidance.perp_neg_weight,
-            "front_decay": guidance.front_decay, "side_decay": guidance.side_decay,
-            "front_suffix": prompt.front_suffix, "side_suffix": prompt.side_suffix, "back_suffix": prompt.back_suffix}
+    return prompt_settings(PromptConfig(), GuidanceConfig())
