@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 from pathlib import Path
 
+from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
 from lucid_app.config import ConfigError
 from lucid_app.jobs import JobManager
 from lucid_app.ui.handlers import check_model
 from lucid_app.ui.layout import APP_CSS, build_demo
 
 logger = logging.getLogger("lucid_app.app")
+
+AUTH_ENV = "LUCID_AUTH"
+DEFAULT_MAX_UPLOAD_MB = 200.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+SMPL_DIR_ENV = "LUCID_SMPL_DIR"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,12 +35,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "(default: each preset's own)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--auth", default=os.environ.get(AUTH_ENV, ""), metavar="USER:PASS",
+                        help=f"require this sign-in (default: ${AUTH_ENV}); each user then sees only their own runs")
+    parser.add_argument("--shared-runs", action="store_true",
+                        help="every visitor lists and opens every run (a single-user desktop); default: each "
+                             "browser session (or signed-in user) sees only its own")
+    parser.add_argument("--max-models", type=int, default=1,
+                        help="loaded models kept on the device (least recently used leave first)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help="largest file a client may upload (MB)")
+    parser.add_argument("--smpl-dir", default=os.environ.get(SMPL_DIR_ENV, ""), metavar="DIR",
+                        help=f"the Avatar tab's SMPL models: a folder of SMPL_<GENDER>.npz written by 'python -m "
+                             f"lucid_app smpl-convert' (default: ${SMPL_DIR_ENV}; none: the tab says so)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     try:
         check_model(args.model)
     except ConfigError as err:
         parser.error(str(err))
+    if args.auth and not re.fullmatch(r"[^:\s]+:\S+", args.auth):
+        parser.error("--auth must look like USER:PASS (no spaces; the user name without ':')")
+    if args.max_models < 1:
+        parser.error(f"--max-models must be >= 1, got {args.max_models}")
+    if not args.max_upload_mb > 0:
+        parser.error(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if args.smpl_dir:
+        # Server configuration, resolved once: jobs record this absolute folder in their config.yaml.
+        args.smpl_dir = str(Path(args.smpl_dir).expanduser().resolve())
+        if not available_genders(args.smpl_dir):
+            try:
+                find_model_file(args.smpl_dir)
+            except AvatarError as err:
+                parser.error(f"--smpl-dir: {err}")
     return args
 
 
@@ -42,11 +76,18 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     outputs = Path(args.outputs).expanduser().resolve()
     outputs.mkdir(parents=True, exist_ok=True)
-    jobs = JobManager(outputs, args.device).start()
-    demo = build_demo(jobs, default_model=args.model)
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    if auth is None and (args.share or args.host not in LOCAL_HOSTS):
+        logger.warning("serving on %s without --auth: anyone who can reach it can run jobs on this machine",
+                       "a public share link" if args.share else args.host)
+    jobs = JobManager(outputs, args.device, max_cached_models=args.max_models).start()
+    if args.smpl_dir:
+        logger.info("SMPL models (%s) from %s", ", ".join(available_genders(args.smpl_dir)), args.smpl_dir)
+    demo = build_demo(jobs, default_model=args.model, shared_runs=args.shared_runs, smpl_dir=args.smpl_dir)
     try:
         demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                            allowed_paths=[str(outputs)], css=APP_CSS)
+                            allowed_paths=[str(outputs)], css=APP_CSS, auth=auth,
+                            max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=False)
     finally:
         jobs.close()
 

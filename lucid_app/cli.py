@@ -1,8 +1,9 @@
 """Command line: ``python -m lucid_app COMMAND ...``.
 
 Every command that reports figures prints one JSON object as the last line of stdout; progress bars and logs
-go to stderr. User errors (bad config, missing or corrupt files, missing models) end with one clear message
-and exit status 2, never a stack trace.
+go to stderr. User errors (bad config, missing or corrupt files, missing models, outputs that cannot be written
+or would replace a run) end with one clear message and exit status 2, never a stack trace; outputs are checked
+before any model loads. Ctrl-C / SIGTERM exit with 130 / 143 (``generate`` exports and reports first).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +27,7 @@ from lucid_app.cameras import orbit_cameras, turntable, turntable_rings
 from lucid_app.cli_types import positive_int as _positive_int
 from lucid_app.config import CameraConfig, ExportConfig, OptimConfig
 from lucid_app.devices import resolve_device
-from lucid_app.export import render_frames, write_png, write_turntable
+from lucid_app.export import check_output_dir, check_output_file, render_frames, write_png, write_turntable
 from lucid_app.gaussians import GaussianModel
 from lucid_app.ply import read_gaussian_ply
 from lucid_app.priors.base import PriorError
@@ -32,9 +35,57 @@ from lucid_app.render import make_renderer
 
 logger = logging.getLogger("lucid_app")
 
-# ValueError covers bad device names and argument values found after parsing (ConfigError and PlyError are
-# ValueErrors too); ``--verbose`` logs the traceback of any of them.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, PriorError, FileNotFoundError)
+# ValueError covers bad device names and argument values found after parsing (ConfigError, PlyError and
+# OutputError are ValueErrors too); OSError a file that cannot be read or written (missing, no permission, disk
+# full); ``--verbose`` logs the traceback of any of them.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, PriorError, OSError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM; the command exits with status ``128 + signum`` (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """While ``generate`` runs: the first SIGINT or SIGTERM asks the trainer (``stop``) to end before its next step
+    and export the last good state, checkpoint included, so a resume continues bit for bit; a second one, or one
+    before training starts (``stop`` is None), raises :class:`Interrupted` at once.
+
+    The handler only sets flags (a signal can land while the main thread holds a lock or writes to stderr). Handlers
+    are installed only in the main thread, and the previous ones restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.stop: Callable[[], None] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def signal_name(self) -> str | None:
+        """``"SIGINT"`` / ``"SIGTERM"`` once one arrived, else None."""
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and self.stop is not None:
+            self.stop()
+            return
+        raise Interrupted(signum)
 
 
 def _parse_color(text: str) -> tuple[float, float, float]:
@@ -57,11 +108,11 @@ def _progress(total: int, desc: str) -> tqdm:
 def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
     """Turntable ``.mp4`` and a ring of PNG views of any INRIA-layout ``.ply``."""
     start = time.perf_counter()
+    out = check_output_dir(args.out)
     device = resolve_device(args.device)
     data = read_gaussian_ply(args.ply)
     splats = GaussianModel.from_raw(data, OptimConfig(), device=device).splats()
     renderer = make_renderer(args.backend, device)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cams = CameraConfig()
     radius = args.radius if args.radius is not None else cams.default_radius
@@ -94,55 +145,111 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _add_allow_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="also load pickle-format weights (.ckpt/.bin/.pt), which can run code when loaded: "
+                             "only for files you trust (the default loads .safetensors only)")
+
+
+def _prior_loader(args: argparse.Namespace) -> Callable[[Any, torch.device], Any]:
+    """``runs.load_run_prior``'s loader with the command's ``--allow-pickle`` choice (lucid_app.trust)."""
+    from lucid_app.priors import load_prior
+
+    return lambda model, device: load_prior(model.id, model, device, allow_pickle=args.allow_pickle)
+
+
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Text-to-3D: train Gaussians with ISM/SDS and write the run folder (DESIGN §6)."""
-    from lucid_app.runs import load_run_prior, resolve_config
-    from lucid_app.trainer import Trainer
+    """Text-to-3D: train Gaussians with ISM/SDS and write the run folder (DESIGN §6).
+
+    The output folder is checked before any model is loaded: a new run never replaces an earlier one without
+    ``--overwrite`` (which then removes only that run's files). Ctrl-C or SIGTERM end the run after its current
+    step, export the last good state and exit with 130 / 143 after the JSON summary (``"signal"``).
+    """
+    from lucid_app.export import remove_files
 
     start = time.perf_counter()
-    if args.resume:
-        from lucid_app.config import from_yaml
-        from lucid_app.priors import load_prior
+    with StopOnSignal() as signals:
+        trainer, notice, previous = _generate_trainer(args)
+        if previous:
+            logger.info("--overwrite: removing %d files of the earlier run in %s", len(previous), trainer.run_dir)
+            remove_files(previous)
+        signals.stop = trainer.request_stop
+        config = trainer.config
+        bar = tqdm(total=config.optim.steps, initial=trainer.step, desc="generate", unit="step", file=sys.stderr,
+                   dynamic_ncols=True)
 
-        config_path = Path(args.resume) / "config.yaml"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"--resume {args.resume}: not a run folder (no config.yaml)")
-        saved = from_yaml(config_path.read_text(encoding="utf-8"))
-        prior = load_prior(saved.model.id, saved.model, resolve_device(args.device))
-        trainer = Trainer.resume(args.resume, prior)
-        notice = None
-    else:
-        if args.out is None:
-            raise ValueError("generate needs --out DIR (or --resume RUN_DIR)")
-        if args.avatar:
-            trainer, notice = _avatar_trainer(args)
-        else:
-            config = resolve_config(args.preset, args.prompt, args.negative, args.model, args.set)
-            prepared = load_run_prior(config, args.device, allow_demo=args.model is None)
-            trainer = Trainer(prepared.config, prepared.prior, run_dir=args.out)
-            notice = prepared.notice
-    config = trainer.config
-    bar = tqdm(total=config.optim.steps, initial=trainer.step, desc="generate", unit="step", file=sys.stderr,
-               dynamic_ncols=True)
+        def on_event(event: object) -> None:
+            from lucid_app.events import StepEvent
 
-    def on_event(event: object) -> None:
-        from lucid_app.events import StepEvent
+            if isinstance(event, StepEvent):
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.losses['total']:.3g}", t=int(event.t), gaussians=event.n_gaussians)
 
-        if isinstance(event, StepEvent):
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.losses['total']:.3g}", t=int(event.t), gaussians=event.n_gaussians)
-
-    try:
-        done = trainer.run(on_event)
-    finally:
-        bar.close()
+        try:
+            done = trainer.run(on_event)
+        finally:
+            bar.close()
+    if signals.signum is not None:
+        logger.warning("%s: the run ended at step %d and its state was exported; continue it with --resume %s",
+                       signals.signal_name, done.step, trainer.run_dir)
     logger.info("run %s: %s at step %d %s", done.status, trainer.run_dir, done.step, done.message)
     return {
         "command": "generate", "status": done.status, "message": done.message, "step": done.step,
         "steps": config.optim.steps, "prompt": config.prompt.text, "model": config.model.id,
         "method": config.guidance.method, "n_gaussians": trainer.gaussians.count, "files": done.files,
-        "notice": notice, "wall_s": round(time.perf_counter() - start, 3),
+        "notice": notice, "signal": signals.signal_name, "wall_s": round(time.perf_counter() - start, 3),
     }
+
+
+def _generate_trainer(args: argparse.Namespace) -> tuple[Any, str | None, list[Path]]:
+    """The trainer of ``generate`` (a new run, or ``--resume``), its demo notice, and the files of an earlier run that
+    ``--overwrite`` replaces (removed by the caller once everything loaded, so a failed start destroys nothing).
+
+    Every check that needs no model (output folder, config, checkpoint) runs before the model loads.
+    """
+    from lucid_app.runs import check_new_run_dir, load_run_prior, resolve_config
+    from lucid_app.trainer import Trainer
+
+    if args.resume:
+        if args.overwrite:
+            raise ValueError("--overwrite starts a new run in --out; --resume continues one: give one of them")
+        return _resumed_trainer(args), None, []
+    if args.out is None:
+        raise ValueError("generate needs --out DIR (or --resume RUN_DIR)")
+    _, previous = check_new_run_dir(args.out, args.overwrite)
+    if args.avatar:
+        trainer, notice = _avatar_trainer(args)
+        return trainer, notice, previous
+    config = resolve_config(args.preset, args.prompt, args.negative, args.model, args.set)
+    # The user's own settings, which the offline demo applies on top of its preset if it stands in.
+    overrides = [*args.set, *([f"prompt.negative={json.dumps(args.negative)}"] if args.negative is not None else [])]
+    prepared = load_run_prior(config, args.device, allow_demo=args.model is None, overrides=overrides,
+                              loader=_prior_loader(args))
+    return Trainer(prepared.config, prepared.prior, run_dir=args.out), prepared.notice, previous
+
+
+def _resumed_trainer(args: argparse.Namespace) -> Any:
+    """``generate --resume RUN_DIR``: its config and checkpoint are read and checked before the model loads."""
+    from lucid_app.config import from_yaml, replace
+    from lucid_app.export import load_checkpoint
+    from lucid_app.priors import load_prior
+    from lucid_app.runs import resolve_model_id
+    from lucid_app.trainer import CHECKPOINT_NAME, CONFIG_NAME, Trainer
+
+    run_dir = Path(args.resume).expanduser()
+    config_path = run_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: not a run folder (no {CONFIG_NAME})")
+    check_output_dir(run_dir, "--resume")
+    saved = from_yaml(config_path.read_text(encoding="utf-8"))
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"--resume {args.resume}: no {CHECKPOINT_NAME} to continue from; start the run again "
+                                f"with --out {args.resume} --overwrite")
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    # Runs written before model paths were stored absolute hold them relative to some working folder.
+    model = replace(saved.model, id=resolve_model_id(saved.model.id))
+    prior = load_prior(model.id, model, resolve_device(args.device), allow_pickle=args.allow_pickle)
+    return Trainer.resume(run_dir, prior, state=state)
 
 
 def _avatar_trainer(args: argparse.Namespace) -> tuple[Any, None]:
@@ -158,25 +265,30 @@ def _avatar_trainer(args: argparse.Namespace) -> tuple[Any, None]:
             flags.append(f"avatar.{key}={json.dumps(value)}")  # quoted: paths may hold ':' or '#'
     config = resolve_config(args.preset or "avatar", args.prompt, args.negative, args.model, [*flags, *args.set])
     check_avatar(config)
-    prepared = load_run_prior(config, args.device, allow_demo=False)
+    prepared = load_run_prior(config, args.device, allow_demo=False, loader=_prior_loader(args))
     return Trainer(prepared.config, prepared.prior, run_dir=args.out), None
 
 
 def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
     """Surface mesh (``.glb`` / ``.obj``, y up, vertex colours) of any INRIA-layout ``.ply``."""
-    from lucid_app.mesh import mesh_from_splats, write_mesh
+    from lucid_app.mesh import MESH_FORMATS, MeshError, mesh_from_splats, write_mesh
 
     start = time.perf_counter()
+    out = check_output_file(args.out)
+    if out.suffix.lower() not in MESH_FORMATS:
+        raise MeshError(f"--out {out}: the mesh format must be one of {', '.join(MESH_FORMATS)}, "
+                        f"got {out.suffix or 'none'}")
     data = read_gaussian_ply(args.ply)
     splats = GaussianModel.from_raw(data, OptimConfig()).splats()
     with tqdm(total=data.count, desc="mesh density", unit="gaussian", file=sys.stderr, dynamic_ncols=True,
               leave=False) as bar:
         result = mesh_from_splats(splats, resolution=args.resolution, iso=args.iso, max_faces=args.faces,
                                   progress=bar.update)
-    path = write_mesh(args.out, result.mesh)
+    path = write_mesh(out, result.mesh)
     return {
-        "command": "mesh", "ply": str(args.ply), "n_gaussians": data.count, "resolution": args.resolution,
+        "command": "mesh", "ply": str(args.ply), "n_gaussians": data.count, "resolution": result.resolution,
         "iso": args.iso, "vertices": len(result.mesh.vertices), "faces": len(result.mesh.faces),
+        "watertight": bool(result.mesh.is_watertight),
         "components_kept": result.components_kept, "components_found": result.components_found,
         "path": str(path), "wall_s": round(time.perf_counter() - start, 3),
     }
@@ -215,9 +327,10 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     from lucid_app.runs import resolve_model_id
 
     start = time.perf_counter()
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model_id = resolve_model_id(args.model)
-    prior = load_prior(model_id, ModelConfig(id=model_id), device)
+    prior = load_prior(model_id, ModelConfig(id=model_id), device, allow_pickle=args.allow_pickle)
     azimuth = torch.tensor([float(a) for a in args.azimuth.split(",")])
     cameras = orbit_views(azimuth, args.elevation, args.radius, args.size, CameraConfig().default_fovy_rad)
     renders = render_ply_cameras(args.ply, cameras, device)
@@ -267,12 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="config override, e.g. guidance.delta_t=50 (repeatable)")
     gen.add_argument("--out", default=None, help="run folder to write")
     gen.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoint")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="start over in a non-empty --out: an earlier run's files there are removed, others kept")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_allow_pickle(gen)
     gen.add_argument("--avatar", action="store_true",
                      help="avatar mode: start from a posed SMPL body, guide with a body-part ControlNet")
     gen.add_argument("--pose", default=None,
                      help="avatar pose preset (presets/poses/) or a .npz/.json file (sets avatar.pose; default a_pose)")
-    gen.add_argument("--smpl-dir", default=None, help="folder with the SMPL model files (sets avatar.smpl_dir)")
+    gen.add_argument("--smpl-dir", default=None,
+                     help="folder of SMPL_<GENDER>.npz written by smpl-convert (sets avatar.smpl_dir)")
     gen.add_argument("--gender", default=None, choices=["neutral", "male", "female"],
                      help="SMPL model (sets avatar.gender; default neutral)")
     gen.set_defaults(func=cmd_generate)
@@ -285,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--resolution", type=_positive_int, default=DEFAULT_RESOLUTION,
                       help="grid samples along the longest side (8-512)")
     mesh.add_argument("--iso", type=float, default=DEFAULT_ISO, help="density level of the surface")
-    mesh.add_argument("--faces", type=_positive_int, default=None, help="decimate to about this many faces")
+    mesh.add_argument("--faces", type=_positive_int, default=None,
+                      help="at most this many faces (a coarser grid; the mesh stays watertight)")
     mesh.set_defaults(func=cmd_mesh)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON object").add_subparsers(
@@ -323,7 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--size", type=_positive_int, default=64, help="render size (px)")
     insp.add_argument("--out", required=True, help="output folder (pseudo_gt.png)")
     insp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_allow_pickle(insp)
     insp.set_defaults(func=cmd_inspect)
+
+    from lucid_app.avatar.smpl_convert import add_smpl_convert_parser
+
+    add_smpl_convert_parser(sub)
     return parser
 
 
@@ -338,10 +461,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = func(args)
     except USER_ERRORS as err:
         logger.debug("user error", exc_info=True)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_error_text(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print("interrupted: files already written are complete", file=sys.stderr)
-        return 130
+        return 128 + getattr(err, "signum", signal.SIGINT)
     print(json.dumps(result))
-    return 0
+    # A run that a signal ended still exports and reports, then exits as interrupted commands do.
+    return 128 + signal.Signals[result["signal"]] if result.get("signal") else 0
+
+
+def _error_text(err: BaseException) -> str:
+    """The message of a user error; an OSError from the system as "reason: path", without its ``[Errno N]``."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err)

@@ -80,7 +80,13 @@ _TUNABLE = ("guidance_scale", "delta_t", "delta_t_start", "preview_every")
 
 
 class LiveControls:
-    """Thread-safe holder of a :class:`ControlState`."""
+    """Thread-safe holder of a :class:`ControlState`.
+
+    ``paused`` in the state and the event the trainer waits on change together under one lock, so every snapshot
+    agrees with what the trainer does: ``snapshot().paused == not <trainer blocked>`` unless stopped (a stopped
+    run never blocks, so that it can end and export). Two unlocked steps would let a concurrent pause and resume
+    interleave into a state that shows "paused" while the trainer runs, or the reverse.
+    """
 
     def __init__(self, initial: ControlState) -> None:
         self._state = initial
@@ -88,6 +94,8 @@ class LiveControls:
         self._resumed = threading.Event()
         self._resumed.set()
         self._step = 0
+        # Tunable names changed through update(): a later replace_defaults() keeps them.
+        self._changed: set[str] = set()
 
     def snapshot(self) -> ControlState:
         with self._lock:
@@ -120,39 +128,87 @@ class LiveControls:
     def update(self, **changes: float | int) -> ControlState:
         """Change tunable values (``guidance_scale``, ``delta_t``, ``delta_t_start``, ``preview_every``).
 
+        The names are remembered as chosen (by the user, or a restored checkpoint): :meth:`replace_defaults` keeps
+        them.
+
         Raises:
             ValueError: an unknown name or an out-of-range value (named in the message).
         """
-        unknown = sorted(set(changes) - set(_TUNABLE))
-        if unknown:
-            raise ValueError(f"unknown control {unknown[0]!r}; valid: {', '.join(_TUNABLE)}")
-        if "guidance_scale" in changes and not float(changes["guidance_scale"]) >= 0.0:
-            raise ValueError(f"guidance_scale must be >= 0, got {changes['guidance_scale']}")
-        for name in ("delta_t", "delta_t_start", "preview_every"):
-            if name in changes and int(changes[name]) < 0:
-                raise ValueError(f"{name} must be >= 0, got {changes[name]}")
-        typed = {k: (float(v) if k == "guidance_scale" else int(v)) for k, v in changes.items()}
-        return self._set(**typed)
+        typed = _checked(changes)
+        with self._lock:
+            self._changed.update(typed)
+            state = self._replace(**typed)
+        _log_change(typed)
+        return state
+
+    def replace_defaults(self, **defaults: float | int) -> ControlState:
+        """Replace the starting values of the tunable controls that no :meth:`update` has changed.
+
+        For a job whose config was replaced before it started (the offline demo instead of the requested model):
+        the new config's starting values apply, but a value the user set meanwhile is the user's choice and stays.
+        Checked and applied under the lock, so a concurrent :meth:`update` lands either before (and is kept) or
+        after (and wins).
+
+        Raises:
+            ValueError: an unknown name or an out-of-range value (named in the message).
+        """
+        typed = _checked(defaults)
+        with self._lock:
+            kept = sorted(self._changed & set(typed))
+            untouched = {k: v for k, v in typed.items() if k not in self._changed}
+            state = self._replace(**untouched) if untouched else self._state
+        if kept:
+            logger.info("controls set by the user kept: %s", ", ".join(kept))
+        if untouched:
+            _log_change(untouched)
+        return state
 
     def pause(self) -> None:
-        self._resumed.clear()
-        self._set(paused=True)
+        """Block the trainer before its next step (no effect on a stopped run, which must be free to end)."""
+        with self._lock:
+            if not self._state.stop:
+                self._resumed.clear()
+            self._replace(paused=True)
+        _log_change({"paused": True})
 
     def resume(self) -> None:
-        self._set(paused=False)
-        self._resumed.set()
+        with self._lock:
+            self._replace(paused=False)
+            self._resumed.set()
+        _log_change({"paused": False})
 
     def stop(self) -> None:
-        self._set(stop=True)
-        self._resumed.set()
+        with self._lock:
+            self._replace(stop=True)
+            self._resumed.set()
+        _log_change({"stop": True})
 
     def wait_while_paused(self, timeout_s: float | None = None) -> bool:
         """Block while paused (returns at once otherwise); True when running again, False on timeout."""
         return self._resumed.wait(timeout_s)
 
-    def _set(self, **changes: object) -> ControlState:
-        with self._lock:
-            self._state = dataclasses.replace(self._state, version=self._state.version + 1, **changes)
-            state = self._state
-        logger.info("controls changed: %s", ", ".join(f"{k}={v}" for k, v in changes.items()))
-        return state
+    def _replace(self, **changes: object) -> ControlState:
+        """The state with ``changes`` and a new version (the caller holds the lock)."""
+        self._state = dataclasses.replace(self._state, version=self._state.version + 1, **changes)
+        return self._state
+
+
+def _checked(changes: dict[str, float | int]) -> dict[str, float | int]:
+    """Tunable ``changes`` validated and typed (``guidance_scale`` float, the others int).
+
+    Raises:
+        ValueError: an unknown name or an out-of-range value (named in the message).
+    """
+    unknown = sorted(set(changes) - set(_TUNABLE))
+    if unknown:
+        raise ValueError(f"unknown control {unknown[0]!r}; valid: {', '.join(_TUNABLE)}")
+    if "guidance_scale" in changes and not float(changes["guidance_scale"]) >= 0.0:
+        raise ValueError(f"guidance_scale must be >= 0, got {changes['guidance_scale']}")
+    for name in ("delta_t", "delta_t_start", "preview_every"):
+        if name in changes and int(changes[name]) < 0:
+            raise ValueError(f"{name} must be >= 0, got {changes[name]}")
+    return {k: (float(v) if k == "guidance_scale" else int(v)) for k, v in changes.items()}
+
+
+def _log_change(changes: dict[str, object]) -> None:
+    logger.info("controls changed: %s", ", ".join(f"{k}={v}" for k, v in changes.items()))

@@ -41,6 +41,64 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def atomic_temp_glob(name: str) -> str:
+    """The glob of the temporary files :func:`atomic_path` makes for ``name`` (left behind only by a kill)."""
+    path = Path(name)
+    return str(path.with_name(f".{path.stem}.*{path.suffix}"))
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written, or that would overwrite a run; the message says what to do."""
+
+
+def _check_creatable_dir(folder: Path, what: str) -> None:
+    """The nearest existing folder on the way to ``folder`` is a writable folder (so ``mkdir -p`` works)."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder}: the folder {existing} is not writable")
+
+
+def check_output_dir(path: str | Path, what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is a folder that exists or can be made, and can be written in.
+
+    Args:
+        path: the output folder.
+        what: how the message names it (the flag).
+
+    Raises:
+        OutputError: ``path`` (or a folder on the way to it) is a file, or the folder is not writable.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder")
+    _check_creatable_dir(path, what)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written (replacing a file there is allowed).
+
+    Raises:
+        OutputError: ``path`` is a folder, a folder on the way to it is a file, or its folder is not writable.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    _check_creatable_dir(path.parent, what)
+    return path
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Delete these files (folders are kept, even when left empty)."""
+    for path in paths:
+        logger.debug("removing %s", path)
+        path.unlink(missing_ok=True)
+
+
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """[H, W, 3] float in [0, 1] (tensor or array) or uint8 -> contiguous uint8 array [H, W, 3]."""
     if isinstance(image, torch.Tensor):
@@ -136,15 +194,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
-        ValueError: the file is not a readable checkpoint.
+        OSError: the file cannot be opened (e.g. no permission).
+        ValueError: the file is damaged, or not a lucid-app checkpoint (our message; torch's is in the debug log).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"checkpoint {path} is corrupt or not a lucid-app checkpoint: {err}") from None
+    # Opened here so that an unreadable file (permissions) is an OSError of its own, not a damaged checkpoint.
+    with path.open("rb") as file:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file fails anywhere in torch.load (see _unreadable)
+            raise _unreadable(path, err) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} is not a lucid-app checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    """Our message for a checkpoint ``torch.load`` refused (its own text advises retrying with weights_only=False,
+    i.e. running the file's code, or filing an issue: not our advice); the details go to the debug log."""
+    logger.debug("torch.load(%s) failed", path, exc_info=err)
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        return ValueError(
+            f"checkpoint {path} holds Python objects other than tensors, numbers and strings, so it was not written "
+            "by lucid-app; it is not loaded, since unpickling it could run code"
+        )
+    # KeyError, EOFError, RuntimeError (zip reader), OSError (seek past the end), UnpicklingError (bad opcodes), ...
+    return ValueError(f"checkpoint {path} is damaged (truncated or not a checkpoint file)")
 
 
 class MetricsLog:

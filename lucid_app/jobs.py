@@ -1,7 +1,8 @@
 """In-process training jobs for the app: one worker thread owns the device and runs one job at a time.
 
 * A FIFO queue; every queued job knows its position (the number of jobs ahead of it, the running one included).
-* A model cache, so a prior's weights load once per (model id, device, dtype, model settings).
+* A model cache, so a prior's weights load once per (model id, device, dtype, model settings); it keeps the
+  ``max_cached_models`` most recently used priors (1 by default), so new settings never pile models up on the device.
 * Job states ``queued → running ⇄ paused → done | failed``, or ``queued → cancelled``; stopping a running job
   ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
 * Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
@@ -12,22 +13,25 @@
   so the live controls never land on a task.
 
 Readers (the UI's handlers, tests) never touch a job's mutable state: they get immutable :class:`JobView`
-snapshots, and :meth:`JobManager.wait` returns the next one when the job changes. Nothing here starts a thread
-before :meth:`JobManager.start`.
+snapshots, and :meth:`JobManager.wait` returns the next one when the job changes. A snapshot is O(1) to take (every
+client's stream refreshes several times a second, under the lock the worker takes every step): the config's YAML is
+rendered once when the config is set, and the steps are a view of the first n entries of an append-only log.
+Nothing here starts a thread before :meth:`JobManager.start`.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import torch
@@ -101,20 +105,47 @@ Task = Callable[[TaskContext], TaskResult]
 # ---------------------------------------------------------------------------------------------- model cache
 
 
+_CacheKey = tuple[str, str, str, ModelConfig]
+
+
 class ModelCache:
-    """Loaded priors keyed by (model id, device, dtype, the other model settings); each loads once.
+    """Loaded priors keyed by (model id, device, dtype, the other model settings), at most ``max_models`` of them.
+
+    Without a bound every distinct setting (another model, another ``lora_scale``) would leave one more pipeline on
+    the device until it runs out of memory; the least recently used prior leaves first. A new prior enters once it
+    has loaded, then the excess leaves: a load that fails (the offline demo's fallback tries the default model first)
+    never throws out a working model, at the price of two models on the device while switching. Eviction only drops
+    the cache's reference: a job that still holds the prior keeps using it, and its memory returns when the last
+    holder lets go (finished jobs drop theirs).
 
     Only the worker thread loads, but the lock keeps ``loads`` and the dict consistent for readers.
     """
 
-    def __init__(self, loader: PriorLoader = load_prior) -> None:
+    def __init__(self, loader: PriorLoader = load_prior, max_models: int = 1) -> None:
         self._loader = loader
-        self._priors: dict[tuple[str, str, str, ModelConfig], DiffusionPrior] = {}
+        self._priors: OrderedDict[_CacheKey, DiffusionPrior] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._max_models = _checked_max_models(max_models)
         self.loads = 0
 
+    @property
+    def max_models(self) -> int:
+        """How many priors stay loaded; lowering it evicts at once."""
+        return self._max_models
+
+    @max_models.setter
+    def max_models(self, value: int) -> None:
+        with self._lock:
+            self._max_models = _checked_max_models(value)
+            evicted = self._evict_excess()
+        _release(evicted)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._priors)
+
     def get(self, model: ModelConfig, device: torch.device) -> DiffusionPrior:
-        """The prior for ``model`` on ``device``, loading it on first use.
+        """The prior for ``model`` on ``device``, loading it when it is not cached.
 
         Raises:
             PriorError: the model cannot be loaded (the loader's message says what to do).
@@ -122,17 +153,104 @@ class ModelCache:
         key = (model.id, str(device), str(resolve_dtype(model.dtype, device)), model)
         with self._lock:
             cached = self._priors.get(key)
-        if cached is not None:
-            return cached
+            if cached is not None:
+                self._priors.move_to_end(key)
+                return cached
         logger.info("loading model %s on %s", model.id, device)
         prior = self._loader(model.id, model, device)
         with self._lock:
             self.loads += 1
             self._priors[key] = prior
+            self._priors.move_to_end(key)
+            evicted = self._evict_excess()
+        _release(evicted)
         return prior
+
+    def _evict_excess(self) -> list[str]:
+        """Drop the least recently used priors beyond ``max_models`` (the caller holds the lock); their model ids."""
+        evicted = []
+        while len(self._priors) > self._max_models:
+            key, _ = self._priors.popitem(last=False)
+            evicted.append(key[0])
+        return evicted
+
+
+def _checked_max_models(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_cached_models must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _release(evicted: list[str]) -> None:
+    """Return the memory of evicted priors: pipelines hold reference cycles, so collect before CUDA's allocator
+    can hand their blocks back (nothing is freed while a running job still holds its prior)."""
+    if not evicted:
+        return
+    logger.info("model cache full: unloaded %s", ", ".join(evicted))
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------- jobs
+
+
+class StepsView(Sequence[StepEvent]):
+    """A read-only view of some entries of an append-only list of StepEvents (the first n, for a snapshot).
+
+    O(1) to create, whatever the number of steps; because the list only grows, the entries it shows never change.
+    Indexing and slicing (negative and strided too) map through a ``range`` of indices, so a slice is again an O(1)
+    view, and ``view.steps[-10:]`` or ``view.steps[::stride]`` touch only the entries they return.
+    """
+
+    def __init__(self, events: list[StepEvent], indices: range) -> None:
+        self._events = events
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, index: int) -> StepEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> StepsView: ...
+
+    def __getitem__(self, index: int | slice) -> StepEvent | StepsView:
+        if isinstance(index, slice):
+            return StepsView(self._events, self._indices[index])
+        return self._events[self._indices[index]]
+
+    def __iter__(self) -> Iterator[StepEvent]:
+        return (self._events[i] for i in self._indices)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same events (a tuple included), like a tuple would be."""
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # equal to tuples, so not hashable like them
+
+    def __repr__(self) -> str:
+        return f"StepsView({len(self)} steps)"
+
+
+class StepLog:
+    """A job's StepEvents; append-only, so a snapshot (:meth:`view`) needs no copy."""
+
+    def __init__(self) -> None:
+        self._events: list[StepEvent] = []
+
+    def append(self, event: StepEvent) -> None:
+        self._events.append(event)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def view(self) -> StepsView:
+        """The entries so far; later appends do not show in it."""
+        return StepsView(self._events, range(len(self._events)))
 
 
 @dataclass(frozen=True)
@@ -141,10 +259,11 @@ class JobView:
 
     Attributes:
         position: jobs ahead of this one (the running one included) while queued; 0 otherwise.
-        config_yaml: the resolved config (after a fallback to the offline demo, the demo's).
+        config_yaml: the resolved config (after a fallback to the offline demo, the demo's), rendered once.
         notice: set when the offline demo replaced the requested model.
         outcome: the trainer's end status (``done``, ``stopped``, ``failed``), empty before the end.
-        steps: every StepEvent so far (for plots); preview: the latest preview views tiled, [H, W, 3] uint8.
+        steps: every StepEvent so far (for plots), a read-only sequence (:class:`StepsView`; tests may pass a
+            tuple); preview: the latest preview views tiled, [H, W, 3] uint8.
         files: output name (``ply``, ``video``, ``config``, ``mesh``, ``metrics``) → path, once they exist.
         version: increases with every change of the job.
         kind: ``"train"``, or the kind given to :meth:`JobManager.submit_task` (then ``preview`` is the task's image).
@@ -162,7 +281,7 @@ class JobView:
     notice: str | None
     message: str
     outcome: str
-    steps: tuple[StepEvent, ...]
+    steps: Sequence[StepEvent]
     preview: np.ndarray | None
     preview_step: int
     files: dict[str, str]
@@ -193,7 +312,7 @@ class _Job:
     notice: str | None = None
     message: str = ""
     outcome: str = ""
-    steps: list[StepEvent] = field(default_factory=list)
+    steps: StepLog = field(default_factory=StepLog)
     preview: np.ndarray | None = None
     preview_step: int = 0
     files: dict[str, str] = field(default_factory=dict)
@@ -202,8 +321,14 @@ class _Job:
     task: Task | None = None
     progress: tuple[int, int] = (0, 0)
     data: dict[str, Any] = field(default_factory=dict)
-    # The training run's prior, once loaded (live prompt changes are encoded with it).
+    # The training run's prior while it runs (live prompt changes are encoded with it); dropped when the job ends,
+    # so a prior the model cache evicted does not stay on the device.
     prior: DiffusionPrior | None = None
+    # to_yaml(config), rendered whenever config is set (here, and in JobManager._run), never per snapshot.
+    config_yaml: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.config_yaml = to_yaml(self.config)
 
 
 class JobManager:
@@ -214,6 +339,10 @@ class JobManager:
         device: where priors and training run (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
         loader: loads a prior (default :func:`lucid_app.priors.load_prior`); tests count its calls.
         trainer_factory: ``(config, prior, run_dir=, controls=, device=) → object with .run(on_event)``.
+        max_cached_models: how many loaded priors the model cache keeps (least recently used leaves first); also
+            settable later through :attr:`max_cached_models`.
+
+    Lock order: ``self._cond`` before a job's controls lock, never the reverse.
     """
 
     def __init__(
@@ -223,10 +352,11 @@ class JobManager:
         *,
         loader: PriorLoader = load_prior,
         trainer_factory: TrainerFactory = Trainer,
+        max_cached_models: int = 1,
     ) -> None:
         self.outputs = Path(outputs).expanduser().resolve()
         self.device = resolve_device(device)
-        self.cache = ModelCache(loader)
+        self.cache = ModelCache(loader, max_cached_models)
         self._trainer_factory = trainer_factory
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
@@ -239,30 +369,57 @@ class JobManager:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def max_cached_models(self) -> int:
+        """How many loaded priors the model cache keeps; lowering it unloads the least recently used at once."""
+        return self.cache.max_models
+
+    @max_cached_models.setter
+    def max_cached_models(self, value: int) -> None:
+        self.cache.max_models = value
+
     def start(self) -> JobManager:
-        """Start the worker thread (idempotent)."""
+        """Start the worker thread (idempotent while it runs).
+
+        Raises:
+            JobError: an earlier :meth:`close` timed out and its worker is still finishing a job: a second worker
+                would train beside it on the same device, so none starts until the old one has ended.
+        """
         with self._cond:
-            if self._thread is None:
-                self._closing = False
-                self._thread = threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
-                self._thread.start()
+            if self._thread is not None and self._thread.is_alive():
+                if self._closing:
+                    raise JobError("the previous job worker is still finishing its job after close(); start the job "
+                                   "manager again once it has ended")
+                return self
+            self._closing = False
+            self._thread = threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
+            self._thread.start()
         return self
 
     def close(self, timeout_s: float | None = 30.0) -> None:
-        """Cancel queued jobs, stop the running one (it exports) and end the worker."""
+        """Cancel queued jobs, stop the running one (it exports) and end the worker.
+
+        A worker still busy after ``timeout_s`` (a trainer slow to honour stop) is kept, not forgotten, so that
+        :meth:`start` cannot put a second worker beside it on the device.
+        """
         with self._cond:
             self._closing = True
-            queued = list(self._queue)
-            running = self._running
-        for job_id in queued:
-            self.cancel(job_id)
-        if running is not None:
-            self._jobs[running].controls.stop()
-        with self._cond:
+            # Under the same lock as the flag: the worker cannot pick up a queued job between the two.
+            for job_id in list(self._queue):
+                self.cancel(job_id)
+            if self._running is not None:
+                self._jobs[self._running].controls.stop()
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+            thread = self._thread
+        if thread is None:
+            return
+        thread.join(timeout_s)
+        with self._cond:
+            if thread.is_alive():
+                logger.warning("the job worker is still running %s s after close(); it ends after its current job",
+                               timeout_s)
+            elif self._thread is thread:
+                self._thread = None
 
     # ------------------------------------------------------------------ submitting and reading
 
@@ -336,9 +493,9 @@ class JobManager:
         Raises:
             JobError: unknown or finished job. ValueError: unknown control or bad value (from LiveControls).
         """
-        job = self._active(job_id)
-        state = job.controls.update(**changes)
-        with self._cond:
+        with self._cond:  # checked and changed under one lock: a job that just ended is refused, not changed
+            job = self._active(job_id)
+            state = job.controls.update(**changes)
             self._touch(job)
         return state
 
@@ -381,16 +538,19 @@ class JobManager:
         return self._set_paused(job_id, False)
 
     def _set_paused(self, job_id: str, paused: bool) -> JobView:
-        """Pause or resume a job's trainer; a running job shows ``paused`` and back (a queued one keeps its state)."""
-        job = self._active(job_id)
-        if paused:
-            job.controls.pause()
-        else:
-            job.controls.resume()
-        before, after = ("running", "paused") if paused else ("paused", "running")
+        """Pause or resume a job's trainer; a running job shows ``paused`` and back (a queued one keeps its state).
+
+        The controls and the job's state change under one lock, the state read back from the controls: with two
+        steps a concurrent pause and resume could interleave into a job shown ``paused`` whose trainer runs.
+        """
         with self._cond:
-            if job.state == before:
-                job.state = after
+            job = self._active(job_id)
+            if paused:
+                job.controls.pause()
+            else:
+                job.controls.resume()
+            if job.state in ("running", "paused"):
+                job.state = "paused" if job.controls.snapshot().paused else "running"
             self._touch(job)
             return self._view(job)
 
@@ -442,7 +602,9 @@ class JobManager:
                 self._run(job)
             except Exception as err:  # the worker must outlive any one job; the job records why it failed
                 logger.exception("job %s failed", job.id)
-                self._finish(job, "failed", f"{type(err).__name__}: {err}", outcome="failed")
+                # The exception's text may hold server paths and internals: it goes to the log only.
+                self._finish(job, "failed", f"internal error ({type(err).__name__}); the server log has the details "
+                                            f"under job {job.id}", outcome="failed")
             finally:
                 with self._cond:
                     self._running = None
@@ -457,13 +619,17 @@ class JobManager:
         except (PriorError, ConfigError, AvatarError, OSError) as err:
             self._finish(job, "failed", str(err), outcome="failed")
             return
+        config_yaml = job.config_yaml
         if prepared.config != job.config:
-            # The offline demo replaced the request: its own starting controls apply.
+            # The offline demo replaced the request: its own starting controls apply, except those the user changed
+            # while the model was loading.
             start = initial_controls(prepared.config)
-            job.controls.update(guidance_scale=start.guidance_scale, delta_t=start.delta_t,
-                                delta_t_start=start.delta_t_start, preview_every=start.preview_every)
+            job.controls.replace_defaults(guidance_scale=start.guidance_scale, delta_t=start.delta_t,
+                                          delta_t_start=start.delta_t_start, preview_every=start.preview_every)
+            config_yaml = to_yaml(prepared.config)
         with self._cond:
-            job.config, job.notice, job.prior = prepared.config, prepared.notice, prepared.prior
+            job.config, job.config_yaml = prepared.config, config_yaml
+            job.notice, job.prior = prepared.notice, prepared.prior
             self._touch(job)
         trainer = self._trainer_factory(prepared.config, prepared.prior, run_dir=job.run_dir,
                                         controls=job.controls, device=self.device)
@@ -520,6 +686,7 @@ class JobManager:
                 files: dict[str, str] | None = None) -> None:
         with self._cond:
             job.state, job.message, job.outcome = state, message, outcome
+            job.prior = None  # no prompt changes after the end; an evicted prior's memory can return
             if files is not None:
                 job.files = files
             self._touch(job)
@@ -555,8 +722,8 @@ class JobManager:
         return JobView(
             id=job.id, session=job.session, state=job.state, position=position, prompt=job.config.prompt.text,
             total_steps=job.config.optim.steps,
-            run_dir=job.run_dir, config_yaml=to_yaml(job.config), notice=job.notice, message=job.message,
-            outcome=job.outcome, steps=tuple(job.steps), preview=job.preview, preview_step=job.preview_step,
+            run_dir=job.run_dir, config_yaml=job.config_yaml, notice=job.notice, message=job.message,
+            outcome=job.outcome, steps=job.steps.view(), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
             kind=job.kind, progress=job.progress, data=dict(job.data),
         )
@@ -583,5 +750,5 @@ def tile_views(images: np.ndarray, min_size_px: int = 0) -> np.ndarray:
     return grid
 
 
-__all__ = ["JobError", "JobManager", "JobState", "JobView", "ModelCache", "TERMINAL_STATES", "TRAIN_KIND", "Task",
-           "TaskContext", "TaskResult", "TaskStopped", "tile_views"]
+__all__ = ["JobError", "JobManager", "JobState", "JobView", "ModelCache", "StepLog", "StepsView", "TERMINAL_STATES",
+           "TRAIN_KIND", "Task", "TaskContext", "TaskResult", "TaskStopped", "tile_views"]

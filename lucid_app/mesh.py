@@ -10,7 +10,9 @@ Steps (:func:`mesh_from_splats`):
 3. Marching cubes at ``D = iso`` (scikit-image) on the grid padded with one layer of zeros, so every surface
    is closed (watertight).
 4. Drop floaters: connected components with fewer than ``min_component_fraction`` of the largest one's faces.
-5. Optionally decimate to a face budget (``fast-simplification``, quadric error).
+5. Optionally meet a face budget with a coarser grid (steps 1-4 again at the largest resolution that fits, see
+   ``_fit_face_budget``), not by decimating the mesh: the surface stays closed (watertight) and in one piece where
+   it was.
 6. Vertex colours from the Gaussians' band-0 colour, weighted by each one's density contribution at the vertex
    over its ``color_neighbors`` nearest centres (scipy ``cKDTree``), see :func:`vertex_colors`.
 
@@ -67,7 +69,10 @@ GRID_MARGIN = 2  # voxels around the object's bounds
 SHARED_HALF_WIDTH = 48  # offsets built once up to this half-width (~0.5 M offsets, ~30 MB)
 COLOR_CHUNK = 1 << 16  # vertices per chunk of the colour look-up
 MESH_FORMATS = (".glb", ".obj")
-DECIMATE_INSTALL = "pip install fast-simplification==0.2.0"
+MIN_RESOLUTION = 8
+# A face budget's search for the grid resolution (``_fit_face_budget``): proportional guesses, then bisection.
+FIT_GUESSES = 3
+FIT_MAX_TRIES = 16
 
 
 class MeshError(ValueError):
@@ -98,18 +103,20 @@ class MeshResult:
         components_kept: connected components kept after the floater filter.
         components_found: connected components out of marching cubes.
         grid: the density grid's geometry.
+        resolution: the grid resolution used (below the one asked for when a face budget needed a coarser grid).
     """
 
     mesh: trimesh.Trimesh
     components_kept: int
     components_found: int
     grid: Grid
+    resolution: int = 0
 
 
 def check_resolution(resolution: int) -> int:
     """``resolution`` if it is an integer in [8, MAX_RESOLUTION], else :class:`MeshError`."""
-    if not 8 <= int(resolution) <= MAX_RESOLUTION:
-        raise MeshError(f"mesh resolution must be between 8 and {MAX_RESOLUTION}, got {resolution}")
+    if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
+        raise MeshError(f"mesh resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {resolution}")
     return int(resolution)
 
 
@@ -307,22 +314,6 @@ def remove_floaters(mesh: trimesh.Trimesh, min_fraction: float) -> tuple[trimesh
     return trimesh.util.concatenate(kept), len(kept), len(parts)
 
 
-def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quadric-error decimation to at most about ``max_faces`` faces (``fast-simplification``)."""
-    if len(faces) <= max_faces:
-        return vertices, faces
-    try:
-        import fast_simplification
-    except ImportError:
-        raise MeshError(
-            f"decimating to {max_faces} faces needs the fast-simplification package: {DECIMATE_INSTALL}"
-        ) from None
-    verts, tris = fast_simplification.simplify(
-        np.asarray(vertices, np.float32), np.asarray(faces, np.int32), target_count=int(max_faces)
-    )
-    return np.asarray(verts, np.float64), np.asarray(tris, np.int64)
-
-
 def vertex_colors(
     vertices: np.ndarray,
     means: torch.Tensor,
@@ -385,7 +376,8 @@ def mesh_from_splats(
             averaged over view directions.
         resolution: grid samples along the longest side of the object's bounds (8..512).
         iso: density level of the surface (a lone Gaussian of opacity o reaches o at its centre).
-        max_faces: decimate to about this many faces (None: keep marching cubes' faces).
+        max_faces: at most this many faces, met by lowering the grid resolution (``MeshResult.resolution`` is the
+            one used); None keeps ``resolution``.
         min_opacity: Gaussians below this opacity are ignored.
         min_component_fraction: components with fewer faces than this fraction of the largest are dropped.
         cutoff_sigma: each Gaussian is truncated at this Mahalanobis radius.
@@ -393,8 +385,8 @@ def mesh_from_splats(
         progress: called with the number of Gaussians splatted after each chunk (total: the visible ones).
 
     Raises:
-        MeshError: no Gaussians, none at or above ``min_opacity``, the density never exceeds ``iso``, or bad
-            options.
+        MeshError: no Gaussians, none at or above ``min_opacity``, the density never exceeds ``iso``, no grid
+            meets ``max_faces``, or bad options.
     """
     if splats.count == 0:
         raise MeshError("the file holds no Gaussians: nothing to mesh")
@@ -415,22 +407,85 @@ def mesh_from_splats(
     opacities = opacities[visible]
     rgb = sh_dc_to_rgb(splats.sh.detach().float().cpu()[visible, 0])
 
-    grid = grid_for(means, cutoff_sigma * scales.amax(dim=1), resolution)
-    # Thinner than half a voxel, a (flat) Gaussian could fall between the samples and vanish from the surface.
-    scales = scales.clamp(min=0.5 * grid.voxel_size)
-    logger.info("density of %d Gaussians on a %s grid (voxel %.4g)", means.shape[0], grid.shape, grid.voxel_size)
-    density = density_grid(means, quats, scales, opacities, grid, cutoff_sigma, progress=progress)
-    verts, faces = marching_cubes(density, grid, iso)
-    del density
-    mesh, kept, found = remove_floaters(trimesh.Trimesh(verts, faces, process=True), min_component_fraction)
-    verts, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-    if max_faces is not None:
-        verts, faces = decimate(verts, faces, max_faces)
-    colors = vertex_colors(verts, means, quats, scales, opacities, rgb, color_neighbors)
+    def surface(grid_resolution: int, report: Callable[[int], None] | None) -> _Surface:
+        grid = grid_for(means, cutoff_sigma * scales.amax(dim=1), grid_resolution)
+        # Thinner than half a voxel, a (flat) Gaussian could fall between the samples and vanish from the surface.
+        clamped = scales.clamp(min=0.5 * grid.voxel_size)
+        logger.info("density of %d Gaussians on a %s grid (voxel %.4g)", means.shape[0], grid.shape, grid.voxel_size)
+        density = density_grid(means, quats, clamped, opacities, grid, cutoff_sigma, progress=report)
+        verts, faces = marching_cubes(density, grid, iso)
+        del density
+        mesh, kept, found = remove_floaters(trimesh.Trimesh(verts, faces, process=True), min_component_fraction)
+        return _Surface(mesh, kept, found, grid, grid_resolution, clamped)
+
+    result = surface(check_resolution(resolution), progress)
+    if max_faces is not None and len(result.mesh.faces) > max_faces:
+        result = _fit_face_budget(surface, result, max_faces)
+    verts, faces = np.asarray(result.mesh.vertices), np.asarray(result.mesh.faces)
+    colors = vertex_colors(verts, means, quats, result.scales, opacities, rgb, color_neighbors)
     rgba = np.concatenate([np.round(colors * 255.0), np.full((len(verts), 1), 255.0)], axis=1).astype(np.uint8)
     mesh = trimesh.Trimesh(verts, faces, vertex_colors=rgba, process=False)
-    logger.info("mesh: %d vertices, %d faces, %d of %d components kept", len(verts), len(faces), kept, found)
-    return MeshResult(mesh=mesh, components_kept=kept, components_found=found, grid=grid)
+    logger.info("mesh: %d vertices, %d faces, %d of %d components kept (grid resolution %d)", len(verts), len(faces),
+                result.kept, result.found, result.resolution)
+    return MeshResult(mesh=mesh, components_kept=result.kept, components_found=result.found, grid=result.grid,
+                      resolution=result.resolution)
+
+
+@dataclass(frozen=True)
+class _Surface:
+    """One extraction: the mesh after the floater filter, its components, grid, resolution and clamped scales."""
+
+    mesh: trimesh.Trimesh
+    kept: int
+    found: int
+    grid: Grid
+    resolution: int
+    scales: torch.Tensor
+
+
+def _fit_face_budget(surface: Callable[[int, Callable[[int], None] | None], _Surface], first: _Surface,
+                     max_faces: int) -> _Surface:
+    """The extraction at the largest grid resolution whose mesh has at most ``max_faces`` faces.
+
+    A face budget is met by a coarser grid, never by decimating the mesh: every marching-cubes surface of the padded
+    grid is closed, so the result stays watertight (quadric decimation tore thin parts open into many pieces). Faces
+    grow about as the square of the object's span in voxels (``resolution - 1 - 2 * GRID_MARGIN``), so each try
+    scales the span by ``sqrt(max_faces / faces)``, within the bracket of resolutions already tried; after
+    ``FIT_GUESSES`` such guesses the bracket is bisected.
+
+    Raises:
+        MeshError: even the coarsest grid (``MIN_RESOLUTION``) gives more than ``max_faces`` faces.
+    """
+    over, within, best = first.resolution, MIN_RESOLUTION - 1, None
+    current = first
+    for attempt in range(FIT_MAX_TRIES):
+        if over - within <= 1:
+            break
+        faces = max(1, len(current.mesh.faces))
+        span = current.resolution - 1 - 2 * GRID_MARGIN
+        if attempt < FIT_GUESSES:
+            guess = round(1 + 2 * GRID_MARGIN + span * math.sqrt(max_faces / faces))
+        else:
+            guess = (over + within) // 2
+        resolution = min(max(guess, within + 1), over - 1)
+        try:
+            current = surface(resolution, None)
+        except MeshError as err:  # so coarse that the surface vanished: only finer grids are worth a try
+            logger.info("grid resolution %d: %s", resolution, err)
+            within = resolution
+            continue
+        if len(current.mesh.faces) <= max_faces:
+            within, best = current.resolution, current
+        else:
+            over = current.resolution
+    if best is None:
+        raise MeshError(
+            f"no watertight mesh of these Gaussians has at most {max_faces} faces (the coarsest grid that shows "
+            f"the surface, {over} samples, gives {len(current.mesh.faces)}): ask for more faces"
+        )
+    logger.info("face budget %d: grid resolution %d instead of %d (%d faces)", max_faces, best.resolution,
+                first.resolution, len(best.mesh.faces))
+    return best
 
 
 def to_y_up(mesh: trimesh.Trimesh) -> trimesh.Trimesh:

@@ -17,9 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lucid_app.config import ConfigError, TrainConfig, apply_overrides, deep_merge, from_dict
+from lucid_app.config import ConfigError, TrainConfig, apply_overrides, deep_merge, from_dict, parse_yaml
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 _MAX_BASE_DEPTH = 16
@@ -45,10 +43,7 @@ def preset_path(name_or_path: str, directory: Path = PRESETS_DIR) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"preset {path} is not valid YAML: {err}") from None
+    data = parse_yaml(path.read_text(encoding="utf-8"), f"preset {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,7 +1,8 @@
 """Run folders of the app under one outputs root: ``OUTPUTS/<session>/<run>/``, listed, reopened, checked.
 
 A run's name is its path relative to the outputs root (``session/run``). Every name that comes from a user goes
-through :func:`resolve_run`, which refuses anything outside the root, so the app never serves other files.
+through :func:`resolve_run`, which accepts only names of that form and refuses anything outside the root, or
+outside the asking session's own folder, so the app never serves other files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
 RUN_FILES = {"ply": "model.ply", "video": "turntable.mp4", "config": CONFIG_NAME, "mesh": "mesh.glb",
              "metrics": METRICS_NAME}
 MAX_LISTED_RUNS = 100
+# ``session/run``: the characters :func:`session_folder` and the job manager's run names use, nothing that starts
+# with a dot, at most 32 + 1 + 128 characters.
+RUN_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
 class JobError(ValueError):
@@ -45,27 +49,33 @@ def run_files(run_dir: Path) -> dict[str, str]:
     return {name: str(run_dir / file) for name, file in RUN_FILES.items() if (run_dir / file).is_file()}
 
 
-def resolve_run(outputs: Path, name: str) -> Path:
-    """The run folder ``name`` (relative to ``outputs``), checked to lie inside ``outputs`` and hold a config.
+def resolve_run(outputs: Path, name: str, owner: str | None = None) -> Path:
+    """The run folder ``name`` (``session/run``, relative to ``outputs``), checked to lie inside ``outputs`` (and,
+    when ``owner`` is given, inside that session's folder) and to hold a config.
 
     Raises:
-        JobError: the name leaves the outputs root, or is not a run folder.
+        JobError: the name is not of the form ``session/run``, leaves the outputs root or the owner's folder, or is
+            not a run folder. Another session's run gets the same message as a missing one.
     """
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        shown = name[:60] + "…" if isinstance(name, str) and len(name) > 60 else name
+        raise JobError(f"{shown!r} is not a run name (SESSION/RUN, as the list of past runs shows them)")
     root = Path(outputs).resolve()
     path = (root / name).resolve()
-    if not path.is_relative_to(root) or path == root:
-        raise JobError(f"{name!r} is not a run folder of this app's outputs")
-    if not (path / CONFIG_NAME).is_file():
-        raise JobError(f"{name!r} is not a run folder (no {CONFIG_NAME})")
+    inside = root / session_folder(owner) if owner is not None else root
+    if not path.is_relative_to(inside) or path == root or not (path / CONFIG_NAME).is_file():
+        raise JobError(f"{name!r} is not a run folder of this session (no such run, or no {CONFIG_NAME})")
     return path
 
 
-def list_runs(outputs: Path, limit: int = MAX_LISTED_RUNS) -> list[RunInfo]:
-    """Run folders ``outputs/<session>/<run>/`` that hold a config, newest first."""
+def list_runs(outputs: Path, limit: int = MAX_LISTED_RUNS, owner: str | None = None) -> list[RunInfo]:
+    """Run folders ``outputs/<session>/<run>/`` that hold a config, newest first: ``owner``'s session only, or every
+    session's when ``owner`` is None."""
     root = Path(outputs).resolve()
     if not root.is_dir():
         return []
-    configs = sorted(root.glob(f"*/*/{CONFIG_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    sessions = session_folder(owner) if owner is not None else "*"
+    configs = sorted(root.glob(f"{sessions}/*/{CONFIG_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True)
     runs = []
     for config_path in configs[:limit]:
         run_dir = config_path.parent

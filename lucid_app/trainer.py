@@ -10,9 +10,12 @@ in ``__init__``) and with live changes (encoded by the caller, ``prompt_changes.
 ``{"step": k, "prompt_change": {...}}`` and recorded in :attr:`Trainer.prompt_schedule`, which ``config.yaml`` holds
 (rewritten at every change), so ``config.yaml`` reproduces the run; a resumed run replays the schedule.
 
-Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes,
-``checkpoint.pt`` every ``export.checkpoint_every`` steps and at the end, and at the end, however the run ends
-(done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state.
+Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes (a run
+from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.checkpoint_every`` steps, whenever
+``export.checkpoint_every_s`` seconds have passed since the last one (so a kill loses at most that) and at the end,
+and at the end, however the run ends (done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and
+``views/*.png`` of the last good state. A checkpoint only ever holds the state between two steps: an interrupt in the
+middle of a step keeps the previous checkpoint, so a resume always continues bit for bit.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ PREVIEW_AZIMUTHS_DEG = (0.0, 90.0, 180.0, -90.0)
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
+# Every file a run writes into its folder, as globs relative to it: what ``generate --overwrite`` removes (and
+# nothing else, so a user's own files in the folder survive).
+RUN_OUTPUT_PATTERNS = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "model.ply", "turntable.mp4", "mesh.glb",
+                       "views/view_*.png")
 
 
 def initial_controls(config: TrainConfig) -> ControlState:
@@ -121,6 +128,12 @@ class Trainer:
         self.step = 0
         self.bad_steps = 0
         self._last_preview_step = -1
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """End :meth:`run` before its next step, as the stop control does. Safe in a signal handler (it only sets a
+        flag; :meth:`LiveControls.stop` takes a lock the interrupted thread may hold)."""
+        self._stop_requested = True
 
     # ---------------------------------------------------------------- prompt changes
 
@@ -281,14 +294,17 @@ class Trainer:
             return None
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
 
-    def export(self, progress: Callable[[int], None] | None = None) -> dict[str, str]:
-        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state and, with
-        ``export.mesh``, ``mesh.glb``."""
+    def export(self, progress: Callable[[int], None] | None = None, checkpoint: bool = True) -> dict[str, str]:
+        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state (unless
+        ``checkpoint`` is False: the state is not one between two steps) and, with ``export.mesh``, ``mesh.glb``."""
         if self.run_dir is None:
             return {}
         cfg = self.config
         files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
-        files["checkpoint"] = str(self.save_checkpoint())
+        if checkpoint:
+            files["checkpoint"] = str(self.save_checkpoint())
+        elif (self.run_dir / CHECKPOINT_NAME).is_file():
+            files["checkpoint"] = str(self.run_dir / CHECKPOINT_NAME)
         files["ply"] = str(write_gaussian_ply(self.run_dir / "model.ply", self.gaussians.to_raw()))
         splats = self.gaussians.splats()
         size = cfg.export.turntable_size
@@ -318,24 +334,36 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
-        """Train until ``optim.steps``, a stop, Ctrl-C or ``optim.max_bad_steps`` non-finite steps in a row; always
-        export at the end.
+        """Train until ``optim.steps``, a stop (control or :meth:`request_stop`), Ctrl-C or ``optim.max_bad_steps``
+        non-finite steps in a row; always export at the end.
 
-        Errors other than those are re-raised after the export, so nothing already produced is lost.
+        Errors other than those are re-raised after the export, so nothing already produced is lost. An interrupt
+        or error in the middle of a step keeps the last checkpoint (the state is not one between two steps);
+        ``model.ply`` and the views still show the current Gaussians.
         """
         emit = on_event or (lambda event: None)
         metrics = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
+            if self.step == 0:
+                # A new run: no records of an earlier run in this folder, and a checkpoint to resume from at once.
+                write_text(self.run_dir / METRICS_NAME, "")
+                self.save_checkpoint()
             metrics = MetricsLog(self.run_dir / METRICS_NAME)
         status, message = "done", ""
         error: BaseException | None = None
         last_controls = self.controls.snapshot()
+        last_checkpoint_s = time.monotonic()
+        mid_step = False
         try:
             while self.step < self.config.optim.steps:
                 while not self.controls.wait_while_paused(timeout_s=0.2):
                     pass
+                if self._stop_requested:
+                    status, message = "stopped", f"interrupted at step {self.step}"
+                    logger.warning("stop requested: the run ends at step %d and exports its state", self.step)
+                    break
                 snap = self.begin_step()
                 if snap.stop:
                     status, message = "stopped", f"stopped by the user at step {self.step}"
@@ -347,7 +375,9 @@ class Trainer:
                 prompt_change = self.adopt_prompt(snap)
                 if metrics is not None and prompt_change is not None:
                     metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
+                mid_step = True
                 event = self.train_step(snap)
+                mid_step = False
                 if metrics is not None and (event.step % self.config.export.log_every == 0 or event.skipped
                                             or event.densify or event.step == 1):
                     metrics.write(event.record())
@@ -363,8 +393,9 @@ class Trainer:
                     break
                 if snap.preview_every > 0 and self.step % snap.preview_every == 0:
                     emit(self.preview())
-                if self.config.export.checkpoint_every > 0 and self.step % self.config.export.checkpoint_every == 0:
+                if self._checkpoint_due(time.monotonic() - last_checkpoint_s):
                     self.save_checkpoint()
+                    last_checkpoint_s = time.monotonic()
         except KeyboardInterrupt:
             status, message = "stopped", f"interrupted at step {self.step}"
         except BaseException as err:
@@ -373,12 +404,21 @@ class Trainer:
             if metrics is not None:
                 metrics.write({"step": self.step, "status": status, "message": message})
                 metrics.close()
-        files = self.export()
+        if mid_step:
+            logger.warning("the run ended inside step %d: %s keeps the last state between two steps",
+                           self.step + 1, CHECKPOINT_NAME)
+        files = self.export(checkpoint=not mid_step)
         done = DoneEvent(status=status, step=self.step, message=message, files=files)
         emit(done)
         if error is not None:
             raise error
         return done
+
+    def _checkpoint_due(self, since_last_s: float) -> bool:
+        """After step ``self.step``: every ``export.checkpoint_every`` steps, or ``export.checkpoint_every_s``
+        seconds after the last checkpoint (0 turns either off)."""
+        every, every_s = self.config.export.checkpoint_every, self.config.export.checkpoint_every_s
+        return (every > 0 and self.step % every == 0) or (every_s > 0 and since_last_s >= every_s)
 
     @classmethod
     def resume(
@@ -389,19 +429,33 @@ class Trainer:
         controls: LiveControls | None = None,
         renderer: Renderer | None = None,
         device: torch.device | str | None = None,
+        state: dict | None = None,
     ) -> Trainer:
         """Continue a run from its folder's ``config.yaml`` and ``checkpoint.pt`` at the saved step.
 
-        Metric records after the checkpoint's step are dropped so the log has each step once.
+        Metric records after the checkpoint's step are dropped so the log has each step once. ``state``: the
+        checkpoint already loaded (``export.load_checkpoint``), e.g. to check it before loading the prior.
+
+        Raises:
+            FileNotFoundError: no ``config.yaml`` or ``checkpoint.pt``.
+            ValueError: the checkpoint is damaged or does not match the config (ConfigError: the config is invalid).
         """
         run_dir = Path(run_dir)
         config_path = run_dir / CONFIG_NAME
         if not config_path.is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder: no {CONFIG_NAME}")
         config = from_yaml(config_path.read_text(encoding="utf-8"))
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        if state is None:
+            state = load_checkpoint(run_dir / CHECKPOINT_NAME)
         trainer = cls(config, prior, run_dir=run_dir, controls=controls, renderer=renderer, device=device)
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            logger.debug("restoring %s failed", run_dir / CHECKPOINT_NAME, exc_info=True)
+            raise ValueError(
+                f"{run_dir / CHECKPOINT_NAME} does not hold a state of this run ({type(err).__name__}: {err}); "
+                f"remove it to start over with generate --overwrite"
+            ) from None
         _truncate_metrics(run_dir / METRICS_NAME, trainer.step)
         logger.info("resumed %s at step %d of %d", run_dir, trainer.step, config.optim.steps)
         return trainer

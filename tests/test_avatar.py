@@ -76,7 +76,7 @@ def _ellipsoid(start, end, r1, r2, n_lat, n_lon):  # noqa: ANN001, ANN202 - test
 
 
 def synthetic_smpl(seed: int = 0) -> dict[str, np.ndarray]:
-    """The arrays smplx reads from an SMPL .pkl, with SMPL's sizes (6890 vertices, 24 joints, 10 betas)."""
+    """The arrays of an SMPL model file, with SMPL's sizes (6890 vertices, 24 joints, 10 betas)."""
     rng = np.random.default_rng(seed)
     verts, faces, joint_of = [], [], []
     for k, (a, b, r1, r2, joint) in enumerate(PRIMITIVES):
@@ -112,12 +112,21 @@ def synthetic_smpl(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def converted_smpl_dir(root: Path) -> Path:
+    """Write the synthetic model as the download's ``SMPL_NEUTRAL.pkl`` under ``root/download`` and convert it
+    (``smpl-convert``) into ``root/models``, the folder avatar mode reads; returns that folder."""
+    from lucid_app.avatar.smpl_convert import convert_smpl_folder
+
+    (root / "download").mkdir(parents=True)
+    with open(root / "download" / "SMPL_NEUTRAL.pkl", "wb") as fh:
+        pickle.dump(synthetic_smpl(), fh, protocol=2)
+    convert_smpl_folder(root / "download", root / "models")
+    return root / "models"
+
+
 @pytest.fixture(scope="module")
 def smpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("smpl")
-    with open(root / "SMPL_NEUTRAL.pkl", "wb") as fh:
-        pickle.dump(synthetic_smpl(), fh)
-    return root
+    return converted_smpl_dir(tmp_path_factory.mktemp("smpl"))
 
 
 # Left upper arm pointing forward, forearm across the chest (in front of the torso).
@@ -133,8 +142,9 @@ def front_and_back(size: int) -> object:
 def test_missing_smpl_folder_or_file_gives_the_clear_message(tmp_path: Path) -> None:
     with pytest.raises(AvatarError, match=r"smpl\.is\.tue\.mpg\.de.*") as err:
         build_body(tmp_path / "nowhere", "a_pose")
-    assert "does not exist" in str(err.value) and "SMPL_NEUTRAL.pkl" in str(err.value)
-    with pytest.raises(AvatarError, match="No SMPL_FEMALE.pkl"):
+    assert "does not exist" in str(err.value) and "SMPL_NEUTRAL.npz" in str(err.value)
+    assert "python -m lucid_app smpl-convert" in str(err.value)
+    with pytest.raises(AvatarError, match="No SMPL_FEMALE.npz"):
         build_body(tmp_path, "a_pose", gender="female")
 
 

@@ -155,7 +155,7 @@ def test_inspect_request_errors_name_the_problem(tmp_path: Path) -> None:
                 session="s")
     with pytest.raises(JobError, match="Pick a past run"):
         handlers.inspect_request("run", **args)
-    with pytest.raises(JobError, match="not a run folder"):
+    with pytest.raises(JobError, match="not a run name"):
         handlers.inspect_request("run", **{**args, "run": "../../etc"})
     with pytest.raises(JobError, match="Upload"):
         handlers.inspect_request("upload", **args)

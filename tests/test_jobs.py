@@ -145,6 +145,11 @@ def test_cancel_queued_job_and_session(fake_jobs: JobManager) -> None:
     assert fake_jobs.cancel_session("s1") == 1
     assert _wait_state(fake_jobs, a.id, "done").outcome == "stopped"
     _wait_state(fake_jobs, c.id, "running")
+    # "running" is set before the model loads and the trainer exists: wait for c's trainer.
+    deadline = time.monotonic() + WAIT_S
+    while len(GatedTrainer.started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # room for a wrongly started third trainer to show
     assert len(GatedTrainer.started) == 2  # b never started
 
 

@@ -213,7 +213,8 @@ def test_mesh_command_writes_the_file_and_prints_json(tmp_path: Path, capsys: py
     assert main(["mesh", "--ply", str(ply), "--out", str(tmp_path / "small.obj"), "--resolution", "40",
                  "--iso", "0.3", "--faces", "200"]) == 0
     small = last_json(capsys)
-    assert 100 <= small["faces"] <= 210 and (tmp_path / "small.obj").is_file()
+    assert 100 <= small["faces"] <= 200 and (tmp_path / "small.obj").is_file()
+    assert small["watertight"] and small["resolution"] < 40, "the budget is met by a coarser grid"
 
 
 def test_generate_with_export_mesh_writes_mesh_glb(dataset: Path, tmp_path: Path,  # noqa: F811
@@ -242,3 +243,30 @@ def test_a_mesh_failure_during_export_keeps_the_other_outputs(dataset: Path, tmp
     for key in ("ply", "video", "checkpoint"):
         assert Path(result["files"][key]).is_file(), key
     assert not (tmp_path / "run" / "mesh.glb").exists()
+
+
+def lumpy_cloud(n: int = 3000) -> Splats:
+    """Random anisotropic Gaussians of random opacity: thin parts and many small components."""
+    g = torch.Generator().manual_seed(0)
+    return Splats(means=torch.randn(n, 3, generator=g) * 0.4, quats=torch.randn(n, 4, generator=g),
+                  scales=torch.rand(n, 3, generator=g) * 0.08 + 0.01, opacities=torch.rand(n, generator=g),
+                  sh=torch.zeros(n, 1, 3), sh_degree=0)
+
+
+@pytest.mark.parametrize("max_faces", [20000, 5000, 1000])
+def test_a_face_budget_keeps_the_mesh_watertight(max_faces: int) -> None:
+    splats = lumpy_cloud()
+    full = mesh_from_splats(splats, resolution=96, iso=0.5)
+    assert len(full.mesh.faces) > 20000 and full.mesh.is_watertight
+    result = mesh_from_splats(splats, resolution=96, iso=0.5, max_faces=max_faces)
+    faces = len(result.mesh.faces)
+    assert result.mesh.is_watertight, "the face budget tore the surface open"
+    assert max_faces / 3 <= faces <= max_faces, faces
+    assert result.resolution < 96 and result.components_kept == full.components_kept == 1
+    assert len(result.mesh.split(only_watertight=False)) == 1
+
+
+def test_a_face_budget_below_the_coarsest_grid_is_a_clear_error(ball) -> None:  # noqa: ANN001
+    _, splats = ball
+    with pytest.raises(MeshError, match="ask for more faces"):
+        mesh_from_splats(splats, resolution=RESOLUTION, iso=ISO, max_faces=20)

@@ -162,8 +162,9 @@ def test_textual_inversion_adds_token_and_uses_its_vector(tiny_sd_dir: Path, tmp
     # A1111 layout, two vectors: the token expands to "<dog-toy> <dog-toy>_1" inside prompts.
     multi = tmp_path / "dog_toy.bin"
     torch.save({"string_to_param": {"*": torch.randn(2, HIDDEN_SIZE)}, "name": "<dog-toy>"}, multi)
+    # The A1111 file is a torch pickle: loaded only on the CLI's explicit opt-in (lucid_app.trust).
     prior = load_stable_diffusion(
-        str(tiny_sd_dir), ModelConfig(textual_inversion=(str(single), str(multi))), device="cpu"
+        str(tiny_sd_dir), ModelConfig(textual_inversion=(str(single), str(multi))), device="cpu", allow_pickle=True
     )
     token_id = prior.tokenizer.convert_tokens_to_ids("<cat-toy>")
     assert token_id != prior.tokenizer.unk_token_id

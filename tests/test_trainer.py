@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from lucid_app.config import TrainConfig, apply_overrides
 from lucid_app.controls import ControlState, LiveControls
 from lucid_app.events import DoneEvent, PreviewEvent, StepEvent
 from lucid_app.ply import read_gaussian_ply
+from lucid_app import trainer as trainer_module
 from lucid_app.priors import load_prior
 from lucid_app.trainer import Trainer, initial_controls
 from test_multiview import write_object
@@ -236,3 +239,92 @@ def test_initial_controls_come_from_the_config() -> None:
     config = apply_overrides(TrainConfig(), ["guidance.guidance_scale=5", "guidance.delta_t=20"])
     assert initial_controls(config) == ControlState(guidance_scale=5.0, delta_t=20, delta_t_start=100,
                                                     preview_every=50)
+
+
+def checkpoint_steps(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the step of every checkpoint ``trainer`` writes."""
+    steps: list[int] = []
+    real = trainer.save_checkpoint
+
+    def spy() -> Path | None:
+        steps.append(trainer.step)
+        return real()
+
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
+    return steps
+
+
+def test_keyboard_interrupt_between_steps_resumes_bit_identically(chair: str, tmp_path: Path) -> None:
+    straight, _, _ = run(tiny_config(chair, steps=6))
+    config = tiny_config(chair, steps=6)
+    prior = load_prior(config.model.id, config.model)
+
+    def ctrl_c_at_4(event: object) -> None:
+        if isinstance(event, StepEvent) and event.step == 4:
+            raise KeyboardInterrupt
+
+    done = Trainer(config, prior, run_dir=tmp_path / "run").run(ctrl_c_at_4)
+    assert done.status == "stopped" and done.step == 4
+    resumed = Trainer.resume(tmp_path / "run", prior)
+    assert resumed.step == 4 and resumed.run().status == "done"
+    for name, value in params(straight).items():
+        assert torch.equal(value, params(resumed)[name]), name
+
+
+def test_keyboard_interrupt_inside_a_step_keeps_the_last_checkpoint(
+    chair: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands inside a step (after its random draws and densification): the checkpoint must not hold that
+    half-done state, or the resumed run would differ from an uninterrupted one."""
+    straight, _, _ = run(tiny_config(chair, steps=6))
+    config = tiny_config(chair, steps=6)  # checkpoints every 3 steps, densification at steps 2 and 4
+    prior = load_prior(config.model.id, config.model)
+    trainer = Trainer(config, prior, run_dir=tmp_path / "run")
+    real_step = trainer.densifier.step
+
+    def densify_then_ctrl_c(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        report = real_step(*args, **kwargs)
+        if trainer.step + 1 == 5:
+            raise KeyboardInterrupt
+        return report
+
+    monkeypatch.setattr(trainer.densifier, "step", densify_then_ctrl_c)
+    done = trainer.run()
+    assert done.status == "stopped" and done.step == 4
+    assert (tmp_path / "run" / "model.ply").is_file(), "the current Gaussians are still exported"
+    resumed = Trainer.resume(tmp_path / "run", prior)
+    assert resumed.step == 3, "the checkpoint keeps the last state between two steps"
+    resumed.run()
+    for name, value in params(straight).items():
+        assert torch.equal(value, params(resumed)[name]), name
+
+
+def test_checkpoints_at_the_start_every_n_steps_and_every_n_seconds(
+    chair: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config(chair, steps=5, extra=("export.checkpoint_every=0", "export.checkpoint_every_s=0",
+                                                "densify.enabled=false"))
+    prior = load_prior(config.model.id, config.model)
+    trainer = Trainer(config, prior, run_dir=tmp_path / "steps_only")
+    saved = checkpoint_steps(trainer, monkeypatch)
+    trainer.run()
+    assert saved == [0, 5], "one at the start (a kill before any other leaves a run to resume) and one at the end"
+
+    # A clock that advances 40 s at every reading: with checkpoints every 60 s, one every other step.
+    clock = iter(range(0, 10_000, 40))
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=time.perf_counter,
+                                                                 monotonic=lambda: float(next(clock))))
+    timed = Trainer(apply_overrides(config, ["export.checkpoint_every_s=60"]), prior, run_dir=tmp_path / "timed")
+    saved = checkpoint_steps(timed, monkeypatch)
+    timed.run()
+    assert saved == [0, 2, 4, 5]
+    assert TrainConfig().export.checkpoint_every_s == 60.0, "a kill loses at most about a minute by default"
+
+
+def test_a_new_run_starts_its_metrics_empty(chair: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 9, "status": "done", "message": "an older run"}\n')
+    run(tiny_config(chair, steps=2, extra=("densify.enabled=false",)), run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if "status" in r] == [{"step": 2, "status": "done", "message": ""}]

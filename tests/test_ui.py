@@ -179,23 +179,23 @@ def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
 
 def test_results_only_from_run_folders(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run = out / "s" / "r"
+    run = out / "sess-a" / "r"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("prompt:\n  text: a snowman\n")
     (run / "model.ply").write_bytes(b"ply")
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     handlers = AppHandlers(FakeJobs(out))
-    ply, video, config, mesh, summary = handlers.result("s/r", REQUEST)
-    assert ply == str(run.resolve() / "model.ply") and video is None and summary == {"run": "s/r"}
-    for bad in ("..", "../..", str(tmp_path), "s/../../"):
+    ply, video, config, mesh, summary = handlers.result("sess-a/r", REQUEST)
+    assert ply == str(run.resolve() / "model.ply") and video is None and summary == {"run": "sess-a/r"}
+    for bad in ("..", "../..", str(tmp_path), "sess-a/../../", "sess-a/../sess-a/r"):
         with pytest.raises(gr.Error):
             handlers.result(bad, REQUEST)
-    opened = handlers.open_run("s/r")
-    assert opened[0] == ply and "a snowman" in opened[-2] and "s/r" in opened[-1]
-    assert handlers.runs_choices().choices == [("s/r — a snowman", "s/r")]
+    opened = handlers.open_run("sess-a/r", REQUEST)
+    assert opened[0] == ply and "a snowman" in opened[-2] and "sess-a/r" in opened[-1]
+    assert handlers.runs_choices(REQUEST).choices == [("sess-a/r — a snowman", "sess-a/r")]
     assert dict(zip(RESULT_OUTPUTS, opened))["mesh3d"] is None
     (run / "mesh.glb").write_bytes(b"glTF")
-    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("s/r")))
+    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("sess-a/r", REQUEST)))
     assert shown["mesh3d"] == str(run.resolve() / "mesh.glb") and shown["dl_mesh"].visible
 
 

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lucid_app.avatar.body import AvatarError, Gender, build_body, find_model_file, load_pose
+from lucid_app.avatar.body import AvatarError, Gender, Pose, build_body, find_model_file, load_pose
 from lucid_app.avatar.init import avatar_gaussians
 from lucid_app.avatar.partmap import control_fn_for, part_map
 from lucid_app.cameras import CameraBatch, orbit_cameras
 from lucid_app.config import CameraConfig, TrainConfig
 from lucid_app.gaussians import GaussianModel
 
-SMPL_DIR_HINT = "--smpl-dir DIR on the CLI: the folder with SMPL_NEUTRAL.pkl; see the README, Avatar mode"
+SMPL_DIR_HINT = ("--smpl-dir DIR on the CLI: the folder with SMPL_NEUTRAL.npz, converted once by "
+                 "'python -m lucid_app smpl-convert'; see the README, Avatar mode")
 
 
 def check_avatar(config: TrainConfig) -> None:
@@ -67,7 +68,7 @@ def avatar_setup(
 
 
 def front_part_map(
-    smpl_dir: str | Path, pose: str, gender: Gender = "neutral", size_px: int = 256
+    smpl_dir: str | Path, pose: str | Pose, gender: Gender = "neutral", size_px: int = 256
 ) -> np.ndarray:
     """The body-part map of ``pose`` seen from the front by the default preview camera (what the app shows).
 

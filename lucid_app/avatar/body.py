@@ -14,14 +14,20 @@ that its **rest-pose** (T-pose) height is ``height`` units (the same scale for e
 the posed body's bounding box is centred on the origin, where the text-to-3D cameras look.
 
 The SMPL model files are licensed and cannot ship with this project: the user downloads them
-(https://smpl.is.tue.mpg.de, free registration, non-commercial licence) and points ``--smpl-dir`` at the folder
-holding ``SMPL_NEUTRAL.pkl`` (or ``SMPL_MALE.pkl`` / ``SMPL_FEMALE.pkl``, directly or in a ``smpl/`` sub-folder).
+(https://smpl.is.tue.mpg.de, free registration, non-commercial licence) and converts the ``.pkl`` files once with
+``python -m lucid_app smpl-convert SRC DST`` (``smpl_convert.py``: a restricted unpickler that builds numpy arrays
+and nothing else). At run time only the converted ``SMPL_NEUTRAL.npz`` (or ``SMPL_MALE.npz`` /
+``SMPL_FEMALE.npz``, directly in ``--smpl-dir`` or in a ``smpl/`` sub-folder) is read, with ``allow_pickle=False``:
+no pickle is ever loaded while the CLI or the app runs, whoever names the folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import typing
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +47,10 @@ SMPL_URL = "https://smpl.is.tue.mpg.de"
 POSES_FILE = PRESETS_DIR / "poses" / "smpl_poses.yaml"
 DEFAULT_HEIGHT = 1.8
 Gender = Literal["neutral", "male", "female"]
+GENDERS: tuple[Gender, ...] = typing.get_args(Gender)
+# The fields smplx's SMPL layer reads (``data_struct``); a converted ``.npz`` holds exactly these.
+SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
+CONVERT_COMMAND = "python -m lucid_app smpl-convert"
 
 # SMPL's 24 joints in kinematic order; ``body_pose`` holds joints 1..23 (the pelvis takes ``global_orient``).
 JOINT_NAMES = (
@@ -155,8 +165,11 @@ def load_pose(name_or_path: str, library: Path = POSES_FILE) -> Pose:
         except json.JSONDecodeError as err:
             raise AvatarError(f"pose file {path}: invalid JSON ({err})") from None
     elif path.suffix.lower() == ".npz":
-        with np.load(path) as npz:
-            data = {key: npz[key] for key in npz.files}
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as err:
+            raise AvatarError(f"pose file {path}: not a readable .npz of plain arrays ({err})") from None
     else:
         raise AvatarError(f"pose file {path}: expected a .npz or .json file")
     return pose_from_dict(data, f"pose file {path}")
@@ -165,44 +178,137 @@ def load_pose(name_or_path: str, library: Path = POSES_FILE) -> Pose:
 # ---------------------------------------------------------------- the model
 
 
+def model_file_name(gender: Gender, suffix: str = ".npz") -> str:
+    """``SMPL_NEUTRAL.npz`` (the converted model; ``suffix=".pkl"`` gives the downloaded one's name)."""
+    return f"SMPL_{gender.upper()}{suffix}"
+
+
 def _missing_message(smpl_dir: Path, problem: str) -> str:
     return (
         f"{problem}\n"
         f"Avatar mode needs the SMPL body model, which is licensed and cannot be bundled: register at {SMPL_URL}, "
-        "accept the licence, download 'SMPL for Python' and put SMPL_NEUTRAL.pkl (or SMPL_MALE.pkl / "
-        f"SMPL_FEMALE.pkl) into {smpl_dir} (directly or in a 'smpl/' sub-folder), then pass --smpl-dir {smpl_dir}."
+        "accept the licence, download 'SMPL for Python', convert it once with "
+        f"'{CONVERT_COMMAND} DOWNLOAD_DIR {smpl_dir}' (writes SMPL_NEUTRAL.npz and the other genders found), "
+        f"then pass --smpl-dir {smpl_dir}."
     )
 
 
+def _candidates(root: Path, name: str) -> tuple[Path, Path]:
+    return root / name, root / "smpl" / name
+
+
+def available_genders(smpl_dir: str | Path) -> list[Gender]:
+    """The genders with a converted model (``SMPL_<GENDER>.npz``) in ``smpl_dir`` or ``smpl_dir/smpl``."""
+    root = Path(smpl_dir).expanduser()
+    return [g for g in GENDERS if any(p.is_file() for p in _candidates(root, model_file_name(g)))]
+
+
 def find_model_file(smpl_dir: str | Path, gender: Gender = "neutral") -> Path:
-    """The SMPL ``.pkl`` for ``gender`` in ``smpl_dir`` (or ``smpl_dir/smpl``); raise :class:`AvatarError`."""
+    """The converted SMPL model ``SMPL_<GENDER>.npz`` in ``smpl_dir`` (or ``smpl_dir/smpl``).
+
+    A downloaded ``.pkl`` is never opened here: finding only one ends with the command that converts it.
+
+    Raises:
+        AvatarError: no folder, no model file, or only the unconverted ``.pkl`` (the message says what to do).
+    """
+    if gender not in GENDERS:
+        raise AvatarError(f"unknown SMPL gender {gender!r}; genders: {', '.join(GENDERS)}")
     root = Path(smpl_dir).expanduser()
     if not root.is_dir():
         raise AvatarError(_missing_message(root, f"SMPL folder {root} does not exist."))
-    name = f"SMPL_{gender.upper()}.pkl"
-    for candidate in (root / name, root / "smpl" / name):
+    name = model_file_name(gender)
+    for candidate in _candidates(root, name):
         if candidate.is_file():
             return candidate
+    for pickled in _candidates(root, model_file_name(gender, ".pkl")):
+        if pickled.is_file():
+            raise AvatarError(
+                f"{pickled} is the downloaded SMPL pickle, which is never loaded at run time (a pickle can run code); "
+                f"convert it once with '{CONVERT_COMMAND} {pickled.parent} {root}' (writes {root / name})"
+            )
     raise AvatarError(_missing_message(root, f"No {name} in {root} (nor in {root / 'smpl'})."))
 
 
+def check_smpl_arrays(arrays: Mapping[str, np.ndarray], source: str) -> None:
+    """Check that ``arrays`` hold an SMPL model: the :data:`SMPL_KEYS`, numeric, with SMPL's sizes.
+
+    Expected shapes (V = 6890 vertices, J = 24 joints): ``v_template`` [V, 3], ``shapedirs`` [V, 3, B ≥ 10],
+    ``posedirs`` [V, 3, 9·(J-1)], ``J_regressor`` [J, V], ``kintree_table`` [2, J], ``weights`` [V, J],
+    ``f`` [F, 3] integer vertex indices.
+
+    Raises:
+        AvatarError: a missing field, a wrong shape or type, or indices out of range (naming ``source``).
+    """
+    missing = [key for key in SMPL_KEYS if key not in arrays]
+    if missing:
+        raise AvatarError(f"{source}: not an SMPL model, missing {', '.join(missing)} "
+                          f"(expected {', '.join(SMPL_KEYS)})")
+    v, j = SMPL_NUM_VERTICES, SMPL_NUM_JOINTS
+    expected: dict[str, tuple[int | None, ...]] = {
+        "v_template": (v, 3), "shapedirs": (v, 3, None), "posedirs": (v, 3, 9 * (j - 1)), "J_regressor": (j, v),
+        "kintree_table": (2, j), "weights": (v, j), "f": (None, 3),
+    }
+    for key, shape in expected.items():
+        value = arrays[key]
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            raise AvatarError(f"{source}: {key} must be a numeric array, got {getattr(value, 'dtype', type(value))}")
+        if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
+            want_text = "[" + ", ".join("N" if n is None else str(n) for n in shape) + "]"
+            raise AvatarError(f"{source}: {key} has shape {list(value.shape)}, expected {want_text} "
+                              f"(SMPL has {v} vertices and {j} joints)")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise AvatarError(f"{source}: {key} holds NaN or infinite values")
+    if arrays["shapedirs"].shape[2] < SMPL_NUM_BETAS:
+        raise AvatarError(f"{source}: shapedirs has {arrays['shapedirs'].shape[2]} shape components, "
+                          f"expected at least {SMPL_NUM_BETAS}")
+    faces = arrays["f"]
+    if faces.dtype.kind not in "iu" or len(faces) == 0 or faces.min() < 0 or faces.max() >= v:
+        raise AvatarError(f"{source}: f must hold integer vertex indices in [0, {v})")
+    parents = arrays["kintree_table"][0, 1:]
+    if arrays["kintree_table"].dtype.kind not in "iu" or parents.min() < 0 or parents.max() >= j:
+        raise AvatarError(f"{source}: kintree_table must hold integer joint indices in [0, {j})")
+
+
+def read_smpl_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The :data:`SMPL_KEYS` arrays of a converted model, read with ``allow_pickle=False`` and checked.
+
+    Raises:
+        AvatarError: unreadable, not an ``.npz`` of plain arrays, or not an SMPL model.
+    """
+    path = Path(path)
+    redo = f"convert the SMPL download again with '{CONVERT_COMMAND} DOWNLOAD_DIR {path.parent}'"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with loaded:
+            arrays = {key: loaded[key] for key in SMPL_KEYS if key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise AvatarError(f"cannot read {path} as a converted SMPL model ({err}); {redo}") from None
+    try:
+        check_smpl_arrays(arrays, str(path))
+    except AvatarError as err:
+        raise AvatarError(f"{err}; {redo}") from None
+    return arrays
+
+
 def load_smpl(smpl_dir: str | Path, gender: Gender = "neutral") -> torch.nn.Module:
-    """The ``smplx.SMPL`` layer for the model file in ``smpl_dir`` (float32, CPU)."""
+    """The ``smplx.SMPL`` layer (float32, CPU) built from the converted ``SMPL_<GENDER>.npz`` in ``smpl_dir``.
+
+    The arrays go to smplx as its ``data_struct``, so smplx never opens a model file itself.
+
+    Raises:
+        AvatarError: missing or unconverted model files, a corrupt ``.npz``, or no ``smplx`` package.
+    """
     path = find_model_file(smpl_dir, gender)
+    arrays = read_smpl_npz(path)
     try:
         import smplx
+        from smplx.utils import Struct
     except ImportError:
         raise AvatarError("avatar mode needs the 'smplx' package: pip install smplx==0.1.28") from None
-    try:
-        return smplx.SMPL(str(path), gender=gender, num_betas=SMPL_NUM_BETAS)
-    except ModuleNotFoundError as err:
-        # The original SMPL 1.0 pickles reference chumpy arrays.
-        raise AvatarError(
-            f"cannot read {path}: it needs the module {err.name!r}; download the SMPL 1.1 'for Python' files from "
-            f"{SMPL_URL} (plain numpy arrays) or convert the file"
-        ) from None
-    except (OSError, KeyError, ValueError, EOFError) as err:
-        raise AvatarError(_missing_message(path.parent, f"cannot read {path} as an SMPL model: {err}")) from None
+    return smplx.SMPL(model_path=str(path.parent), data_struct=Struct(**arrays), gender=gender,
+                      num_betas=SMPL_NUM_BETAS)
 
 
 def _smpl_forward(model: torch.nn.Module, pose: Pose) -> tuple[torch.Tensor, torch.Tensor]:

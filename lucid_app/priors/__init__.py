@@ -13,10 +13,14 @@ from lucid_app.priors.base import DiffusionPrior, PriorError
 __all__ = ["DiffusionPrior", "PriorError", "load_prior"]
 
 
-def load_prior(model: str, config: ModelConfig, device: torch.device | str = "cpu") -> DiffusionPrior:
+def load_prior(
+    model: str, config: ModelConfig, device: torch.device | str = "cpu", allow_pickle: bool = False
+) -> DiffusionPrior:
     """``multiview:PATH`` → the analytic multi-view prior; anything else → Stable Diffusion (hub id or folder).
 
     The Stable Diffusion loader is imported only when needed, so the multi-view prior works without it.
+    ``allow_pickle`` lets it read pickle-format weights (``.ckpt``/``.bin``/``.pt``); only the CLI's explicit
+    ``--allow-pickle`` sets it (:mod:`lucid_app.trust`).
     """
     if model.startswith("multiview:"):
         from lucid_app.priors.multiview import MODEL_PREFIX, load_multiview_prior
@@ -24,4 +28,4 @@ def load_prior(model: str, config: ModelConfig, device: torch.device | str = "cp
         return load_multiview_prior(model[len(MODEL_PREFIX) :], config, device)
     from lucid_app.priors.stable_diffusion import load_stable_diffusion
 
-    return load_stable_diffusion(model, config, device)
+    return load_stable_diffusion(model, config, device, allow_pickle=allow_pickle)

@@ -31,9 +31,10 @@ from diffusers import ControlNetModel, DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 from huggingface_hub.errors import EntryNotFoundError
 
-from lucid_app.config import DEFAULT_MODEL, ModelConfig
+from lucid_app.config import DEFAULT_MODEL, ModelConfig, replace
 from lucid_app.devices import resolve_device, resolve_dtype
 from lucid_app.priors.base import PriorError
+from lucid_app.trust import ALLOW_PICKLE_HINT, UnsafeWeightsError, check_weights
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -67,9 +68,33 @@ def missing_model_message(model_id: str, reason: str) -> str:
     )
 
 
+# Hub and diffusers failures, by phrases of their messages, and the reason we give instead: their texts advise
+# things that do not apply to our users (pass local_files_only=False, read a stack trace we do not show).
+_LIBRARY_REASONS = (
+    (("not fully cached", "cached snapshot", "outgoing traffic has been disabled", "local_files_only", "offline mode"),
+     "the model is not in the local Hugging Face cache"),
+    (("repository not found", "not a valid model identifier"),
+     "no such model on the Hugging Face hub (check the id; a private model needs `hf auth login`)"),
+    (("gated repo", "401 client error", "403 client error"),
+     "the model is gated or private: accept its terms on its hub page and log in with `hf auth login`"),
+    (("couldn't connect", "connection error", "max retries exceeded", "failed to resolve", "timed out"),
+     "the Hugging Face hub could not be reached (check the network)"),
+)
+# Advice in other library messages that we cut (sentence by sentence) rather than pass on.
+_LIBRARY_ADVICE = ("stacktrace", "stack trace", "local_files_only", "weights_only", "file an issue", "open an issue")
+
+
 def _first_line(err: BaseException) -> str:
+    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, else the error's
+    first line without the library's advice (the full error goes to the debug log)."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    lowered = text.lower()
+    for phrases, reason in _LIBRARY_REASONS:
+        if any(phrase in lowered for phrase in phrases):
+            return reason
+    line = text.splitlines()[0] if text else ""
+    sentences = [s for s in line.split(". ") if not any(advice in s.lower() for advice in _LIBRARY_ADVICE)]
+    return ". ".join(sentences).strip() or type(err).__name__
 
 
 def _looks_like_path(model_id: str) -> bool:
@@ -112,8 +137,14 @@ def _pipeline_class() -> type[StableDiffusionPipeline]:
     return StableDiffusionPipeline
 
 
-def _load_pipeline(model_id: str, dtype: torch.dtype, single_file_config: str | None) -> StableDiffusionPipeline:
-    """UNet, VAE, text encoder, tokenizer and scheduler in a pipeline object (used only as a loader)."""
+def _load_pipeline(
+    model_id: str, dtype: torch.dtype, single_file_config: str | None, allow_pickle: bool = False
+) -> StableDiffusionPipeline:
+    """UNet, VAE, text encoder, tokenizer and scheduler in a pipeline object (used only as a loader).
+
+    Without ``allow_pickle`` a folder or hub repo is read with ``use_safetensors=True``: pickled ``.bin`` weights
+    are refused rather than unpickled (:mod:`lucid_app.trust`).
+    """
     path, problem = _check_local(model_id, "model", need_model_index=True)
     if problem:
         raise PriorError(missing_model_message(model_id, problem))
@@ -123,10 +154,13 @@ def _load_pipeline(model_id: str, dtype: torch.dtype, single_file_config: str | 
             return _pipeline_class().from_single_file(
                 str(path), config=single_file_config, dtype=dtype, **skip
             )
-        return _pipeline_class().from_pretrained(str(path or model_id), dtype=dtype, **skip)
+        return _pipeline_class().from_pretrained(str(path or model_id), dtype=dtype, **_safetensors(allow_pickle),
+                                                 **skip)
     except _LOAD_ERRORS as err:
         logger.debug("loading %s failed", model_id, exc_info=True)
         reason = _first_line(err)
+        if not allow_pickle and _names_pickled_weights(err):
+            reason = f"it has no .safetensors weights ({ALLOW_PICKLE_HINT})"
         if path is not None and path.is_file() and not single_file_config:
             reason += (
                 " (a single-file checkpoint needs its component configs: from the hub cache, or set "
@@ -143,14 +177,14 @@ def _controlnet_message(controlnet_id: str, reason: str) -> str:
     )
 
 
-def _load_controlnet(controlnet_id: str, dtype: torch.dtype) -> ControlNetModel:
+def _load_controlnet(controlnet_id: str, dtype: torch.dtype, allow_pickle: bool = False) -> ControlNetModel:
     path, problem = _check_local(controlnet_id, "ControlNet", need_model_index=False)
     if problem:
         raise PriorError(_controlnet_message(controlnet_id, problem))
     try:
         if path is not None and path.is_file():
             return ControlNetModel.from_single_file(str(path), dtype=dtype)
-        return ControlNetModel.from_pretrained(str(path or controlnet_id), dtype=dtype)
+        return ControlNetModel.from_pretrained(str(path or controlnet_id), dtype=dtype, **_safetensors(allow_pickle))
     except _LOAD_ERRORS as err:
         logger.debug("loading ControlNet %s failed", controlnet_id, exc_info=True)
         raise PriorError(_controlnet_message(controlnet_id, _first_line(err))) from None
@@ -160,20 +194,20 @@ def _peft_available() -> bool:
     return importlib.util.find_spec("peft") is not None
 
 
-def _apply_textual_inversion(pipe: StableDiffusionPipeline, paths: tuple[str, ...]) -> None:
+def _apply_textual_inversion(pipe: StableDiffusionPipeline, paths: tuple[str, ...], allow_pickle: bool = False) -> None:
     """Add each embedding's token(s) to the tokenizer and its vector(s) to the text encoder's input embeddings.
 
     Files in the diffusers format (``{token: [D] or [N, D]}``) and the A1111 format (``string_to_param``) work.
     """
     for path in paths:
         try:
-            pipe.load_textual_inversion(path)
+            pipe.load_textual_inversion(path, **_safetensors(allow_pickle))
         except _LOAD_ERRORS as err:
             raise PriorError(f"Could not load the textual-inversion embedding {path!r}: {_first_line(err)}") from None
         logger.info("textual inversion loaded from %s", path)
 
 
-def _apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float) -> None:
+def _apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float, allow_pickle: bool = False) -> None:
     """Load a LoRA into the UNet (and text encoder, if it has layers for it) and fuse it at ``scale``."""
     if not _peft_available():
         raise PriorError(
@@ -184,13 +218,24 @@ def _apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float) -> None:
     kwargs = {"weight_name": local.name} if local.is_file() else {}
     source = str(local.parent) if local.is_file() else path
     try:
-        pipe.load_lora_weights(source, adapter_name="lucid", **kwargs)
+        pipe.load_lora_weights(source, adapter_name="lucid", **kwargs, **_safetensors(allow_pickle))
     except _LOAD_ERRORS as err:
         raise PriorError(f"Could not load the LoRA {path!r}: {_first_line(err)}") from None
     # Fusing folds scale·BA into the base weights: no extra matmuls per UNet call; unloading drops the adapters.
     pipe.fuse_lora(lora_scale=scale)
     pipe.unload_lora_weights()
     logger.info("LoRA %s fused at scale %g", path, scale)
+
+
+def _safetensors(allow_pickle: bool) -> dict[str, bool]:
+    """diffusers' loader flag: ``use_safetensors=True`` refuses pickled weights; None lets it fall back to them."""
+    return {} if allow_pickle else {"use_safetensors": True}
+
+
+def _names_pickled_weights(err: BaseException) -> bool:
+    """Whether a loading error says only non-safetensors (pickled) weights were found."""
+    text = str(err).lower()
+    return "safetensors" in text
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -293,6 +338,13 @@ class StableDiffusionPrior:
                 truncation=True,
                 return_tensors="pt",
             )
+            # Warn once per text (encodings are cached, so a text reaches this line once); one token over the limit
+            # tells a cut without the tokenizer's own too-long warning.
+            limit = self.tokenizer.model_max_length
+            for text, ids in zip(missing, self.tokenizer(converted, truncation=True, max_length=limit + 1).input_ids):
+                if len(ids) > limit:
+                    logger.warning("prompt longer than the text encoder's %d tokens, the rest is ignored: %.80r",
+                                   limit, text)
             use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
             self.text_encoder.to(self.device)
             try:
@@ -367,6 +419,7 @@ def load_stable_diffusion(
     model_id: str,
     config: ModelConfig,
     device: torch.device | str | None = None,
+    allow_pickle: bool = False,
 ) -> StableDiffusionPrior:
     """Load a Stable Diffusion 1.x/2.x prior.
 
@@ -377,18 +430,24 @@ def load_stable_diffusion(
             checkpoint: a diffusers folder or hub id whose component configs describe it; empty = diffusers
             infers the architecture from the keys and fetches the matching configs from the hub or its cache).
             ``config.id`` is not read.
-        device: overrides ``config.device``; ``None`` uses it (``"auto"`` = CUDA if available, else CPU).
+        device: where to run; ``None`` = ``"auto"`` (CUDA if available, else CPU).
+        allow_pickle: also load pickle-format weights (``.ckpt``, ``.bin``, ``.pt``); only the CLI's explicit
+            ``--allow-pickle`` sets it, since unpickling a file can run code (:mod:`lucid_app.trust`).
 
     Raises:
         PriorError: the model, an embedding, the LoRA or the ControlNet cannot be found or read (one message
             naming what was tried and the alternatives).
     """
-    target = resolve_device(device if device is not None else config.device)
+    target = resolve_device(device if device is not None else "auto")
     dtype = resolve_dtype(config.dtype, target)
+    try:
+        check_weights(replace(config, id=model_id), allow_pickle)
+    except UnsafeWeightsError as err:
+        raise PriorError(str(err)) from None
     logger.info("loading Stable Diffusion %s on %s in %s", model_id, target, dtype)
-    pipe = _load_pipeline(model_id, dtype, config.single_file_config or None)
-    _apply_textual_inversion(pipe, tuple(config.textual_inversion))
+    pipe = _load_pipeline(model_id, dtype, config.single_file_config or None, allow_pickle)
+    _apply_textual_inversion(pipe, tuple(config.textual_inversion), allow_pickle)
     if config.lora:
-        _apply_lora(pipe, config.lora, config.lora_scale)
-    controlnet = _load_controlnet(config.controlnet, dtype) if config.controlnet else None
+        _apply_lora(pipe, config.lora, config.lora_scale, allow_pickle)
+    controlnet = _load_controlnet(config.controlnet, dtype, allow_pickle) if config.controlnet else None
     return StableDiffusionPrior(model_id, pipe, target, controlnet, config.controlnet_scale)

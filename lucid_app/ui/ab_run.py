@@ -17,6 +17,7 @@ import gradio as gr
 
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
 from lucid_app.jobs import JobView
+from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
 from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
 
@@ -78,6 +79,7 @@ class ABHandlers:
         self.app = app
         self.guidance = guidance
 
+    @user_errors
     def ab_run(
         self,
         prompt: str,

@@ -1,25 +1,29 @@
 """The Avatar tab: a posed SMPL body guided by a body-part ControlNet, through the same job manager and streaming as
 the text-to-3D tab.
 
-The tab's fields become ``avatar.*`` / ``model.controlnet_scale`` overrides on the ``avatar`` preset (so a run's
-``config.yaml`` records the avatar and the trainer rebuilds the body from it); the pose preview is the part map of
-the chosen pose seen from the front, as an RGB array. Named API endpoints: ``/generate_avatar`` (streams) and
-``/avatar_preview``.
+The SMPL folder is the server's setting (``app.py --smpl-dir``, held by :class:`AppHandlers` as ``smpl_dir``),
+never a client's: the tab offers the genders converted there, and every job gets that folder as
+``avatar.smpl_dir`` after the client's form is resolved. The tab's fields become ``avatar.*`` /
+``model.controlnet_scale`` overrides on the ``avatar`` preset (so a run's ``config.yaml`` records the avatar and
+the trainer rebuilds the body from it); the pose preview is the part map of the chosen pose seen from the front,
+as an RGB array. Named API endpoints: ``/generate_avatar`` (streams) and ``/avatar_preview``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from lucid_app.avatar import check_avatar, front_part_map
-from lucid_app.avatar.body import AvatarError, pose_names
-from lucid_app.config import AvatarConfig
+from lucid_app.avatar.body import GENDERS, AvatarError, Gender, available_genders, load_pose, pose_names
+from lucid_app.config import AvatarConfig, TrainConfig, replace
 from lucid_app.presets import load_config
+from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.handlers import (
     APP_EXPORTS_MESH,
     GENERATE_OUTPUTS,
@@ -28,45 +32,106 @@ from lucid_app.ui.handlers import (
 )
 from lucid_app.ui.panels import run_outputs_panel
 
+logger = logging.getLogger(__name__)
+
 AVATAR_PRESET = "avatar"
 PREVIEW_SIZE_PX = 256
 # Order of ``AvatarHandlers.generate``'s parameters (the tab builds one component per field).
-AVATAR_FIELDS = ("smpl_dir", "pose", "prompt", "negative", "controlnet_scale", "steps", "seed")
-NO_SMPL_DIR = "Enter the folder with SMPL_NEUTRAL.pkl to preview the pose (see the README, Avatar mode)."
+AVATAR_FIELDS = ("gender", "pose", "prompt", "negative", "controlnet_scale", "steps", "seed")
+NO_SMPL_MODEL = ("This server has no SMPL body model; its administrator can add one "
+                 "(see the README, Avatar mode).")
+MODEL_FAILED = ("The server's SMPL body model could not be loaded; its administrator can find why in the "
+                "server log.")
 
 
-def avatar_overrides(smpl_dir: str, pose: str, controlnet_scale: float | None) -> list[str]:
-    """``section.key=value`` overrides that turn a run into an avatar run of ``pose`` on the SMPL files in
-    ``smpl_dir``; strings are JSON-quoted so paths with ``:`` or ``#`` reach the loader unchanged."""
+def smpl_notice(genders: Sequence[str]) -> str:
+    """The tab's line about the body models this server has."""
+    return f"SMPL models on this server: {', '.join(genders)}." if genders else NO_SMPL_MODEL
+
+
+def avatar_overrides(pose: str, gender: str, controlnet_scale: float | None) -> list[str]:
+    """``section.key=value`` overrides that turn a run into an avatar run of ``pose``; strings are JSON-quoted so
+    file names with ``:`` or ``#`` reach the loader unchanged. The SMPL folder is not among them: it is the
+    server's, set by :meth:`AvatarHandlers.generate`."""
     overrides = [
         "avatar.enabled=true",
-        f"avatar.smpl_dir={json.dumps(str(smpl_dir).strip())}",
         f"avatar.pose={json.dumps(str(pose or AvatarConfig.pose).strip())}",
+        f"avatar.gender={json.dumps(str(gender))}",
     ]
     if controlnet_scale is not None:
         overrides.append(f"model.controlnet_scale={float(controlnet_scale)!r}")
     return overrides
 
 
-def pose_preview(smpl_dir: str, pose: str) -> tuple[np.ndarray | None, str]:
-    """The front part map of ``pose`` ([H, W, 3] uint8) and "", or None and a message saying what is wrong."""
-    if not str(smpl_dir or "").strip():
-        return None, NO_SMPL_DIR
-    try:
-        return front_part_map(str(smpl_dir).strip(), pose or AvatarConfig.pose, size_px=PREVIEW_SIZE_PX), ""
-    except AvatarError as err:
-        return None, str(err)
-
-
 class AvatarHandlers:
-    """The Avatar tab's handlers over the app's :class:`AppHandlers` (its job manager and streaming)."""
+    """The Avatar tab's handlers over the app's :class:`AppHandlers` (its job manager, streaming and the server's
+    SMPL folder ``app.smpl_dir``)."""
 
     def __init__(self, app: AppHandlers) -> None:
         self.app = app
 
+    def genders(self) -> list[Gender]:
+        """The genders with a converted SMPL model in the server's folder (none without one)."""
+        return available_genders(self.app.smpl_dir) if self.app.smpl_dir else []
+
+    def check_gender(self, gender: str | None) -> Gender:
+        """``gender`` ("" = neutral) if the server has its model.
+
+        Raises:
+            AvatarError: no SMPL model on the server, or none for ``gender`` (a message for the web user).
+        """
+        available = self.genders()
+        if not available:
+            raise AvatarError(NO_SMPL_MODEL)
+        name = str(gender or "neutral")
+        if name not in available:
+            known = "" if name in GENDERS else f"{name[:20]!r} is not an SMPL gender; "
+            raise AvatarError(f"{known}this server has SMPL models for: {', '.join(available)}")
+        return name  # type: ignore[return-value]
+
+    @user_errors
+    def preview(self, gender: str, pose: str) -> tuple[np.ndarray | None, str]:
+        """The front part map of ``pose`` ([H, W, 3] uint8) and "", or None and a message saying what is wrong."""
+        try:
+            body_gender = self.check_gender(gender)
+            body_pose = load_pose(pose or AvatarConfig.pose)
+        except AvatarError as err:
+            return None, public_text(str(err))
+        try:
+            return front_part_map(self.app.smpl_dir, body_pose, body_gender, size_px=PREVIEW_SIZE_PX), ""
+        except AvatarError as err:
+            # The message names server files: it goes to the log, the web user gets a plain line.
+            logger.error("avatar preview: %s", err)
+            return None, MODEL_FAILED
+
+    def resolve(self, gender: str, pose: str, prompt: str, negative: str, controlnet_scale: float, steps: float,
+                seed: float) -> TrainConfig:
+        """The avatar job's config: the form on the ``avatar`` preset, then the server's SMPL folder.
+
+        Raises:
+            gr.Error: a bad field, no SMPL model for ``gender``, a bad pose or no ControlNet.
+        """
+        try:
+            body_gender = self.check_gender(gender)
+        except AvatarError as err:
+            raise gr.Error(str(err)) from None
+        form = {
+            "prompt": prompt, "negative": negative, "preset": AVATAR_PRESET, "model": "", "steps": steps,
+            "seed": seed, "export_mesh": APP_EXPORTS_MESH,
+            "extra_overrides": "\n".join(avatar_overrides(pose, body_gender, controlnet_scale)),
+        }
+        config = self.app.resolve_form(form)
+        config = replace(config, avatar=replace(config.avatar, smpl_dir=self.app.smpl_dir))
+        try:
+            check_avatar(config)
+        except AvatarError as err:
+            raise gr.Error(public_text(str(err))) from None
+        return config
+
+    @user_errors
     def generate(
         self,
-        smpl_dir: str,
+        gender: str,
         pose: str,
         prompt: str,
         negative: str,
@@ -76,16 +141,7 @@ class AvatarHandlers:
         request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         """Queue an avatar job for this session and stream it like the text-to-3D tab (``GENERATE_OUTPUTS``)."""
-        form = {
-            "prompt": prompt, "negative": negative, "preset": AVATAR_PRESET, "model": "", "steps": steps,
-            "seed": seed, "export_mesh": APP_EXPORTS_MESH,
-            "extra_overrides": "\n".join(avatar_overrides(smpl_dir, pose, controlnet_scale)),
-        }
-        config = self.app.resolve_form(form)
-        try:
-            check_avatar(config)
-        except AvatarError as err:
-            raise gr.Error(str(err)) from None
+        config = self.resolve(gender, pose, prompt, negative, controlnet_scale, steps, seed)
         yield from self.app.stream_job(config, request)
 
 
@@ -93,18 +149,22 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
     """The Avatar tab inside the caller's ``gr.Blocks``; ``banner`` is the page's shared notice line."""
     handlers = AvatarHandlers(app)
     start = load_config(AVATAR_PRESET)
+    genders = handlers.genders()
+    choices = genders or ["neutral"]
     c: dict[str, gr.components.Component] = {"banner": banner}
     with gr.Tab("Avatar"):
         with gr.Row():
             with gr.Column(scale=2):
-                c["smpl_dir"] = gr.Textbox(label="SMPL folder (with SMPL_NEUTRAL.pkl)", elem_id="lucid-smpl-dir",
-                                           placeholder="/path/to/smpl")
+                c["smpl_notice"] = gr.Markdown(smpl_notice(genders), elem_id="lucid-smpl-notice")
                 with gr.Row():
+                    c["gender"] = gr.Dropdown(choices, value="neutral" if "neutral" in choices else choices[0],
+                                              label="Body model", interactive=len(genders) > 1, scale=0,
+                                              min_width=120)
                     c["pose"] = gr.Dropdown(pose_names(), value=start.avatar.pose, allow_custom_value=True,
                                             label="Pose (preset, or a .npz/.json file)")
                     c["pose_refresh"] = gr.Button("Preview pose", scale=0)
                 c["pose_image"] = gr.Image(label="Part map (front)", type="numpy", interactive=False, height=256)
-                c["pose_msg"] = gr.Markdown(NO_SMPL_DIR)
+                c["pose_msg"] = gr.Markdown("" if genders else NO_SMPL_MODEL)
                 c["prompt"] = gr.Textbox(label="Prompt", value=start.prompt.text, lines=2)
                 c["negative"] = gr.Textbox(label="Negative prompt", value=start.prompt.negative, lines=2)
                 c["controlnet_scale"] = gr.Slider(0, 2, start.model.controlnet_scale, step=0.05,
@@ -113,7 +173,8 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                     c["steps"] = gr.Number(start.optim.steps, label="Steps", precision=0, minimum=1,
                                            maximum=MAX_STEPS)
                     c["seed"] = gr.Number(start.seed, label="Seed", precision=0, minimum=0)
-                c["generate"] = gr.Button("Generate avatar", variant="primary", elem_id="lucid-generate-avatar")
+                c["generate"] = gr.Button("Generate avatar", variant="primary", elem_id="lucid-generate-avatar",
+                                          interactive=bool(genders))
             with gr.Column(scale=3):
                 c["status"] = gr.HTML()
                 c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False, height=360)
@@ -121,8 +182,8 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                 c["control_msg"] = gr.Markdown()
                 run_outputs_panel(c)
 
-    gr.on([c["pose"].change, c["smpl_dir"].submit, c["pose_refresh"].click], pose_preview,
-          inputs=[c["smpl_dir"], c["pose"]], outputs=[c["pose_image"], c["pose_msg"]], api_name="avatar_preview")
+    gr.on([c["pose"].change, c["gender"].change, c["pose_refresh"].click], handlers.preview,
+          inputs=[c["gender"], c["pose"]], outputs=[c["pose_image"], c["pose_msg"]], api_name="avatar_preview")
     c["generate"].click(
         handlers.generate, inputs=[c[name] for name in AVATAR_FIELDS], outputs=[c[n] for n in GENERATE_OUTPUTS],
         api_name="generate_avatar", concurrency_limit=None, show_progress="hidden",

@@ -29,7 +29,9 @@ from lucid_app.prompt_changes import prompt_settings
 from lucid_app.run_folders import JobError, resolve_run
 from lucid_app.runs import resolve_config
 from lucid_app.trainer import CONFIG_NAME
-from lucid_app.ui.handlers import DEFAULT_PRESET, AppHandlers, session_of
+from lucid_app.trust import check_client_config
+from lucid_app.ui.errors import user_errors
+from lucid_app.ui.handlers import DEFAULT_PRESET, AppHandlers, check_model, session_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class GuidanceHandlers:
         """The shipped library followed by the user's saved negatives."""
         return merged_negatives(self.user_library)
 
+    @user_errors
     def library_choices(self, selected: str | None = None) -> Any:
         """The library dropdown (names), keeping ``selected`` when it still exists."""
         try:
@@ -107,6 +110,7 @@ class GuidanceHandlers:
             raise gr.Error(str(err)) from None
         return gr.Dropdown(choices=names, value=selected if selected in names else None)
 
+    @user_errors
     def negative_of(self, name: str) -> str:
         """The text of the library entry ``name`` ("" for no selection)."""
         if not name:
@@ -116,6 +120,7 @@ class GuidanceHandlers:
         except ConfigError as err:
             raise gr.Error(str(err)) from None
 
+    @user_errors
     def save(self, name: str, text: str) -> tuple[Any, str]:
         """Save ``text`` as the user negative ``name``; returns (the refreshed dropdown, a message)."""
         try:
@@ -125,6 +130,7 @@ class GuidanceHandlers:
         saved = name.strip().removeprefix(REFERENCE_PREFIX)
         return self.library_choices(saved), f"Saved as `@{saved}` in your library ({USER_NEGATIVES_NAME})."
 
+    @user_errors
     def use_in_text_to_3d(self, text: str) -> tuple[str, str]:
         """(the text for the Text-to-3D tab's negative field, a message); an ``@NAME`` becomes its text there, since
         that tab resolves names of the shipped library only."""
@@ -140,6 +146,7 @@ class GuidanceHandlers:
 
     # ------------------------------------------------------------------ live prompt changes
 
+    @user_errors
     def set_negative(
         self,
         negative: str,
@@ -177,6 +184,7 @@ class GuidanceHandlers:
 
     # ------------------------------------------------------------------ the inspector
 
+    @user_errors
     def inspect(
         self,
         source: str,
@@ -268,15 +276,18 @@ class GuidanceHandlers:
         if source == "run":
             if not run:
                 raise JobError("Pick a past run from the list first.")
-            run_dir = resolve_run(self.app.outputs, run)
+            run_dir = resolve_run(self.app.outputs, run, None if self.app.shared_runs else session)
             return from_yaml((run_dir / CONFIG_NAME).read_text(encoding="utf-8")), run_dir, None
         if source == "upload":
             if not ply_file or not str(ply_file).lower().endswith(".ply"):
                 raise JobError("Upload a 3D Gaussian Splatting .ply file first.")
             if not str(prompt or "").strip():
                 raise ConfigError("Give the prompt the uploaded object should be inspected with.")
-            return resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, str(model or "").strip() or None), \
-                None, Path(ply_file)
+            model = str(model or "").strip()
+            check_model(model)
+            config = resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, model or None)
+            check_client_config(config, self.app.outputs, self.app.smpl_dir)
+            return config, None, Path(ply_file)
         raise ConfigError(f"source: pick one of {INSPECT_SOURCES}, got {source!r}")
 
 

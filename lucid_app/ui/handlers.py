@@ -8,8 +8,10 @@ the CLI cannot. Jobs belong to the browser session (``gr.Request.session_hash``)
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +27,8 @@ from lucid_app.presets import list_presets, load_config
 from lucid_app.priors.multiview import MODEL_PREFIX
 from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
 from lucid_app.runs import resolve_config, resolve_model_id
+from lucid_app.trust import check_client_config, is_pickle_file
+from lucid_app.ui.errors import public_text, user_errors
 
 logger = logging.getLogger(__name__)
 
@@ -111,23 +115,27 @@ def form_overrides(form: dict[str, Any]) -> list[str]:
         ConfigError: a value out of range, or an extra line that is not ``section.key=value``.
     """
     steps = form.get("steps")
-    if steps is not None and not 1 <= int(steps) <= MAX_STEPS:
+    if steps is not None and not 1 <= form_number("steps", steps, integer=True) <= MAX_STEPS:
         raise ConfigError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     resolution = form.get("resolution")
     lo_px, hi_px = RESOLUTION_RANGE_PX
-    if resolution is not None and not lo_px <= int(resolution) <= hi_px:
+    if resolution is not None and not lo_px <= form_number("resolution", resolution, integer=True) <= hi_px:
         raise ConfigError(f"resolution must be between {lo_px} and {hi_px} px, got {resolution}")
     overrides = []
     for name, keys in SCALAR_KEYS.items():
         value = form.get(name)
         if value is None or value == "":
             continue
-        text = _yaml_value(int(value) if name in INT_FIELDS else value)
+        if name in INT_FIELDS:
+            value = form_number(name, value, integer=True)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = form_number(name, value)
+        text = _yaml_value(value)
         overrides.extend(f"{key}={text}" for key in keys)
     for key, (lo, hi) in RANGE_KEYS.items():
         if form.get(lo) is None or form.get(hi) is None:
             continue
-        low, high = float(form[lo]), float(form[hi])
+        low, high = form_number(lo, form[lo]), form_number(hi, form[hi])
         if low > high:
             raise ConfigError(f"{key}: the minimum {low} is above the maximum {high}")
         overrides.append(f"{key}=[{low}, {high}]")
@@ -141,6 +149,25 @@ def form_overrides(form: dict[str, Any]) -> list[str]:
     return overrides
 
 
+def form_number(name: str, value: Any, integer: bool = False) -> float | int:
+    """A form field's number, checked: finite (JSON clients can send NaN), and whole when ``integer``.
+
+    Raises:
+        ConfigError: not a number, not finite, or not a whole number where one is needed (naming the field).
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}: expected a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}: expected a finite number, got {value}")
+    if not integer:
+        return number
+    if number != int(number):
+        raise ConfigError(f"{name}: expected a whole number, got {value}")
+    return int(number)
+
+
 def check_model(model: str) -> None:
     """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
 
@@ -149,6 +176,11 @@ def check_model(model: str) -> None:
     """
     if not model:
         return
+    if is_pickle_file(model):
+        raise ConfigError(
+            f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
+            "loads hub ids, diffusers folders and .safetensors files only"
+        )
     if model.startswith(MODEL_PREFIX):
         if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
             raise ConfigError(f"model {model!r}: no such multi-view dataset folder")
@@ -193,9 +225,9 @@ def status_html(view: JobView | None) -> str:
                 f"{per_step:.2f} s/step · {last.n_gaussians:,} Gaussians · t={last.t:.0f} · "
                 f"δ_T={last.delta_t:.0f} · guidance {view.controls.guidance_scale:g}")
     elif view.state == "done":
-        text = ("Stopped" if view.outcome == "stopped" else "Done") + f" — {view.message}"
+        text = ("Stopped" if view.outcome == "stopped" else "Done") + f" — {public_text(view.message)}"
     else:
-        text = f"{view.state.capitalize()} — {view.message}"
+        text = f"{view.state.capitalize()} — {public_text(view.message)}"
     bar = f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
     return f"<div class='lucid-status' data-state='{view.state}'>{html.escape(text)}{bar}</div>"
 
@@ -222,7 +254,7 @@ def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
     last = view.last_step
     return {
         "id": view.id, "state": view.state, "position": view.position, "outcome": view.outcome,
-        "message": view.message, "step": last.step if last else 0,
+        "message": public_text(view.message), "step": last.step if last else 0,
         "total_steps": last.total_steps if last else view.total_steps,
         "n_gaussians": last.n_gaussians if last else None, "loss": last.losses.get("total") if last else None,
         "t": last.t if last else None, "delta_t": last.delta_t if last else None,
@@ -259,16 +291,27 @@ class AppHandlers:
         jobs: the job manager (tests pass a fake with the same methods).
         default_model: the model field's default ("" = the preset's model).
         stream_interval_s: least time between two streamed updates of ``generate``.
+        shared_runs: every visitor lists and opens every run (a single-user desktop); by default each session
+            (each signed-in user, with ``app.py --auth``) sees only its own runs.
+        smpl_dir: the server's SMPL folder (``app.py --smpl-dir``; "" = none), the only one a job may use.
     """
 
-    def __init__(self, jobs: JobManager, default_model: str = "", stream_interval_s: float = STREAM_INTERVAL_S):
+    def __init__(self, jobs: JobManager, default_model: str = "", stream_interval_s: float = STREAM_INTERVAL_S,
+                 shared_runs: bool = False, smpl_dir: str = ""):
         self.jobs = jobs
         self.outputs = Path(jobs.outputs).resolve()
         self.default_model = default_model
         self.stream_interval_s = stream_interval_s
+        self.shared_runs = shared_runs
+        self.smpl_dir = smpl_dir
+
+    def owner(self, request: gr.Request | None) -> str | None:
+        """Whose runs ``request`` may list and open: its session's, or everyone's (None) with ``shared_runs``."""
+        return None if self.shared_runs else session_of(request)
 
     # ------------------------------------------------------------------ text-to-3D
 
+    @user_errors
     def generate(
         self,
         prompt: str,
@@ -324,10 +367,16 @@ class AppHandlers:
         if not prompt:
             raise gr.Error("The prompt is empty: describe the object to generate.")
         model = str(form.get("model") or "").strip()
+        preset = str(form.get("preset") or "").strip()
         try:
+            if preset and preset not in list_presets():
+                # A path would make the server read any YAML file it can see.
+                raise ConfigError(f"unknown preset {preset[:60]!r}; available presets: {', '.join(list_presets())}")
             check_model(model)
-            return resolve_config(form.get("preset") or None, prompt, form.get("negative") or "", model or None,
-                                  form_overrides(form))
+            config = resolve_config(preset or None, prompt, form.get("negative") or "", model or None,
+                                    form_overrides(form))
+            check_client_config(config, self.outputs, self.smpl_dir)
+            return config
         except ConfigError as err:
             raise gr.Error(str(err)) from None
 
@@ -347,23 +396,28 @@ class AppHandlers:
 
     # ------------------------------------------------------------------ live controls
 
+    @user_errors
     def set_controls(self, guidance_scale: float, delta_t: float, request: gr.Request) -> str:
         """Change the guidance scale and δ_T of this session's job; they act from its next step."""
         view = self.jobs.latest(session_of(request))
         if view is None or view.finished:
             return "No running job to control."
         try:
-            state = self.jobs.set_controls(view.id, guidance_scale=float(guidance_scale), delta_t=int(delta_t))
+            state = self.jobs.set_controls(view.id, guidance_scale=form_number("guidance scale", guidance_scale),
+                                           delta_t=form_number("δ_T", delta_t, integer=True))
         except (JobError, ValueError) as err:
-            return str(err)
+            return public_text(str(err))
         return f"From the next step: guidance scale {state.guidance_scale:g}, δ_T {state.delta_t}."
 
+    @user_errors
     def pause(self, request: gr.Request) -> str:
         return self._act(request, "pause", "Paused: the job waits before its next step.")
 
+    @user_errors
     def resume(self, request: gr.Request) -> str:
         return self._act(request, "resume", "Resumed.")
 
+    @user_errors
     def stop(self, request: gr.Request) -> str:
         return self._act(request, "stop", "Stopping after the current step; what exists is exported.")
 
@@ -379,6 +433,7 @@ class AppHandlers:
 
     # ------------------------------------------------------------------ results and past runs
 
+    @user_errors
     def result(self, run: str, request: gr.Request) -> tuple[Any, ...]:
         """Files of a run: ``run`` names a past run folder (as listed), or "" for this session's newest job.
 
@@ -386,7 +441,7 @@ class AppHandlers:
         """
         if run:
             try:
-                run_dir = resolve_run(self.outputs, run)
+                run_dir = resolve_run(self.outputs, run, self.owner(request))
             except JobError as err:
                 raise gr.Error(str(err)) from None
             files, summary = run_files(run_dir), {"run": relative_to_outputs(run_dir, self.outputs)}
@@ -398,17 +453,20 @@ class AppHandlers:
         files = self._served(files)
         return files.get("ply"), files.get("video"), files.get("config"), files.get("mesh"), summary
 
-    def runs_choices(self) -> Any:
-        """The past-runs dropdown, refreshed from the outputs root."""
-        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name) for r in list_runs(self.outputs)]
+    @user_errors
+    def runs_choices(self, request: gr.Request) -> Any:
+        """The past-runs dropdown of this session's runs (every run with ``shared_runs``), newest first."""
+        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name)
+                   for r in list_runs(self.outputs, owner=self.owner(request))]
         return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
-    def open_run(self, run: str) -> tuple[Any, ...]:
+    @user_errors
+    def open_run(self, run: str, request: gr.Request) -> tuple[Any, ...]:
         """Show a past run: its results, downloads and config (outputs ``RESULT_OUTPUTS`` + config + banner)."""
         if not run:
             raise gr.Error("Pick a run from the list first.")
         try:
-            run_dir = resolve_run(self.outputs, run)
+            run_dir = resolve_run(self.outputs, run, self.owner(request))
         except JobError as err:
             raise gr.Error(str(err)) from None
         files = run_files(run_dir)
@@ -432,6 +490,7 @@ class AppHandlers:
 
     # ------------------------------------------------------------------ form helpers and session end
 
+    @user_errors
     def preset_changed(self, preset: str, prompt: str) -> tuple[Any, ...]:
         """Fill the form with the preset's values (``PRESET_FIELDS``, then the prompt when it is empty)."""
         try:
@@ -449,12 +508,22 @@ class AppHandlers:
             return f"# {err}"
 
     def unload(self, request: gr.Request) -> None:
-        """The browser session ended: cancel its queued job and stop its running one."""
+        """The browser session ended: cancel its queued job and stop its running one.
+
+        A signed-in user's jobs (``app.py --auth``) outlive a closed page: the same user can come back to them.
+        """
+        if getattr(request, "username", None):
+            return
         self.jobs.cancel_session(session_of(request))
 
 
 def session_of(request: gr.Request | None) -> str:
-    """The browser session id of a request ("" without one, e.g. direct calls in tests)."""
+    """Who a request acts for: the signed-in user's name (``app.py --auth``), else the browser session id ("" without
+    one, e.g. direct calls in tests). Jobs, controls and run folders belong to it."""
+    username = getattr(request, "username", None)
+    if username:
+        # Hashed: a folder name of its own for every user name, whatever characters it holds.
+        return "user-" + hashlib.sha256(str(username).encode()).hexdigest()[:16]
     return str(getattr(request, "session_hash", "") or "")
 
 
@@ -462,7 +531,7 @@ def _banner(view: JobView) -> str:
     if view.notice:
         return f"**Offline demo.** {view.notice}"
     if view.state == "failed":
-        return f"**The run failed.** {view.message}"
+        return f"**The run failed.** {public_text(view.message)}"
     return ""
 
 

@@ -42,9 +42,14 @@ MODEL_CHOICES = [
 ]
 
 
-def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = DEFAULT_PRESET) -> gr.Blocks:
-    """The app's ``gr.Blocks`` over ``jobs`` (launch it with ``allowed_paths=[str(jobs.outputs)]``)."""
-    handlers = AppHandlers(jobs, default_model=default_model)
+def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = DEFAULT_PRESET, *,
+               shared_runs: bool = False, smpl_dir: str = "") -> gr.Blocks:
+    """The app's ``gr.Blocks`` over ``jobs`` (launch it with ``allowed_paths=[str(jobs.outputs)]``).
+
+    ``shared_runs``: every visitor sees every run (default: each session its own); ``smpl_dir``: the server's SMPL
+    folder for the Avatar tab ("" = none). See :class:`~lucid_app.ui.handlers.AppHandlers`.
+    """
+    handlers = AppHandlers(jobs, default_model=default_model, shared_runs=shared_runs, smpl_dir=smpl_dir)
     start = form_values(load_config(default_preset))
     c: dict[str, gr.components.Component] = {}
 
@@ -126,7 +131,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                     run_outputs_panel(c, handlers.config_preview(default_preset), loss_plot_id="lucid-loss-plot")
                     with gr.Accordion("Past runs", open=False):
                         with gr.Row():
-                            c["runs"] = gr.Dropdown([], label="Runs of this outputs folder", scale=3)
+                            c["runs"] = gr.Dropdown([], label="Your past runs", scale=3)
                             c["refresh_runs"] = gr.Button("Refresh", scale=1)
                             c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
         build_guidance_tab(handlers, text_negative=c["negative"])
