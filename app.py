@@ -1,6 +1,7 @@
 """The lucid-app web app: ``python app.py [--host 127.0.0.1] [--port 7860] [--outputs outputs/app] ...``.
 
-Thin entry point: arguments → :class:`~lucid_app.jobs.JobManager` (the worker thread that owns the device) →
+Thin entry point: arguments → :class:`~lucid_app.jobs.JobManager` (the worker thread that owns the device, or with
+``--ray`` a Ray actor per job, several at once) →
 :func:`~lucid_app.ui.layout.build_demo` → launch. Gradio serves files from the outputs root only.
 """
 
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
+from lucid_app.cli_types import non_negative_float
 from lucid_app.config import ConfigError
 from lucid_app.jobs import JobManager
 from lucid_app.ui.handlers import check_model
@@ -47,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smpl-dir", default=os.environ.get(SMPL_DIR_ENV, ""), metavar="DIR",
                         help=f"the Avatar tab's SMPL models: a folder of SMPL_<GENDER>.npz written by 'python -m "
                              f"lucid_app smpl-convert' (default: ${SMPL_DIR_ENV}; none: the tab says so)")
+    parser.add_argument("--ray", default="", metavar="ADDRESS|local",
+                        help="run jobs as Ray actors, several at once (one per GPU; on CPUs one per --cpus-per-job): "
+                             "'local' starts Ray on this machine, else a cluster address (default: in this process)")
+    parser.add_argument("--gpus-per-job", type=non_negative_float, default=None,
+                        help="with --ray: GPUs per job (default 1 if the cluster has GPUs, else 0)")
+    parser.add_argument("--cpus-per-job", type=non_negative_float, default=1.0, help="with --ray: CPUs per job")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     try:
@@ -80,7 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     if auth is None and (args.share or args.host not in LOCAL_HOSTS):
         logger.warning("serving on %s without --auth: anyone who can reach it can run jobs on this machine",
                        "a public share link" if args.share else args.host)
-    jobs = JobManager(outputs, args.device, max_cached_models=args.max_models).start()
+    executor = None
+    if args.ray:
+        from lucid_app.ray_exec import RayError, RayExecutor
+
+        try:
+            executor = RayExecutor(args.ray, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job)
+        except RayError as err:
+            raise SystemExit(f"error: --ray {args.ray}: {err}") from None
+    jobs = JobManager(outputs, args.device, max_cached_models=args.max_models, executor=executor).start()
     if args.smpl_dir:
         logger.info("SMPL models (%s) from %s", ", ".join(available_genders(args.smpl_dir)), args.smpl_dir)
     demo = build_demo(jobs, default_model=args.model, shared_runs=args.shared_runs, smpl_dir=args.smpl_dir)
@@ -90,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                             max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=False)
     finally:
         jobs.close()
+        if executor is not None:
+            executor.close()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lucid_app.batch import add_batch_parser
 from lucid_app.bench_quality import add_quality_parser
+from lucid_app.bench_step import add_step_parser
 from lucid_app.cameras import orbit_cameras, turntable, turntable_rings
 from lucid_app.cli_types import positive_int as _positive_int
 from lucid_app.config import CameraConfig, ExportConfig, OptimConfig
@@ -32,6 +33,7 @@ from lucid_app.gaussians import GaussianModel
 from lucid_app.ply import read_gaussian_ply
 from lucid_app.priors.base import PriorError
 from lucid_app.render import make_renderer
+from lucid_app.signals import StopOnSignal
 
 logger = logging.getLogger("lucid_app")
 
@@ -39,53 +41,6 @@ logger = logging.getLogger("lucid_app")
 # OutputError are ValueErrors too); OSError a file that cannot be read or written (missing, no permission, disk
 # full); ``--verbose`` logs the traceback of any of them.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, PriorError, OSError)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM; the command exits with status ``128 + signum`` (130, 143)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class StopOnSignal:
-    """While ``generate`` runs: the first SIGINT or SIGTERM asks the trainer (``stop``) to end before its next step
-    and export the last good state, checkpoint included, so a resume continues bit for bit; a second one, or one
-    before training starts (``stop`` is None), raises :class:`Interrupted` at once.
-
-    The handler only sets flags (a signal can land while the main thread holds a lock or writes to stderr). Handlers
-    are installed only in the main thread, and the previous ones restored on exit.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.stop: Callable[[], None] | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    @property
-    def signal_name(self) -> str | None:
-        """``"SIGINT"`` / ``"SIGTERM"`` once one arrived, else None."""
-        return signal.Signals(self.signum).name if self.signum is not None else None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        first = self.signum is None
-        if first:
-            self.signum = signum
-        if first and self.stop is not None:
-            self.stop()
-            return
-        raise Interrupted(signum)
 
 
 def _parse_color(text: str) -> tuple[float, float, float]:
@@ -178,12 +133,21 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
         bar = tqdm(total=config.optim.steps, initial=trainer.step, desc="generate", unit="step", file=sys.stderr,
                    dynamic_ncols=True)
 
+        first_step = [True]
+
         def on_event(event: object) -> None:
+            from lucid_app.eta import eta_notice
             from lucid_app.events import StepEvent
 
             if isinstance(event, StepEvent):
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.losses['total']:.3g}", t=int(event.t), gaussians=event.n_gaussians)
+                if first_step[0]:
+                    # After the first step: say plainly when the whole run would take hours (real SD on a CPU).
+                    first_step[0] = False
+                    slow = eta_notice(event.seconds, event.total_steps - event.step)
+                    if slow:
+                        logger.warning("%s", slow)
 
         try:
             done = trainer.run(on_event)
@@ -321,7 +285,14 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     """Pseudo-GTs of SDS and ISM for views of a ``.ply`` (``lucid_app.inspect``); writes OUT/pseudo_gt.png."""
     from lucid_app.config import ModelConfig, PromptConfig
-    from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, orbit_views, prior_control, render_ply_cameras
+    from lucid_app.inspect import (
+        InspectSettings,
+        inspect_pseudo_gt,
+        label_grid,
+        orbit_views,
+        prior_control,
+        render_ply_cameras,
+    )
     from lucid_app.negatives import negative_text
     from lucid_app.priors import load_prior
     from lucid_app.runs import resolve_model_id
@@ -339,7 +310,9 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     settings = InspectSettings(timesteps=args.t, delta_ts=args.delta_t, seeds=args.seeds)
     grid, numbers = inspect_pseudo_gt(prior, renders, azimuth, prompt, settings=settings,
                                       control=prior_control(prior, cameras))
-    png = write_png(Path(args.out) / "pseudo_gt.png", grid.cpu().numpy())
+    title = f"{prompt.text} | negative: {prompt.negative[:40] or '(none)'}"
+    labelled = label_grid(grid.cpu().numpy(), list(numbers), len(cameras), settings.seeds, title)
+    png = write_png(Path(args.out) / "pseudo_gt.png", labelled)
     return {
         "command": "inspect", "ply": str(args.ply), "model": model_id, "prompt": prompt.text,
         "negative": prompt.negative, "t": list(args.t), "delta_t": list(args.delta_t), "seeds": args.seeds,
@@ -426,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d2.set_defaults(func=cmd_bench_distill2d)
     add_quality_parser(bench)
+    add_step_parser(bench)
 
     insp = sub.add_parser("inspect", help="SDS vs ISM pseudo-GTs of a .ply's views, and their inconsistency")
     insp.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
@@ -447,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lucid_app.avatar.smpl_convert import add_smpl_convert_parser
 
     add_smpl_convert_parser(sub)
+    add_batch_parser(sub)
     return parser
 
 
@@ -468,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + getattr(err, "signum", signal.SIGINT)
     print(json.dumps(result))
     # A run that a signal ended still exports and reports, then exits as interrupted commands do.
-    return 128 + signal.Signals[result["signal"]] if result.get("signal") else 0
+    return 128 + signal.Signals[result["signal"]] if result.get("signal") else int(result.get("exit_status", 0))
 
 
 def _error_text(err: BaseException) -> str:

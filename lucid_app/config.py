@@ -147,6 +147,12 @@ class GuidanceConfig:
     perp_neg_weight: PerpNegWeight = -2.0
     front_decay: Decay = 2.0
     side_decay: Decay = 10.0
+    # Offset noise of the official train_step: ε = z + offset_noise·o, o one N(0, 1) value per channel shared by the
+    # batch and every position (guidance/ddim.py ``offset_noise_like``); 0 = plain Gaussian noise.
+    offset_noise: Annotated[float, Ge(0.0), Le(10.0)] = 0.1
+    # Whether the DDIM inversion's UNet calls get the ControlNet's control images too (the official inversion is the
+    # plain UNet: they condition only the guided prediction). A camera-conditioned prior's camera input is always kept.
+    inversion_control: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,11 @@ class ModelConfig:
     # τ this value in degrees. 0: text and view prompts only, as with Stable Diffusion.
     multiview_camera_sigma_deg: Annotated[float, Ge(0.0), Le(180.0)] = 0.0
     multiview_sigma: Annotated[float, Ge(0.0), Le(100.0)] = 0.1
+    # Memory levers of the Stable Diffusion prior (docs/BENCHMARKS.md, "One full-size step"): recompute the VAE
+    # encoder's activations in the backward pass instead of keeping them (the largest share of a step's peak
+    # memory at 512²), and the UNet / VAE in channels-last memory format.
+    vae_checkpointing: bool = True
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -310,6 +321,13 @@ class LossConfig:
     scale_noise: Fraction = 0.11
     # Fraction of steps whose guidance input is the normalised disparity as a grey image.
     disparity_ratio: Fraction = 0.2
+    # Probability that the whole rendered batch is flipped left-right before encoding (the official augmentation,
+    # one draw per step; control images are flipped with it).
+    flip_ratio: Fraction = 0.5
+    # Total variation as the official code computes it ("l2": 2·(mean dx² + mean dy²)) or the mean absolute
+    # difference ("l1"); on the depth term's input: the min-max-normalised disparity (official) or the raw depth.
+    tv_norm: Literal["l2", "l1"] = "l2"
+    tv_depth_source: Literal["disparity", "depth"] = "disparity"
 
 
 @dataclass(frozen=True)
@@ -373,9 +391,27 @@ class PromptChange:
 
 
 @dataclass(frozen=True)
+class ControlChange:
+    """A live change of the guidance scale or δ_T during a run (the app's sliders, ``JobManager.set_controls``).
+
+    Recorded in ``TrainConfig.control_schedule`` and replayed from it; a field left None keeps the value in force.
+    Bounds are the config's own (``GuidanceConfig``), so every recorded change loads back.
+
+    Attributes:
+        step: the first step (1-based) that uses the change.
+    """
+
+    step: Steps
+    guidance_scale: Weight | None = None
+    delta_t: Timestep | None = None
+    delta_t_start: Timestep | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """A whole run. ``prompt_schedule`` lists the prompt changes of the run in increasing step order, so that
-    ``config.yaml`` reproduces a run whose negative prompt or Perp-Neg settings were changed while it ran."""
+    """A whole run. ``prompt_schedule`` lists the prompt changes of the run in increasing step order, and
+    ``control_schedule`` its live guidance-scale / δ_T changes, so that ``config.yaml`` reproduces a run whose
+    negative prompt, Perp-Neg settings or sliders were changed while it ran."""
 
     seed: Annotated[int, Ge(0), Le(MAX_SEED)] = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -390,14 +426,15 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     avatar: AvatarConfig = field(default_factory=AvatarConfig)
     prompt_schedule: tuple[PromptChange, ...] = ()
+    control_schedule: tuple[ControlChange, ...] = ()
 
     def __post_init__(self) -> None:
-        for i in range(1, len(self.prompt_schedule)):
-            before, after = self.prompt_schedule[i - 1].step, self.prompt_schedule[i].step
-            if after <= before:
-                raise ConfigError(
-                    f"prompt_schedule[{i}].step: steps must increase, got {after} after {before}"
-                )
+        for name in ("prompt_schedule", "control_schedule"):
+            schedule = getattr(self, name)
+            for i in range(1, len(schedule)):
+                before, after = schedule[i - 1].step, schedule[i].step
+                if after <= before:
+                    raise ConfigError(f"{name}[{i}].step: steps must increase, got {after} after {before}")
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -562,6 +599,7 @@ def _section_names() -> dict[type, str]:
     """Config class -> the path its fields are named by in messages of :func:`replace`."""
     names = {tp: name for name, tp in _field_types(TrainConfig).items() if dataclasses.is_dataclass(tp)}
     names[PromptChange] = "prompt change"
+    names[ControlChange] = "control change"
     return names
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lucid_app.config import GuidanceConfig, PromptConfig
+    from lucid_app.config import ControlChange, GuidanceConfig, PromptConfig
     from lucid_app.guidance.prompts import PromptEmbeddings
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,12 @@ class ControlState:
 
 
 _TUNABLE = ("guidance_scale", "delta_t", "delta_t_start", "preview_every")
+# The tunables that change what a run computes: recorded in ``config.control_schedule`` (preview_every does not).
+RECORDED_CONTROLS = ("guidance_scale", "delta_t", "delta_t_start")
+# The config's bounds of those values (GuidanceConfig: guidance_scale a Weight, δ_T a Timestep), so that every live
+# value can be recorded and loaded back.
+MAX_GUIDANCE_SCALE = 1000.0
+DELTA_T_RANGE = (1, 999)
 
 
 class LiveControls:
@@ -202,13 +208,50 @@ def _checked(changes: dict[str, float | int]) -> dict[str, float | int]:
     unknown = sorted(set(changes) - set(_TUNABLE))
     if unknown:
         raise ValueError(f"unknown control {unknown[0]!r}; valid: {', '.join(_TUNABLE)}")
-    if "guidance_scale" in changes and not float(changes["guidance_scale"]) >= 0.0:
-        raise ValueError(f"guidance_scale must be >= 0, got {changes['guidance_scale']}")
-    for name in ("delta_t", "delta_t_start", "preview_every"):
-        if name in changes and int(changes[name]) < 0:
-            raise ValueError(f"{name} must be >= 0, got {changes[name]}")
+    if "guidance_scale" in changes and not 0.0 <= float(changes["guidance_scale"]) <= MAX_GUIDANCE_SCALE:
+        raise ValueError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {changes['guidance_scale']}")
+    lo, hi = DELTA_T_RANGE
+    for name in ("delta_t", "delta_t_start"):
+        if name in changes and not lo <= int(changes[name]) <= hi:
+            raise ValueError(f"{name} must be between {lo} and {hi}, got {changes[name]}")
+    if "preview_every" in changes and int(changes["preview_every"]) < 0:
+        raise ValueError(f"preview_every must be >= 0, got {changes['preview_every']}")
     return {k: (float(v) if k == "guidance_scale" else int(v)) for k, v in changes.items()}
 
 
 def _log_change(changes: dict[str, object]) -> None:
     logger.info("controls changed: %s", ", ".join(f"{k}={v}" for k, v in changes.items()))
+
+
+# ---------------------------------------------------------------------------------------------- the control schedule
+
+
+def scheduled_control_change(schedule: tuple[ControlChange, ...], step: int) -> dict[str, float | int]:
+    """{name: value} of the schedule's change at ``step`` (empty when none): what a replay sets before that step."""
+    for change in schedule:
+        if change.step == step:
+            return {name: getattr(change, name) for name in RECORDED_CONTROLS if getattr(change, name) is not None}
+    return {}
+
+
+def record_control_change(
+    schedule: tuple[ControlChange, ...], step: int, before: ControlState, after: ControlState
+) -> tuple[tuple[ControlChange, ...], ControlChange | None]:
+    """The schedule with the change from ``before`` (the values the previous step used) to ``after`` (step
+    ``step``'s snapshot), and that change (None when the recorded values are equal).
+
+    A change the schedule already holds at ``step`` (a replay) returns the same tuple object, so callers can tell
+    that nothing new was recorded; otherwise the change is merged into the entry at ``step`` (or inserted in order).
+    """
+    from lucid_app.config import ControlChange
+
+    diff = {name: getattr(after, name) for name in RECORDED_CONTROLS if getattr(after, name) != getattr(before, name)}
+    if not diff:
+        return schedule, None
+    existing = next((c for c in schedule if c.step == step), None)
+    merged = {**(scheduled_control_change(schedule, step) if existing else {}), **diff}
+    change = ControlChange(step=step, **merged)
+    if change == existing:
+        return schedule, change
+    kept = [c for c in schedule if c.step != step]
+    return tuple(sorted([*kept, change], key=lambda c: c.step)), change

@@ -66,4 +66,24 @@ class DoneEvent:
     files: dict[str, str]
 
 
-Event = StepEvent | PreviewEvent | DoneEvent
+@dataclass(frozen=True)
+class ExportEvent:
+    """The run's end export reached ``stage`` (``model.ply``, ``turntable``, ``mesh``); ``done`` of ``total`` units
+    of it (turntable frames; 0 of 0 for a stage without parts)."""
+
+    stage: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class GaussianSnapshot:
+    """The live Gaussians of a run between two steps (``Trainer.request_snapshot``): after step ``step``, as CPU
+    arrays (a :class:`lucid_app.ply.GaussianPly`), with the run's config as YAML at that moment."""
+
+    step: int
+    gaussians: object
+    config_yaml: str
+
+
+Event = StepEvent | PreviewEvent | ExportEvent | DoneEvent

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +27,7 @@ from lucid_app.gaussians import GaussianModel
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
 from lucid_app.guidance.sds import sds_guidance
-from lucid_app.ply import read_gaussian_ply
+from lucid_app.ply import GaussianPly, read_gaussian_ply
 from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.render import make_renderer
 
@@ -187,8 +188,79 @@ def render_ply_cameras(
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> torch.Tensor:
     """Renders [C, H, W, 3] in [0, 1] of a 3DGS ``.ply`` from any ``cameras``, with the automatic renderer."""
-    splats = GaussianModel.from_raw(read_gaussian_ply(ply_path), OptimConfig(), device=device).splats()
+    return render_raw_cameras(read_gaussian_ply(ply_path), cameras, device, background)
+
+
+def render_raw_cameras(
+    raw: GaussianPly,
+    cameras: CameraBatch,
+    device: torch.device | str = "cpu",
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """Renders [C, H, W, 3] in [0, 1] of raw Gaussians (a ``.ply``'s, or a running job's snapshot) from ``cameras``."""
+    splats = GaussianModel.from_raw(raw, OptimConfig(), device=device).splats()
     cameras = cameras.to(splats.means.device, splats.means.dtype)
     bg = torch.tensor(background, dtype=splats.means.dtype, device=splats.means.device).expand(len(cameras), 3)
     with torch.no_grad():
         return make_renderer("auto", torch.device(device)).render(splats, cameras, bg).rgb.clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- the labelled grid
+
+LABEL_PAD_PX = 4
+# Height of one line of labels: the header holds the title, the views' names and the columns' names.
+LABEL_LINE_PX = 16
+LABEL_INK = (20, 20, 20)
+
+
+def row_label(key: str) -> str:
+    """A grid row's key as :func:`inspect_pseudo_gt` names it → its label: ``ism_t200_dt20_neg`` → "ISM t=200 dT=20
+    neg", ``sds_t500_noneg`` → "SDS t=500 no neg"."""
+    method, t, *rest = key.split("_")
+    dt, variant = (rest[0], rest[1]) if len(rest) == 2 else ("", rest[0])
+    parts = [method.upper(), f"t={t[1:]}", *([f"dT={dt[2:]}"] if dt else []), "neg" if variant == "neg" else "no neg"]
+    return " ".join(parts)
+
+
+def label_grid(grid: np.ndarray, rows: list[str], n_views: int, seeds: int, title: str = "") -> np.ndarray:
+    """The inspector's grid with its labels drawn in: a title line, a header naming each view's columns (the render
+    x₀, "x0", then seed 0..S-1, "s0"...) and each row's method, t, δ_T and negative variant on the left.
+
+    Args:
+        grid: [H, W, 3] uint8, ``len(rows)`` rows of ``n_views · (1 + seeds)`` equal tiles (each with its gap).
+        rows: the row keys (the numbers' keys of :func:`inspect_pseudo_gt`, in order).
+
+    Returns:
+        [H + header, W + margin, 3] uint8 on white.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    row_texts = [row_label(key) for key in rows]
+    tile_h = grid.shape[0] // max(len(rows), 1)
+    tile_w = grid.shape[1] // max(n_views * (1 + seeds), 1)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def width(text: str) -> int:
+        return int(measure.textlength(text, font=font))
+
+    line_h = LABEL_LINE_PX
+    margin = max((width(text) for text in row_texts), default=0) + 2 * LABEL_PAD_PX
+    columns = [c for _ in range(n_views) for c in ("x0", *(f"s{s}" for s in range(seeds)))]
+    header = (line_h if title else 0) + 2 * line_h
+    canvas = Image.new("RGB", (grid.shape[1] + margin, grid.shape[0] + header), (255, 255, 255))
+    canvas.paste(Image.fromarray(grid), (margin, header))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((LABEL_PAD_PX, 1), title, fill=LABEL_INK, font=font)
+    top = line_h if title else 0
+    group_w = tile_w * (1 + seeds)
+    for v in range(n_views):
+        draw.text((margin + v * group_w + LABEL_PAD_PX, top + 1), f"view {v + 1}", fill=LABEL_INK, font=font)
+    for i, text in enumerate(columns):
+        draw.text((margin + i * tile_w + max(0, (tile_w - width(text)) // 2), top + line_h + 1), text,
+                  fill=LABEL_INK, font=font)
+    for r, text in enumerate(row_texts):
+        draw.text((LABEL_PAD_PX, header + r * tile_h + max(0, (tile_h - line_h) // 2)), text, fill=LABEL_INK,
+                  font=font)
+    return np.asarray(canvas, dtype=np.uint8).copy()

@@ -3,8 +3,13 @@
 The app queues :func:`inspect_task` on the job worker (:meth:`lucid_app.jobs.JobManager.submit_task`), behind any
 training, so it never competes with a run for the device. A run folder is read when the task *starts*: queued
 behind the run it inspects, it sees that run's exported ``model.ply`` and final ``config.yaml`` (after an
-offline-demo fallback, the demo's model). The task writes ``pseudo_gt.png`` and ``inspect.json`` into its own
-folder and returns the grid and the numbers; the maths is :func:`lucid_app.inspect.inspect_pseudo_gt`.
+offline-demo fallback, the demo's model). The task writes ``pseudo_gt.png`` (labelled: method, t, δ_T, negative
+variant per row, render and seeds per column) and ``inspect.json`` into its own folder and returns the grid and the
+numbers; the maths is :func:`lucid_app.inspect.inspect_pseudo_gt`.
+
+A *running* job is inspected from a snapshot of its live Gaussians (``JobManager.live_gaussians``, taken between two
+of its steps): :func:`run_inspect` then runs beside the training, in the caller's thread, instead of queueing behind
+it (where it would only start once the run has ended).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import torch
 from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras
 from lucid_app.config import TrainConfig, from_yaml, replace
 from lucid_app.export import write_png, write_text
-from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, prior_control, render_ply_cameras
+from lucid_app.events import GaussianSnapshot
+from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, label_grid, prior_control, render_raw_cameras
 from lucid_app.jobs import Task, TaskContext, TaskResult
+from lucid_app.ply import read_gaussian_ply
 from lucid_app.run_folders import RUN_FILES, JobError
 from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
 
@@ -39,7 +46,8 @@ class InspectRequest:
 
     Attributes:
         run_dir: a run folder, read when the task starts (its ``config.yaml`` and ``model.ply``); or None with
-        ply: a 3DGS ``.ply`` inspected with ``config`` (prompt, model, cameras, render size).
+        ply: a 3DGS ``.ply`` inspected with ``config`` (prompt, model, cameras, render size); or with
+        snapshot: a running job's live Gaussians with its config at that step.
         negative: the negative prompt text to inspect with; None = the config's own.
         camera: ``orbit`` = one camera at (azimuth, elevation, radius) with the config's default fovy;
             ``training`` = a batch drawn as training draws it at the run's last step (seeded by the config's seed).
@@ -48,6 +56,7 @@ class InspectRequest:
     config: TrainConfig
     run_dir: Path | None = None
     ply: Path | None = None
+    snapshot: GaussianSnapshot | None = None
     negative: str | None = None
     camera: CameraMode = "orbit"
     azimuth_deg: float = 0.0
@@ -60,8 +69,8 @@ def inspect_task(request: InspectRequest) -> Task:
     """The job task that runs ``request`` (see :func:`run_inspect`)."""
     if request.camera not in CAMERA_MODES:
         raise ValueError(f"inspector camera must be one of {CAMERA_MODES}, got {request.camera!r}")
-    if (request.run_dir is None) == (request.ply is None):
-        raise ValueError("inspect a run folder or a .ply file: give exactly one of them")
+    if sum(source is not None for source in (request.run_dir, request.ply, request.snapshot)) != 1:
+        raise ValueError("inspect a run folder, a .ply file or a running job's snapshot: give exactly one of them")
     return lambda context: run_inspect(request, context)
 
 
@@ -74,7 +83,7 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     Raises:
         JobError: the run folder has no ``model.ply`` (still queued, cancelled, or failed before exporting).
     """
-    config, ply, step = _source(request)
+    config, raw, step = _source(request)
     if request.negative is not None:
         config = replace(config, prompt=replace(config.prompt, negative=request.negative))
     prior = context.load_prior(config.model)
@@ -82,18 +91,21 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     if too_late:
         raise ValueError(f"t = {too_late[0]}: timestep indices go from 0 to {prior.num_train_timesteps - 1}")
     cameras = _cameras(request, config, step)
-    renders = render_ply_cameras(ply, cameras, context.device, config.render.background)
+    renders = render_raw_cameras(raw, cameras, context.device, config.render.background)
     grid, numbers = inspect_pseudo_gt(prior, renders, cameras.azimuth_deg, config.prompt, config.guidance,
                                       request.settings, progress=context.progress,
                                       control=prior_control(prior, cameras))
     data = inspect_data(numbers, request.settings, config, cameras, request.run_dir)
-    image = grid.cpu().numpy()
+    if request.snapshot is not None:
+        data["live_step"] = step
+    image = label_grid(grid.cpu().numpy(), list(numbers), len(cameras), request.settings.seeds,
+                       grid_title(config, step if request.snapshot is not None else None))
     files = {
         "png": str(write_png(context.folder / GRID_NAME, image)),
         "json": str(write_text(context.folder / NUMBERS_NAME, json.dumps(data, indent=2))),
     }
     message = f"inspected {len(numbers)} pseudo-GT rows of {len(cameras)} view(s)"
-    logger.info("%s (%s)", message, ply)
+    logger.info("%s (%s)", message, request.run_dir or request.ply or f"live step {step}")
     return TaskResult(image=image, data=data, files=files, message=message)
 
 
@@ -116,16 +128,27 @@ def inspect_data(numbers: dict[str, float], settings: InspectSettings, config: T
     }
 
 
-def _source(request: InspectRequest) -> tuple[TrainConfig, Path, int]:
-    """(config, .ply, the step whose training views to draw — the run's last, 1-based as the trainer counts)."""
+def grid_title(config: TrainConfig, live_step: int | None = None) -> str:
+    """The grid's title line: prompt, negative prompt, and the step of a live snapshot."""
+    negative = config.prompt.negative or "(none)"
+    title = f"{config.prompt.text} | negative: {negative[:40]}{'...' if len(negative) > 40 else ''}"
+    return title + (f" | live, step {live_step}" if live_step is not None else "")
+
+
+def _source(request: InspectRequest) -> tuple[TrainConfig, Any, int]:
+    """(config, raw Gaussians, the step whose training views to draw — the run's last or the snapshot's, 1-based as
+    the trainer counts)."""
+    if request.snapshot is not None:
+        snapshot = request.snapshot
+        return from_yaml(snapshot.config_yaml), snapshot.gaussians, max(snapshot.step, 1)
     if request.run_dir is None:
-        return request.config, Path(request.ply), 1
+        return request.config, read_gaussian_ply(Path(request.ply)), 1
     run_dir = Path(request.run_dir)
     ply = run_dir / RUN_FILES["ply"]
     if not ply.is_file():
         raise JobError(f"the run {run_dir.name} has no {ply.name}: it was cancelled or failed before exporting")
     config = from_yaml((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    return config, ply, _last_step(run_dir / METRICS_NAME, config.optim.steps)
+    return config, read_gaussian_ply(ply), _last_step(run_dir / METRICS_NAME, config.optim.steps)
 
 
 def _last_step(metrics: Path, default: int) -> int:

@@ -25,6 +25,7 @@ import gc
 import logging
 import math
 import threading
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -39,9 +40,10 @@ import torch
 from lucid_app.avatar import check_avatar
 from lucid_app.avatar.body import AvatarError
 from lucid_app.config import ConfigError, ModelConfig, PromptChange, TrainConfig, to_yaml
-from lucid_app.controls import ControlState, LiveControls
+from lucid_app.controls import ControlState, LiveControls, PromptState
 from lucid_app.devices import resolve_device, resolve_dtype
-from lucid_app.events import DoneEvent, Event, PreviewEvent, StepEvent
+from lucid_app.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, PreviewEvent, StepEvent
+from lucid_app.executors import JobExecutor, RemoteRun, RunError
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.prompt_changes import check_changes, request_change
@@ -54,7 +56,8 @@ logger = logging.getLogger(__name__)
 JobState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
-PREVIEW_MIN_SIZE_PX = 128
+# Views are shown at least this high (the trainer's first, smaller preview is enlarged to it).
+PREVIEW_MIN_SIZE_PX = 256
 
 
 class PriorLoader(Protocol):
@@ -267,7 +270,9 @@ class JobView:
         files: output name (``ply``, ``video``, ``config``, ``mesh``, ``metrics``) → path, once they exist.
         version: increases with every change of the job.
         kind: ``"train"``, or the kind given to :meth:`JobManager.submit_task` (then ``preview`` is the task's image).
-        progress: a task's (done, total) units of work; data: a task's result data once it is done.
+        progress: a task's (done, total) units of work (a training job's: the export stage's); data: a task's
+            result data once it is done.
+        exporting: the export stage a finished training run is in (``model.ply``, ``turntable``, ``mesh``), "" else.
     """
 
     id: str
@@ -290,6 +295,7 @@ class JobView:
     kind: str = TRAIN_KIND
     progress: tuple[int, int] = (0, 0)
     data: dict[str, Any] = field(default_factory=dict)
+    exporting: str = ""
 
     @property
     def finished(self) -> bool:
@@ -324,6 +330,11 @@ class _Job:
     # The training run's prior while it runs (live prompt changes are encoded with it); dropped when the job ends,
     # so a prior the model cache evicted does not stay on the device.
     prior: DiffusionPrior | None = None
+    # The job's handle while an executor runs it elsewhere (controls and prompt changes are forwarded to it).
+    remote: RemoteRun | None = None
+    # The in-process trainer while it runs (for snapshots of its live Gaussians), and the export stage at the end.
+    trainer: Any = None
+    exporting: str = ""
     # to_yaml(config), rendered whenever config is set (here, and in JobManager._run), never per snapshot.
     config_yaml: str = field(init=False, default="")
 
@@ -341,6 +352,9 @@ class JobManager:
         trainer_factory: ``(config, prior, run_dir=, controls=, device=) → object with .run(on_event)``.
         max_cached_models: how many loaded priors the model cache keeps (least recently used leaves first); also
             settable later through :attr:`max_cached_models`.
+        executor: where training jobs run (``lucid_app.executors``): None (default) in this process, one job at a time
+            on the worker thread; else ``executor.slots`` jobs at once on it (e.g. Ray actors), one worker thread
+            each driving its job, the rest queued FIFO. Task jobs always run in this process.
 
     Lock order: ``self._cond`` before a job's controls lock, never the reverse.
     """
@@ -353,17 +367,19 @@ class JobManager:
         loader: PriorLoader = load_prior,
         trainer_factory: TrainerFactory = Trainer,
         max_cached_models: int = 1,
+        executor: JobExecutor | None = None,
     ) -> None:
         self.outputs = Path(outputs).expanduser().resolve()
         self.device = resolve_device(device)
         self.cache = ModelCache(loader, max_cached_models)
         self._trainer_factory = trainer_factory
+        self.executor = executor
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
-        self._running: str | None = None
+        self._running: set[str] = set()
         self._cond = threading.Condition()
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         # Serialises the encoding of live prompt changes (a fast tokenizer must not run in two threads at once).
         self._encode_lock = threading.Lock()
 
@@ -386,14 +402,17 @@ class JobManager:
                 would train beside it on the same device, so none starts until the old one has ended.
         """
         with self._cond:
-            if self._thread is not None and self._thread.is_alive():
+            if any(thread.is_alive() for thread in self._threads):
                 if self._closing:
                     raise JobError("the previous job worker is still finishing its job after close(); start the job "
                                    "manager again once it has ended")
                 return self
             self._closing = False
-            self._thread = threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
-            self._thread.start()
+            slots = self.executor.slots if self.executor is not None else 1
+            self._threads = [threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
+                             for _ in range(slots)]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def close(self, timeout_s: float | None = 30.0) -> None:
@@ -407,19 +426,22 @@ class JobManager:
             # Under the same lock as the flag: the worker cannot pick up a queued job between the two.
             for job_id in list(self._queue):
                 self.cancel(job_id)
-            if self._running is not None:
-                self._jobs[self._running].controls.stop()
+            running = [self._jobs[job_id] for job_id in self._running]
+            for job in running:
+                job.controls.stop()
             self._cond.notify_all()
-            thread = self._thread
-        if thread is None:
-            return
-        thread.join(timeout_s)
+            threads = self._threads
+        for job in running:
+            self._forward(job)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         with self._cond:
-            if thread.is_alive():
+            if any(thread.is_alive() for thread in threads):
                 logger.warning("the job worker is still running %s s after close(); it ends after its current job",
                                timeout_s)
-            elif self._thread is thread:
-                self._thread = None
+            elif self._threads is threads:
+                self._threads = []
 
     # ------------------------------------------------------------------ submitting and reading
 
@@ -497,6 +519,7 @@ class JobManager:
             job = self._active(job_id)
             state = job.controls.update(**changes)
             self._touch(job)
+        self._forward(job)
         return state
 
     def set_prompt(self, job_id: str, **changes: object) -> PromptChange:
@@ -521,7 +544,13 @@ class JobManager:
             raise JobError(f"job {job_id} is a {job.kind} job, not a training run: it has no prompts to change")
         checked = check_changes(**changes)
         with self._cond:
-            prior = job.prior
+            prior, remote = job.prior, job.remote
+        if remote is not None:
+            change, state = remote.change_prompt(checked)
+            job.controls.update_prompt(lambda _: state)
+            with self._cond:
+                self._touch(job)
+            return change
         if prior is None or job.controls.snapshot().prompt is None:
             raise JobError(f"job {job_id} has not started training yet (its model is still loading); prompt changes "
                            "act on a running job: try again in a moment")
@@ -530,6 +559,31 @@ class JobManager:
         with self._cond:
             self._touch(job)
         return change
+
+    def live_gaussians(self, job_id: str, timeout_s: float = 60.0) -> GaussianSnapshot:
+        """A copy of a running training job's Gaussians, taken between two of its steps (beside training: the
+        caller waits at most one step, not for the run to end). Goes through the trainer the job holds
+        (``Trainer.request_snapshot``); an executor's remote run would answer through its trainer the same way.
+
+        Raises:
+            JobError: unknown job, not a training job, not training yet (queued, loading its model) or finished, or
+                no snapshot within ``timeout_s``.
+        """
+        with self._cond:
+            job = self._job(job_id)
+            trainer, remote = job.trainer, job.remote
+            if job.task is not None or job.state not in ("running", "paused") or (trainer is None and remote is None):
+                raise JobError(f"job {job_id} is not training right now ({job.state}); inspect a finished run from "
+                               "its folder instead")
+        if remote is not None:
+            try:
+                return remote.snapshot(timeout_s)
+            except RunError as err:
+                raise JobError(f"job {job_id}: {err}") from None
+        try:
+            return trainer.request_snapshot().result(timeout=timeout_s)
+        except TimeoutError:
+            raise JobError(f"job {job_id} did not reach a step boundary within {timeout_s:g} s") from None
 
     def pause(self, job_id: str) -> JobView:
         return self._set_paused(job_id, True)
@@ -552,7 +606,9 @@ class JobManager:
             if job.state in ("running", "paused"):
                 job.state = "paused" if job.controls.snapshot().paused else "running"
             self._touch(job)
-            return self._view(job)
+            view = self._view(job)
+        self._forward(job)
+        return view
 
     def stop(self, job_id: str) -> JobView:
         """A running job stops after its current step and exports; a queued one is cancelled."""
@@ -573,7 +629,9 @@ class JobManager:
                 job.controls.stop()
                 job.message = "stopping after the current step; exporting what exists"
                 self._touch(job)
-            return self._view(job)
+            view = self._view(job)
+        self._forward(job)
+        return view
 
     def cancel_session(self, session: str) -> int:
         """Cancel every queued job of ``session`` and stop its running one; returns how many were affected."""
@@ -594,7 +652,7 @@ class JobManager:
                 if not self._queue:
                     return
                 job = self._jobs[self._queue.popleft()]
-                self._running = job.id
+                self._running.add(job.id)
                 job.state = "paused" if job.controls.snapshot().paused else "running"
                 self._touch_queue()
                 self._touch(job)
@@ -607,12 +665,15 @@ class JobManager:
                                             f"under job {job.id}", outcome="failed")
             finally:
                 with self._cond:
-                    self._running = None
+                    self._running.discard(job.id)
                     self._touch_queue()
 
     def _run(self, job: _Job) -> None:
         if job.task is not None:
             self._run_task(job, job.task)
+            return
+        if self.executor is not None:
+            self._run_remote(job, self.executor)
             return
         try:
             prepared = self._prepare(job.config, job.allow_demo)
@@ -633,7 +694,54 @@ class JobManager:
             self._touch(job)
         trainer = self._trainer_factory(prepared.config, prepared.prior, run_dir=job.run_dir,
                                         controls=job.controls, device=self.device)
-        trainer.run(lambda event: self._on_event(job, event))
+        job.trainer = trainer
+        try:
+            trainer.run(lambda event: self._on_event(job, event))
+        finally:
+            job.trainer = None
+
+    def _run_remote(self, job: _Job, executor: JobExecutor) -> None:
+        """Run a training job through the executor: prepare it there, then relay its events here until it ends.
+
+        As in :meth:`_run`, a config the offline demo replaced brings its own starting controls, except those the
+        user changed meanwhile; the controls are forwarded once the trainer exists, then on every change.
+        """
+        run = executor.open(job.config, job.allow_demo, str(job.run_dir))
+        try:
+            config, notice = run.prepare()
+            if config != job.config:
+                start = initial_controls(config)
+                job.controls.replace_defaults(guidance_scale=start.guidance_scale, delta_t=start.delta_t,
+                                              delta_t_start=start.delta_t_start, preview_every=start.preview_every)
+            with self._cond:
+                job.config, job.notice, job.remote = config, notice, run
+                job.config_yaml = to_yaml(config)
+                self._touch(job)
+            self._forward(job)
+            run.train(lambda event: self._on_event(job, event), lambda state: self._mirror_prompt(job, state))
+        except RunError as err:
+            self._finish(job, "failed", str(err), outcome="failed")
+        finally:
+            run.release()
+            with self._cond:
+                job.remote = None
+        with self._cond:
+            ended = job.state in TERMINAL_STATES
+        if not ended:
+            self._finish(job, "failed", "the run ended without a result; the server log has the details",
+                         outcome="failed")
+
+    def _mirror_prompt(self, job: _Job, state: PromptState) -> None:
+        """Show a remote job's prompt state in force in its snapshots (the UI reads ``controls.prompt``)."""
+        job.controls.update_prompt(lambda _: state)
+        with self._cond:
+            self._touch(job)
+
+    def _forward(self, job: _Job) -> None:
+        """Send a remotely running job its current controls (call without holding ``self._cond``)."""
+        remote = job.remote
+        if remote is not None:
+            remote.sync(job.controls.snapshot())
 
     def _run_task(self, job: _Job, task: Task) -> None:
         def progress(done: int, total: int) -> None:
@@ -676,6 +784,14 @@ class JobManager:
             with self._cond:
                 job.preview, job.preview_step = grid, event.step
                 self._touch(job)
+        elif isinstance(event, ExportEvent):
+            # Files appear as the export writes them (the splat viewer can show model.ply during the turntable).
+            files = run_files(job.run_dir) if event.done == 0 else None
+            with self._cond:
+                job.exporting, job.progress = event.stage, (event.done, event.total)
+                if files is not None:
+                    job.files = files
+                self._touch(job)
         elif isinstance(event, DoneEvent):
             files = {**{k: v for k, v in event.files.items() if k in RUN_FILES}, **run_files(job.run_dir)}
             state: JobState = "failed" if event.status == "failed" else "done"
@@ -686,7 +802,9 @@ class JobManager:
                 files: dict[str, str] | None = None) -> None:
         with self._cond:
             job.state, job.message, job.outcome = state, message, outcome
+            job.exporting = ""
             job.prior = None  # no prompt changes after the end; an evicted prior's memory can return
+            job.remote = None
             if files is not None:
                 job.files = files
             self._touch(job)
@@ -718,14 +836,14 @@ class JobManager:
     def _view(self, job: _Job) -> JobView:
         position = 0
         if job.id in self._queue:
-            position = self._queue.index(job.id) + (1 if self._running is not None else 0)
+            position = self._queue.index(job.id) + len(self._running)
         return JobView(
             id=job.id, session=job.session, state=job.state, position=position, prompt=job.config.prompt.text,
             total_steps=job.config.optim.steps,
             run_dir=job.run_dir, config_yaml=job.config_yaml, notice=job.notice, message=job.message,
             outcome=job.outcome, steps=job.steps.view(), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
-            kind=job.kind, progress=job.progress, data=dict(job.data),
+            kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting,
         )
 
 

@@ -1,29 +1,88 @@
 """Pure per-step pieces of the training objective besides the guidance (DESIGN §4, "other reference settings").
 
-- total variation of the rendered colour and depth (smoothness regularisers),
+- total variation of the rendered colour and depth (smoothness regularisers; L2 on the min-max-normalised disparity
+  as the official code, or L1),
 - the mean-scale penalty (keeps Gaussians small),
 - the normalised disparity as a grey image (fed to the guidance instead of the colour on some steps),
-- background augmentation and the multiplicative scale noise (training-time perturbations).
+- background augmentation, the multiplicative scale noise and the random left-right flip of the rendered batch
+  (training-time perturbations).
 Every random draw comes from the caller's ``torch.Generator``.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between horizontally and vertically adjacent pixels (anisotropic L1 TV).
+def total_variation(image: torch.Tensor, norm: Literal["l1", "l2"] = "l1") -> torch.Tensor:
+    """Total variation over horizontally and vertically adjacent pixels.
+
+    "l1": mean |dx| + mean |dy| (anisotropic L1 TV). "l2": 2·(mean dx² + mean dy²), which is the official
+    LucidDreamer ``tv_loss`` (2·(Σdy²/count_h + Σdx²/count_w)/B with count = K·(H−1)·W resp. K·H·(W−1)).
 
     Args:
         image: [C, H, W, K] images (any K).
+        norm: "l1" or "l2".
 
     Returns:
-        Scalar: mean over all neighbour pairs of both directions.
+        Scalar.
     """
-    dx = (image[:, :, 1:, :] - image[:, :, :-1, :]).abs().mean()
-    dy = (image[:, 1:, :, :] - image[:, :-1, :, :]).abs().mean()
-    return dx + dy
+    dx = image[:, :, 1:, :] - image[:, :, :-1, :]
+    dy = image[:, 1:, :, :] - image[:, :-1, :, :]
+    if norm == "l2":
+        return 2.0 * (dx.square().mean() + dy.square().mean())
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def minmax_disparity(depth: torch.Tensor, alpha: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Disparity normalised to [0, 1] per view by its own min and max (the official renderer's "depth" output).
+
+    Uses the coverage-weighted disparity of :func:`disparity_image` (0 on the background), then
+    (d − min)/(max − min) per view; a constant view gives 0. The official renderer's disparity is
+    focal/(depth + 10α) of its rasteriser's depth, with the min over pixels of α ≤ 0.1: in both the minimum is the
+    background's, the maximum the nearest surface's; the shape between differs with the two depth conventions.
+
+    Args:
+        depth: [C, H, W, 1] alpha-weighted depth; alpha: [C, H, W, 1] accumulated opacity.
+
+    Returns:
+        [C, H, W, 1] in [0, 1].
+    """
+    disparity = alpha * alpha / depth.clamp_min(eps)
+    flat = disparity.flatten(1)
+    low = flat.amin(dim=1)[:, None, None, None]
+    span = (flat.amax(dim=1)[:, None, None, None] - low).clamp_min(eps)
+    return (disparity - low) / span
+
+
+def flip_views(
+    images: torch.Tensor, ratio: float, generator: torch.Generator, control: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Flip the whole batch left-right with probability ``ratio`` (one draw; none when ``ratio`` is 0).
+
+    The official code flips the rendered batch before encoding (torchvision ``RandomHorizontalFlip`` on the
+    stacked batch: one coin for all views); the camera, and so the view prompt, is unchanged. Control images
+    [C, H, W, 3] are flipped with the renders so that they stay aligned; other control tensors (camera
+    directions) are returned as they are.
+
+    Args:
+        images: [C, H, W, K] renders.
+        ratio: flip probability.
+        generator: source of the coin.
+        control: optional control tensor.
+
+    Returns:
+        (images, control, flipped).
+    """
+    if ratio <= 0.0:
+        return images, control, False
+    if not bool(torch.rand((), generator=generator) < ratio):
+        return images, control, False
+    if control is not None and control.dim() == 4:
+        control = control.flip(2)
+    return images.flip(2), control, True
 
 
 def disparity_image(depth: torch.Tensor, alpha: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -16,7 +16,7 @@ from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
 
 # Output files of a run folder, by the names the UI and the API use.
 RUN_FILES = {"ply": "model.ply", "video": "turntable.mp4", "config": CONFIG_NAME, "mesh": "mesh.glb",
-             "metrics": METRICS_NAME}
+             "metrics": METRICS_NAME, "view_ply": "model_view.ply"}
 MAX_LISTED_RUNS = 100
 # ``session/run``: the characters :func:`session_folder` and the job manager's run names use, nothing that starts
 # with a dot, at most 32 + 1 + 128 characters.

@@ -8,7 +8,16 @@ frozen; live changes come from :class:`~lucid_app.controls.LiveControls`, read o
 The prompt set (negative prompt, view suffixes, Perp-Neg) changes at the steps of ``config.prompt_schedule`` (encoded
 in ``__init__``) and with live changes (encoded by the caller, ``prompt_changes.py``). Each change is logged as
 ``{"step": k, "prompt_change": {...}}`` and recorded in :attr:`Trainer.prompt_schedule`, which ``config.yaml`` holds
-(rewritten at every change), so ``config.yaml`` reproduces the run; a resumed run replays the schedule.
+(rewritten at every change), so ``config.yaml`` reproduces the run; a resumed run replays the schedule. Live
+guidance-scale / δ_T changes are recorded the same way in :attr:`Trainer.control_schedule` (``config.control_schedule``
+is replayed into the live controls at its steps), so a run with slider changes replays exactly from its config.
+
+Previews (``PreviewEvent``, :data:`PREVIEW_SIZE_PX` per view whatever the training resolution; the first, at
+:data:`PREVIEW_FIRST_SIZE_PX`, is cheap: the initial Gaussians are large and cover many pixels) come after step 1, then
+every ``preview_every`` steps and whenever :data:`PREVIEW_INTERVAL_S` seconds of wall time have passed since the last
+one, so the app shows the object forming within seconds even at a second per step (``preview_every = 0``: none).
+Between two steps the loop also hands out snapshots of the live Gaussians (:meth:`Trainer.request_snapshot`, the
+app's inspector of a running job) and at the end reports each export stage (``ExportEvent``).
 
 Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes (a run
 from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.checkpoint_every`` steps, whenever
@@ -22,8 +31,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,10 +43,16 @@ import torch
 
 from lucid_app.avatar import avatar_setup
 from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras, turntable, turntable_rings
-from lucid_app.config import PromptChange, TrainConfig, from_yaml, to_yaml
-from lucid_app.controls import ControlState, LiveControls, PromptState
+from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, to_yaml
+from lucid_app.controls import (
+    ControlState,
+    LiveControls,
+    PromptState,
+    record_control_change,
+    scheduled_control_change,
+)
 from lucid_app.densify import Densifier
-from lucid_app.events import DoneEvent, Event, PreviewEvent, StepEvent
+from lucid_app.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, PreviewEvent, StepEvent
 from lucid_app.export import (
     MetricsLog,
     load_checkpoint,
@@ -50,8 +67,16 @@ from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import delta_t_at
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.init_shapes import init_gaussians
-from lucid_app.losses import disparity_image, sample_backgrounds, scale_noise, total_variation
+from lucid_app.losses import (
+    disparity_image,
+    flip_views,
+    minmax_disparity,
+    sample_backgrounds,
+    scale_noise,
+    total_variation,
+)
 from lucid_app.ply import write_gaussian_ply
+from lucid_app.splat_view import framed_for_viewer
 from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
@@ -60,13 +85,20 @@ from lucid_app.render.base import Renderer
 logger = logging.getLogger(__name__)
 
 PREVIEW_AZIMUTHS_DEG = (0.0, 90.0, 180.0, -90.0)
+# Previews are rendered at this size per view (independent of the training resolution); the first one, which must
+# come within seconds, at the smaller size (the app enlarges it) ...
+PREVIEW_SIZE_PX = 256
+PREVIEW_FIRST_SIZE_PX = 128
+# ... after step 1, then at least this often in wall time, and never taking more than 1/PREVIEW_COST_RATIO of it.
+PREVIEW_INTERVAL_S = 2.0
+PREVIEW_COST_RATIO = 5.0
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 # Every file a run writes into its folder, as globs relative to it: what ``generate --overwrite`` removes (and
 # nothing else, so a user's own files in the folder survive).
-RUN_OUTPUT_PATTERNS = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "model.ply", "turntable.mp4", "mesh.glb",
-                       "views/view_*.png")
+RUN_OUTPUT_PATTERNS = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "model.ply", "model_view.ply", "turntable.mp4",
+                       "mesh.glb", "views/view_*.png")
 
 
 def initial_controls(config: TrainConfig) -> ControlState:
@@ -129,6 +161,12 @@ class Trainer:
         self.bad_steps = 0
         self._last_preview_step = -1
         self._stop_requested = False
+        # Live control changes so far (the config's schedule, then what the user changed), and the tunable values
+        # the last step used: a snapshot that differs from them at step k is a change recorded at k.
+        self._control_schedule: tuple[ControlChange, ...] = config.control_schedule
+        self._controls_in_force = self.controls.snapshot()
+        self._snapshot_lock = threading.Lock()
+        self._snapshot_requests: list[Future[GaussianSnapshot]] = []
 
     def request_stop(self) -> None:
         """End :meth:`run` before its next step, as the stop control does. Safe in a signal handler (it only sets a
@@ -153,13 +191,54 @@ class Trainer:
         return self.prompt_track.schedule
 
     @property
+    def control_schedule(self) -> tuple[ControlChange, ...]:
+        """Every guidance-scale / δ_T change of the run so far (the config's schedule, live changes included)."""
+        return self._control_schedule
+
+    @property
     def recorded_config(self) -> TrainConfig:
-        """The config with :attr:`prompt_schedule`: what ``config.yaml`` holds."""
-        return replace(self.config, prompt_schedule=self.prompt_track.schedule)
+        """The config with :attr:`prompt_schedule` and :attr:`control_schedule`: what ``config.yaml`` holds."""
+        return replace(self.config, prompt_schedule=self.prompt_track.schedule,
+                       control_schedule=self._control_schedule)
 
     def begin_step(self) -> ControlState:
-        """Step ``self.step + 1``'s control snapshot, after its scheduled prompt change (if any) joined the controls."""
+        """Step ``self.step + 1``'s control snapshot, after its scheduled control and prompt changes (if any) joined
+        the controls."""
+        scheduled = scheduled_control_change(self.config.control_schedule, self.step + 1)
+        if scheduled:
+            self.controls.update(**scheduled)
         return self.prompt_track.begin_step(self.step + 1)
+
+    def adopt_controls(self, snap: ControlState) -> ControlChange | None:
+        """Record the snapshot's guidance scale / δ_T for step ``self.step + 1`` when they differ from the last step's;
+        returns the change (None if none). A change to the schedule is written to ``config.yaml`` at once."""
+        before = self._control_schedule
+        self._control_schedule, change = record_control_change(before, self.step + 1, self._controls_in_force, snap)
+        self._controls_in_force = snap
+        if self.run_dir is not None and self._control_schedule is not before:
+            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
+        return change
+
+    # ---------------------------------------------------------------- snapshots of the live Gaussians
+
+    def request_snapshot(self) -> Future[GaussianSnapshot]:
+        """A copy of the Gaussians as they are between two steps, taken by the training thread at the next step
+        boundary (also while paused, and at the end of the run); safe to call from any thread."""
+        future: Future[GaussianSnapshot] = Future()
+        with self._snapshot_lock:
+            self._snapshot_requests.append(future)
+        return future
+
+    def serve_snapshots(self) -> None:
+        """Answer the pending :meth:`request_snapshot` calls with the current state (the training thread calls it
+        between steps only)."""
+        with self._snapshot_lock:
+            pending, self._snapshot_requests = self._snapshot_requests, []
+        if pending:
+            snapshot = GaussianSnapshot(step=self.step, gaussians=self.gaussians.to_raw(),
+                                        config_yaml=to_yaml(self.recorded_config))
+            for future in pending:
+                future.set_result(snapshot)
 
     def adopt_prompt(self, snap: ControlState) -> PromptChange | None:
         """Put the snapshot's prompt state in force for step ``self.step + 1``; returns the change it makes (None if
@@ -177,6 +256,7 @@ class Trainer:
         state the snapshot holds (:meth:`adopt_prompt`)."""
         snap = controls or self.begin_step()
         self.adopt_prompt(snap)
+        self.adopt_controls(snap)
         cfg = self.config
         k = self.step + 1
         g = self.generator
@@ -195,6 +275,9 @@ class Trainer:
 
         # 3. Guidance on the colour, or on the normalised disparity as a grey image.
         image = disparity_image(out.depth, out.alpha) if use_disparity else out.rgb
+        control = self.control_fn(cams) if self.control_fn is not None else None
+        # The official random left-right flip of the batch (control images with it), before encoding.
+        image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
         x0 = self.prior.encode_images(image)
         # One prompt state for the whole step: its embeddings and Perp-Neg settings together.
         prompt = self.prompt_state
@@ -202,12 +285,13 @@ class Trainer:
         result = self.guidance(
             self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
             guidance_scale=snap.guidance_scale, delta_t=delta_t_at(k, guidance_cfg),
-            control=self.control_fn(cams) if self.control_fn is not None else None,
+            control=control,
         )
+        depth_tv = minmax_disparity(out.depth, out.alpha) if cfg.loss.tv_depth_source == "disparity" else out.depth
         terms = {
             "guidance": result.loss,
-            "tv_rgb": cfg.loss.tv_rgb * total_variation(out.rgb),
-            "tv_depth": cfg.loss.tv_depth * total_variation(out.depth),
+            "tv_rgb": cfg.loss.tv_rgb * total_variation(out.rgb, cfg.loss.tv_norm),
+            "tv_depth": cfg.loss.tv_depth * total_variation(depth_tv, cfg.loss.tv_norm),
             "scale": cfg.loss.scale * self.gaussians.scales.mean(),
         }
         total = sum(terms.values())
@@ -255,7 +339,8 @@ class Trainer:
     # ---------------------------------------------------------------- previews and outputs
 
     def preview(self, size: int | None = None) -> PreviewEvent:
-        """Render the current Gaussians from the fixed preview cameras (front, sides, back)."""
+        """Render the current Gaussians from the fixed preview cameras (front, sides, back), ``size`` px square
+        (default: the training width)."""
         cfg = self.config
         size = size or cfg.render.width
         n = len(PREVIEW_AZIMUTHS_DEG)
@@ -287,6 +372,7 @@ class Trainer:
         self.step = int(state["step"])
         self.bad_steps = int(state["bad_steps"])
         self.controls.update(**state["controls"])
+        self._controls_in_force = self.controls.snapshot()
         self.prompt_track.restore(self.step)
 
     def save_checkpoint(self) -> Path | None:
@@ -294,25 +380,41 @@ class Trainer:
             return None
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict())
 
-    def export(self, progress: Callable[[int], None] | None = None, checkpoint: bool = True) -> dict[str, str]:
-        """Write ``model.ply``, ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state (unless
-        ``checkpoint`` is False: the state is not one between two steps) and, with ``export.mesh``, ``mesh.glb``."""
+    def export(self, progress: Callable[[int], None] | None = None, checkpoint: bool = True,
+               on_stage: Callable[[ExportEvent], None] | None = None) -> dict[str, str]:
+        """Write ``model.ply`` (and its copy framed for the app's viewer, ``model_view.ply``), ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state (unless
+        ``checkpoint`` is False: the state is not one between two steps) and, with ``export.mesh``, ``mesh.glb``.
+
+        ``on_stage`` receives an :class:`ExportEvent` as each stage starts (and per turntable frame)."""
         if self.run_dir is None:
             return {}
         cfg = self.config
+        stage = on_stage or (lambda event: None)
+        frames = cfg.export.turntable_frames * cfg.export.turntable_rings
+
+        def frame_done(i: int) -> None:
+            stage(ExportEvent(stage="turntable", done=i + 1, total=frames))
+            if progress is not None:
+                progress(i)
+
+        stage(ExportEvent(stage="model.ply"))
         files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
         if checkpoint:
             files["checkpoint"] = str(self.save_checkpoint())
         elif (self.run_dir / CHECKPOINT_NAME).is_file():
             files["checkpoint"] = str(self.run_dir / CHECKPOINT_NAME)
-        files["ply"] = str(write_gaussian_ply(self.run_dir / "model.ply", self.gaussians.to_raw()))
+        raw = self.gaussians.to_raw()
+        files["ply"] = str(write_gaussian_ply(self.run_dir / "model.ply", raw))
+        # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
+        files["view_ply"] = str(write_gaussian_ply(self.run_dir / "model_view.ply", framed_for_viewer(raw)))
         splats = self.gaussians.splats()
         size = cfg.export.turntable_size
         rings = turntable_rings(cfg.export.turntable_rings, cfg.cameras.default_polar_deg)
         path = turntable(cfg.export.turntable_frames, size, size, cfg.cameras.default_radius,
                          cfg.cameras.default_fovy_rad, rings)
+        stage(ExportEvent(stage="turntable", done=0, total=frames))
         write_turntable(self.run_dir / "turntable.mp4", self.renderer, splats, path, cfg.export.turntable_fps,
-                        cfg.render.background, progress)
+                        cfg.render.background, frame_done)
         files["video"] = str(self.run_dir / "turntable.mp4")
         ring = turntable(cfg.export.eval_views, size, size, cfg.cameras.default_radius, cfg.cameras.default_fovy_rad,
                          (cfg.cameras.default_polar_deg,))
@@ -321,6 +423,8 @@ class Trainer:
         files["views"] = str(self.run_dir / "views")
         if cfg.export.mesh:
             from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
+            stage(ExportEvent(stage="mesh"))
 
             # Written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped,
             # and every other output is already on disk.
@@ -355,11 +459,14 @@ class Trainer:
         error: BaseException | None = None
         last_controls = self.controls.snapshot()
         last_checkpoint_s = time.monotonic()
+        # Previews are timed with perf_counter: monotonic() is the checkpoints' clock (tests replace it).
+        last_preview_s, preview_cost_s = time.perf_counter(), 0.0
         mid_step = False
         try:
             while self.step < self.config.optim.steps:
+                self.serve_snapshots()
                 while not self.controls.wait_while_paused(timeout_s=0.2):
-                    pass
+                    self.serve_snapshots()
                 if self._stop_requested:
                     status, message = "stopped", f"interrupted at step {self.step}"
                     logger.warning("stop requested: the run ends at step %d and exports its state", self.step)
@@ -391,8 +498,12 @@ class Trainer:
                     )
                     logger.error("%s", message)
                     break
-                if snap.preview_every > 0 and self.step % snap.preview_every == 0:
-                    emit(self.preview())
+                if self._preview_due(snap.preview_every, time.perf_counter() - last_preview_s, preview_cost_s):
+                    started = time.perf_counter()
+                    emit(self.preview(PREVIEW_FIRST_SIZE_PX if self._last_preview_step < 0 else PREVIEW_SIZE_PX))
+                    self._last_preview_step = self.step
+                    last_preview_s = time.perf_counter()
+                    preview_cost_s = last_preview_s - started
                 if self._checkpoint_due(time.monotonic() - last_checkpoint_s):
                     self.save_checkpoint()
                     last_checkpoint_s = time.monotonic()
@@ -407,12 +518,23 @@ class Trainer:
         if mid_step:
             logger.warning("the run ended inside step %d: %s keeps the last state between two steps",
                            self.step + 1, CHECKPOINT_NAME)
-        files = self.export(checkpoint=not mid_step)
+        self.serve_snapshots()
+        files = self.export(checkpoint=not mid_step, on_stage=emit)
         done = DoneEvent(status=status, step=self.step, message=message, files=files)
         emit(done)
         if error is not None:
             raise error
         return done
+
+    def _preview_due(self, preview_every: int, since_last_s: float, cost_s: float) -> bool:
+        """After step ``self.step``: a preview after the first step of :meth:`run`, every ``preview_every`` steps, and
+        whenever :data:`PREVIEW_INTERVAL_S` (or :data:`PREVIEW_COST_RATIO` times the last preview's cost) has passed;
+        none at all with ``preview_every = 0``."""
+        if preview_every <= 0:
+            return False
+        if self._last_preview_step < 0 or self.step % preview_every == 0:
+            return True
+        return since_last_s >= max(PREVIEW_INTERVAL_S, PREVIEW_COST_RATIO * cost_s)
 
     def _checkpoint_due(self, since_last_s: float) -> bool:
         """After step ``self.step``: every ``export.checkpoint_every`` steps, or ``export.checkpoint_every_s``

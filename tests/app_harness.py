@@ -33,16 +33,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(outputs: Path, device: str = "cpu"):
+def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False):
     """Start a JobManager and the app on a free local port; returns (demo, jobs, url). Close both when done."""
     from lucid_app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
+    from lucid_app.ui.layout import APP_CSS
+
     jobs = JobManager(outputs, device).start()
-    demo = build_demo(jobs)
+    demo = build_demo(jobs, shared_runs=shared_runs)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(jobs.outputs)])
+                        allowed_paths=[str(jobs.outputs)], css=APP_CSS)
     return demo, jobs, f"http://127.0.0.1:{port}/"
 
 

@@ -66,7 +66,7 @@ def test_second_job_queues_and_stop_exports(app) -> None:
     assert "position 1" in head[2]
 
     # Stop on a queued job cancels it; on the running one it ends the run, which exports what exists.
-    assert "Stopping" in second.predict(api_name="/stop")
+    assert second.predict(api_name="/stop").startswith("Cancelled: the job left the queue")
     assert [out[0]["state"] for out in queued][-1] == "cancelled"
     assert "Stopping" in first.predict(api_name="/stop")
     final = [out[0] for out in stream][-1]

@@ -93,7 +93,8 @@ def test_avatar_job_is_submitted_with_the_servers_smpl_folder(smpl_dir: Path, tm
                                                           _view("done", version=2, outcome="done")])
     outputs = list(handlers.generate("neutral", "walking", "a knight in armour", "blurry", 1.25, 12, 7,
                                      request=REQUEST))
-    assert len(outputs) == 2 and all(len(out) == len(GENERATE_OUTPUTS) for out in outputs)
+    # Queued, then the end in two updates (the mesh viewer's file before the splat viewer's).
+    assert len(outputs) == 3 and all(len(out) == len(GENERATE_OUTPUTS) for out in outputs)
     (kind, config, session), = jobs.calls
     assert kind == "submit" and session == "sess-a"
     assert config.avatar.enabled and config.avatar.smpl_dir == str(smpl_dir) and config.avatar.pose == "walking"

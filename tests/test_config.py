@@ -179,9 +179,9 @@ def test_every_preset_loads() -> None:
 def test_preset_base_chain_is_partial() -> None:
     joker = load_config("zombie_joker")
     ironman = load_config("ironman")
-    assert "Joker" in joker.prompt.text
+    assert "JOKER" in joker.prompt.text and joker.prompt.negative != ironman.prompt.negative  # its own (official)
     assert joker.cameras.azimuth_range_deg == ironman.cameras.azimuth_range_deg == (-80.0, 80.0)
-    assert joker.guidance.perp_neg and joker.prompt.negative == ironman.prompt.negative
+    assert joker.guidance.perp_neg and joker.guidance.delta_t == ironman.guidance.delta_t == 50
     for path in PRESETS_DIR.glob("*.yaml"):
         text = path.read_text()
         if text.startswith("base:") or "\nbase:" in text:

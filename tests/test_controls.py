@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from lucid_app.controls import ControlState, LiveControls
 
@@ -159,3 +160,132 @@ def test_replace_defaults_keeps_values_the_user_set() -> None:
     assert controls.snapshot() == state
     with pytest.raises(ValueError, match="unknown control"):
         controls.replace_defaults(speed=2)
+
+
+# ---------------------------------------------------------------------------------------------- control schedule
+
+
+def test_control_changes_are_recorded_once_and_merged_by_step() -> None:
+    from lucid_app.config import ControlChange
+    from lucid_app.controls import record_control_change, scheduled_control_change
+
+    before = ControlState(guidance_scale=7.5, delta_t=80, delta_t_start=100, preview_every=50)
+    after = ControlState(guidance_scale=12.0, delta_t=80, delta_t_start=100, preview_every=7)
+    schedule, change = record_control_change((), 4, before, after)
+    assert change == ControlChange(step=4, guidance_scale=12.0) and schedule == (change,)  # preview_every is not recorded
+    assert scheduled_control_change(schedule, 4) == {"guidance_scale": 12.0} and scheduled_control_change(schedule, 5) == {}
+    # A replay of the same change keeps the very same schedule; another value at that step merges into its entry.
+    assert record_control_change(schedule, 4, before, after)[0] is schedule
+    merged, _ = record_control_change(schedule, 4, before, ControlState(12.0, 40, 100, 50))
+    assert merged == (ControlChange(step=4, guidance_scale=12.0, delta_t=40),)
+    assert record_control_change(schedule, 9, after, after) == (schedule, None)
+
+
+@pytest.mark.parametrize("bad", [{"guidance_scale": 1001}, {"delta_t": 0}, {"delta_t_start": 1000}])
+def test_live_values_stay_within_the_configs_bounds(bad: dict) -> None:
+    with pytest.raises(ValueError, match="between"):
+        make().update(**bad)
+
+
+def _chair_config(tmp_path, steps: int, extra: tuple[str, ...] = ()):
+    from lucid_app.config import TrainConfig, apply_overrides
+    from test_multiview import write_object
+
+    root = tmp_path / "chair"
+    if not root.exists():
+        write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=16)
+    return apply_overrides(TrainConfig(), [
+        f"model.id=multiview:{root}", "model.multiview_resolution=16", "render.width=16", "render.height=16",
+        "cameras.batch_size=2", "init.num_points=150", f"optim.steps={steps}", "prompt.text=a red chair",
+        "prompt.negative=", "guidance.warmup_steps=4", "export.turntable_frames=2", "export.turntable_size=16",
+        "export.eval_views=1", "export.preview_every=0", "export.checkpoint_every=0", "export.checkpoint_every_s=0",
+        *extra,
+    ])
+
+
+def test_a_run_with_slider_changes_replays_exactly_from_its_config_yaml(tmp_path) -> None:
+    from lucid_app.config import ControlChange, from_yaml
+    from lucid_app.events import StepEvent
+    from lucid_app.priors import load_prior
+    from lucid_app.trainer import Trainer, initial_controls
+
+    config = _chair_config(tmp_path, steps=6)
+    prior = load_prior(config.model.id, config.model)
+    controls = LiveControls(initial_controls(config))
+    live_steps: list[StepEvent] = []
+
+    def slide(event: object) -> None:
+        if isinstance(event, StepEvent):
+            live_steps.append(event)
+            if event.step == 2:
+                controls.update(guidance_scale=20.0, delta_t=10)
+            if event.step == 4:
+                controls.update(guidance_scale=3.0)
+
+    live = Trainer(config, prior, run_dir=tmp_path / "live", controls=controls)
+    live.run(slide)
+    recorded = from_yaml((tmp_path / "live" / "config.yaml").read_text())
+    assert recorded.control_schedule == (ControlChange(step=3, guidance_scale=20.0, delta_t=10),
+                                         ControlChange(step=5, guidance_scale=3.0))
+    replay_steps: list[StepEvent] = []
+    replay = Trainer(recorded, prior, run_dir=tmp_path / "replay")
+    replay.run(lambda e: replay_steps.append(e) if isinstance(e, StepEvent) else None)
+    assert [(e.guidance_scale, e.delta_t, e.losses) for e in replay_steps] == [
+        (e.guidance_scale, e.delta_t, e.losses) for e in live_steps]
+    for name, value in live.gaussians.params.items():
+        assert torch.equal(value, replay.gaussians.params[name]), name
+    # The replay records nothing new: its config.yaml holds the same schedule.
+    assert from_yaml((tmp_path / "replay" / "config.yaml").read_text()).control_schedule == recorded.control_schedule
+
+
+def test_previews_come_after_step_one_then_by_steps_and_by_time(tmp_path, monkeypatch) -> None:
+    from lucid_app import trainer as trainer_module
+    from lucid_app.events import PreviewEvent
+    from lucid_app.priors import load_prior
+    from lucid_app.trainer import PREVIEW_FIRST_SIZE_PX, PREVIEW_SIZE_PX, Trainer
+
+    config = _chair_config(tmp_path, steps=7, extra=("export.preview_every=5",))
+    prior = load_prior(config.model.id, config.model)
+    events: list = []
+    Trainer(config, prior).run(events.append)
+    previews = [e for e in events if isinstance(e, PreviewEvent)]
+    assert [p.step for p in previews] == [1, 5]
+    assert previews[0].images.shape[1:] == (PREVIEW_FIRST_SIZE_PX, PREVIEW_FIRST_SIZE_PX, 3)
+    assert previews[1].images.shape[1:] == (PREVIEW_SIZE_PX, PREVIEW_SIZE_PX, 3)
+    # With no time between previews required, every step previews (the wall-clock rule); preview_every=0: none.
+    monkeypatch.setattr(trainer_module, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(trainer_module, "PREVIEW_COST_RATIO", 0.0)
+    events.clear()
+    Trainer(config, prior).run(events.append)
+    assert [e.step for e in events if isinstance(e, PreviewEvent)] == list(range(1, 8))
+    events.clear()
+    Trainer(_chair_config(tmp_path, steps=3), prior).run(events.append)
+    assert not [e for e in events if isinstance(e, PreviewEvent)]
+
+
+def test_snapshots_of_the_live_gaussians_are_taken_between_steps(tmp_path) -> None:
+    from lucid_app.events import ExportEvent, StepEvent
+    from lucid_app.priors import load_prior
+    from lucid_app.trainer import Trainer
+
+    config = _chair_config(tmp_path, steps=5, extra=("export.mesh=true", "export.mesh_resolution=16"))
+    prior = load_prior(config.model.id, config.model)
+    trainer = Trainer(config, prior, run_dir=tmp_path / "run")
+    futures, stages = [], []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, StepEvent) and event.step == 2:
+            futures.append(trainer.request_snapshot())  # answered before step 3 starts
+        if isinstance(event, StepEvent) and event.step == 3:
+            assert futures[0].done(), "the snapshot waited for more than one step"
+        if isinstance(event, ExportEvent):
+            stages.append(event.stage)
+
+    trainer.run(on_event)
+    snapshot = futures[0].result(timeout=0)
+    assert snapshot.step == 2 and snapshot.gaussians.means.shape[1] == 3
+    assert "prompt:" in snapshot.config_yaml
+    assert stages[0] == "model.ply" and "turntable" in stages and stages[-1] == "mesh"
+    late = trainer.request_snapshot()
+    trainer.serve_snapshots()
+    assert late.result(timeout=0).step == 5

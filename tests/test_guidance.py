@@ -57,11 +57,17 @@ def _jump(x: torch.Tensor, eps: torch.Tensor, a: float, b: float) -> torch.Tenso
     return math.sqrt(b) * x0 + math.sqrt(1 - b) * eps
 
 
+def _official_noise(shape: torch.Size, offset: float, g: torch.Generator) -> torch.Tensor:
+    """The official train_step's noise: randn(shape) + offset·randn(1, C, 1, 1) repeated over the batch."""
+    z = torch.randn(shape, generator=g)
+    return z + offset * torch.randn(1, shape[1], 1, 1, generator=g).repeat(shape[0], 1, 1, 1) if offset else z
+
+
 def _reference_ism(prior, x0, prompts, positive, cfg, seed):  # noqa: ANN001, ANN202
     """ISM written out step by step from DESIGN §4, with the same draws (t, then the noise) as the product."""
     g = torch.Generator().manual_seed(seed)
     t = int(torch.randint(20, 500, (1,), generator=g))
-    noise = torch.randn(x0.shape, generator=g)
+    noise = _official_noise(x0.shape, cfg.offset_noise, g)
     ac = [float(a) for a in prior.alphas_cumprod]
     s = max(t - 80, 0)
 
@@ -102,7 +108,8 @@ def _prompts(prior) -> PromptEmbeddings:  # noqa: ANN001
 
 @pytest.mark.parametrize(
     "cfg",
-    [GuidanceConfig(), GuidanceConfig(denoise_guidance_scale=2.0), GuidanceConfig(perp_neg=True, xs_delta_t=150)],
+    [GuidanceConfig(), GuidanceConfig(denoise_guidance_scale=2.0), GuidanceConfig(perp_neg=True, xs_delta_t=150),
+     GuidanceConfig(offset_noise=0.0)],
 )
 def test_ism_equals_step_by_step_reference(cfg: GuidanceConfig) -> None:
     prior = LinearPrior()
@@ -131,7 +138,7 @@ def test_sds_equals_step_by_step_reference() -> None:
     assert prior.calls == [6]  # one batched call: negative and positive branches of 3 views
     g = torch.Generator().manual_seed(4)
     t = int(torch.randint(20, 500, (1,), generator=g))
-    noise = torch.randn(x0.shape, generator=g)
+    noise = _official_noise(x0.shape, cfg.offset_noise, g)
     a = float(prior.alphas_cumprod[t])
     x_t = math.sqrt(a) * x0.detach() + math.sqrt(1 - a) * noise
     e_neg = _eps(prior, x_t, t, prompts.negative)

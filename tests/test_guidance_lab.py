@@ -27,7 +27,7 @@ from lucid_app.config import (  # noqa: E402
     to_dict,
     to_yaml,
 )
-from lucid_app.inspect import NEGATIVE_VARIANTS, InspectSettings, inspect_pseudo_gt  # noqa: E402
+from lucid_app.inspect import LABEL_LINE_PX, NEGATIVE_VARIANTS, InspectSettings, inspect_pseudo_gt  # noqa: E402
 from lucid_app.inspect_task import InspectRequest, run_inspect  # noqa: E402
 from lucid_app.jobs import JobManager, TaskContext, TaskResult  # noqa: E402
 from lucid_app.negatives import (  # noqa: E402
@@ -220,7 +220,7 @@ def test_inspect_task_on_a_run_folder_with_training_views(chair_prior: MultiView
     assert result.data["azimuth_deg"] == [round(float(a), 3) for a in cameras.azimuth_deg]
     assert result.data["run"] == "run" and result.data["negative"] == ""
     assert result.data["rows"] == ["sds_t200_neg", "sds_t200_noneg", "ism_t200_dt50_neg", "ism_t200_dt50_noneg"]
-    assert result.image.dtype == np.uint8 and result.image.shape[0] == 4 * 10
+    assert result.image.dtype == np.uint8 and result.image.shape[0] == 4 * 10 + 3 * LABEL_LINE_PX  # labelled
     assert progress[-1] == (4, 4)
     assert json.loads(Path(result.files["json"]).read_text()) == result.data
     assert iio.imread(result.files["png"]).shape == result.image.shape
@@ -328,8 +328,8 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
                 value = by_method["ism"][t][dt][variant]
                 assert value == data["inconsistency"][f"ism_{t}_{dt}_{variant}"] and 0 <= value < 1
         assert by_method["sds"][t]["dt0"]["neg"] > 0, "SDS pseudo-GTs change with the noise seed"
-    # 12 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap.
-    assert grid.shape[:2] == (12 * 34, 3 * 34)
+    # 12 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
+    assert grid.shape[0] == 12 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
     assert task.files["json"].endswith("inspect.json") and json.loads(Path(task.files["json"]).read_text()) == data
 
@@ -435,3 +435,29 @@ def test_the_lab_is_the_second_tab_and_its_endpoints_match_the_handlers(tmp_path
     assert params[GuidanceHandlers.set_negative] == [*PROMPT_FIELDS, "request"]
     assert params[GuidanceHandlers.inspect] == [*INSPECT_FIELDS, "request", "progress"]
     assert params[ABHandlers.ab_run] == [*AB_FIELDS, "request"]
+
+
+@pytest.mark.slow
+def test_inspect_the_running_job_beside_training_then_a_past_run_by_name(app) -> None:
+    jobs, url = app
+    client = gradio_client(url)
+    run = _tiny_run(client, steps=2000)
+    for out in run:
+        if out[0]["state"] == "running" and out[0]["step"] >= 2:
+            break
+    inspect = dict(ply_file=None, prompt="", model="", camera="orbit", azimuth_deg=0, elevation_deg=10, radius=4.0,
+                   timesteps="200", delta_ts="50", seeds=2, variants="neg", negative="", api_name="/inspect")
+    image, numbers = client.predict(source="live", run=None, **inspect)
+    live = json.loads(numbers)
+    view = next(v for v in reversed(jobs.views()) if v.kind == "train")
+    # Answered while the run still trains (beside it, not after it), from its Gaussians at a step boundary.
+    assert live["live_step"] >= 2 and not jobs.view(view.id).finished
+    assert iio.imread(image).shape[0] == 2 * 34 + 3 * LABEL_LINE_PX
+    assert client.predict(api_name="/stop").startswith("Stopping")
+    final = [out[0] for out in run][-1]
+    assert final["state"] == "done" and final["run"]
+    # A past run by its name, straight from the API (no browser has filled the tab's run list).
+    _, numbers = client.predict(source="run", run=final["run"], **inspect)
+    assert json.loads(numbers)["run"] == Path(final["run"]).name
+    with pytest.raises(Exception, match="is not a run name"):
+        client.predict(source="run", run="../../etc", **inspect)

@@ -6,12 +6,22 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
 from lucid_app.cli import main
 from lucid_app.config import ModelConfig, PromptConfig
-from lucid_app.inspect import InspectSettings, inconsistency, inspect_pseudo_gt, orbit_views, prior_control
+from lucid_app.inspect import (
+    LABEL_LINE_PX,
+    InspectSettings,
+    inconsistency,
+    inspect_pseudo_gt,
+    label_grid,
+    orbit_views,
+    prior_control,
+    row_label,
+)
 from lucid_app.metrics import psnr
 from lucid_app.ply import write_gaussian_ply
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
@@ -102,5 +112,20 @@ def test_cli_inspect_prints_json_and_writes_png(dataset: Path, tmp_path: Path, c
     assert report["command"] == "inspect" and set(report["inconsistency"]) == {
         "sds_t200_neg", "sds_t200_noneg", "ism_t200_dt50_neg", "ism_t200_dt50_noneg"}
     tile = ModelConfig().multiview_resolution + 2  # the CLI's prior runs at the default resolution
-    assert iio.imread(out / "pseudo_gt.png").shape == (4 * tile, 2 * 3 * tile, 3)
+    # The PNG is labelled: a header of 3 lines (title, views, columns) and the rows' names on the left.
+    png = iio.imread(out / "pseudo_gt.png")
+    assert png.shape[0] == 4 * tile + 3 * LABEL_LINE_PX and png.shape[1] > 2 * 3 * tile
     assert report["png"] == str(out / "pseudo_gt.png")
+
+
+def test_the_grid_is_labelled_with_method_t_delta_t_and_seed() -> None:
+    assert row_label("ism_t200_dt20_neg") == "ISM t=200 dT=20 neg"
+    assert row_label("sds_t500_noneg") == "SDS t=500 no neg"
+    grid = np.full((2 * 34, 2 * 3 * 34, 3), 128, np.uint8)
+    labelled = label_grid(grid, ["sds_t200_neg", "ism_t200_dt20_neg"], n_views=2, seeds=2, title="a red chair")
+    header = 3 * LABEL_LINE_PX
+    margin = labelled.shape[1] - grid.shape[1]
+    assert labelled.shape[0] == grid.shape[0] + header and margin > 60
+    assert np.array_equal(labelled[header:, margin:], grid)  # the grid itself is unchanged
+    ink = labelled < 100
+    assert ink[:header].any() and ink[header:, :margin].any()  # text in the header and the row labels

@@ -53,7 +53,7 @@ def tiny_sd(tiny_sd_dir: Path):  # noqa: ANN201
 def test_multi_step_equals_step_by_step_on_tiny_unet(tiny_sd) -> None:  # noqa: ANN001
     prior = tiny_sd
     prompts = encode_prompt_set(prior, PromptConfig(text="a cat", negative="blurry", view_dependent=False))
-    cfg = GuidanceConfig(lambda_guidance=0.5, guidance_scale=4.0)
+    cfg = GuidanceConfig(lambda_guidance=0.5, guidance_scale=4.0, offset_noise=0.0)
     x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
     out = GUIDANCES["naive"](prior, x0, torch.zeros(2), prompts, 0, cfg, torch.Generator().manual_seed(7),
                              delta_t=200, t=450, return_previews=True)

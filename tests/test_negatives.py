@@ -29,7 +29,7 @@ def test_unknown_name_lists_the_library() -> None:
 
 
 @pytest.mark.parametrize(
-    ("preset", "name"), [("crown", "paper_dark"), ("hamburger", "paper_no_oversaturation"), ("ironman", "short")]
+    ("preset", "name"), [("crown", "short"), ("hamburger", "paper_dark"), ("ironman", "paper_no_oversaturation")]
 )
 def test_presets_refer_by_name_and_resolve_config_resolves(preset: str, name: str) -> None:
     assert load_config(preset).prompt.negative == f"@{name}"

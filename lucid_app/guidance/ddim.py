@@ -8,6 +8,7 @@ Timesteps are integer indices 0..T-1 of the prior's training schedule.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -94,6 +95,69 @@ def ddim_jump(
 def randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, drawn on the generator's device then moved to ``x``'s."""
     return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+
+
+def offset_noise_like(x: torch.Tensor, offset: float, generator: torch.Generator) -> torch.Tensor:
+    """ε for the forward process with "offset noise", as the official LucidDreamer ``train_step`` draws it.
+
+    ε = z + offset·o with z ~ N(0, I) shaped like x [B, K, ...] and o ~ N(0, I) of shape [1, K, 1, ..., 1] (one
+    value per channel, shared by the batch and every position): a small random shift of each channel's mean.
+    ``offset`` = 0 returns z alone (one draw fewer).
+
+    Args:
+        x: [B, K, ...] tensor giving the shape, dtype and device.
+        offset: weight of the per-channel term (0.1 in the official code).
+        generator: the only source of randomness (z first, then o).
+
+    Returns:
+        [B, K, ...] noise.
+    """
+    z = randn_like(x, generator)
+    if offset <= 0.0:
+        return z
+    o = torch.randn((1, x.shape[1], *([1] * (x.dim() - 2))), generator=generator, device=generator.device,
+                    dtype=x.dtype).to(x.device)
+    return z + offset * o
+
+
+def noise_from_model_output(
+    output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor | float, prediction_type: PredictionType
+) -> torch.Tensor:
+    """ε̂ from a diffusion model's output, whatever it was trained to predict (diffusers' ``prediction_type``).
+
+    With x_t = √ᾱ·x₀ + √(1−ᾱ)·ε:
+    - ``epsilon``: the output is ε̂;
+    - ``v_prediction`` (Salimans & Ho 2022, eq. after §4: v = √ᾱ·ε − √(1−ᾱ)·x₀): ε̂ = √ᾱ·v̂ + √(1−ᾱ)·x_t;
+    - ``sample``: the output is x̂₀, so ε̂ = (x_t − √ᾱ·x̂₀)/√(1−ᾱ).
+    Computed in at least float32 and returned in ``output``'s dtype.
+
+    Args:
+        output: [B, ...] the model's output at (x_t, t).
+        x_t: [B, ...] its input.
+        alpha: ᾱ_t, scalar or [B].
+        prediction_type: what the model predicts.
+
+    Returns:
+        [B, ...] ε̂.
+
+    Raises:
+        ValueError: an unknown ``prediction_type``.
+    """
+    if prediction_type == "epsilon":
+        return output
+    wide = torch.promote_types(output.dtype, torch.float32)
+    out, x = output.to(wide), x_t.to(wide)
+    a = _expand(alpha, out)
+    if prediction_type == "v_prediction":
+        eps = a.sqrt() * out + (1.0 - a).sqrt() * x
+    elif prediction_type == "sample":
+        eps = (x - a.sqrt() * out) / (1.0 - a).sqrt()
+    else:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
+    return eps.to(output.dtype)
 
 
 def snr_weight(alpha: torch.Tensor | float) -> torch.Tensor:

@@ -4,7 +4,8 @@ For C views x₀ [C, ...] (SD latents or the multi-view prior's pixels), one ite
 1. δ_T and the t range from the step (``ddim.delta_t_at``, ``ddim.t_bounds_at``); one t for the batch;
    s = max(t − δ_T, 0).
 2. DDIM-invert x₀ → x_s (η = ``xs_eta``, 0 by default) with the inverse prompt, from x₀ noised to the first
-   index of ``ddim.inversion_schedule``.
+   index of ``ddim.inversion_schedule`` with offset noise (``offset_noise``, 0.1 as the official code). The
+   inversion's UNet calls get no ControlNet images unless ``inversion_control`` (as the official code).
 3. One more inversion step s → t gives x_t; its ε̂(x_s, s, ∅) is the target.
 4. ε̂(x_t, t) with CFG on the negative prompt and the view prompts (or Perp-Neg), ``cfg.guided_noise``.
 5. grad = λ·w(t)·(ε̂ − target), non-finite values zeroed, injected as d loss / d x₀.
@@ -28,8 +29,8 @@ from lucid_app.guidance.ddim import (
     ddim_jump,
     delta_t_at,
     inversion_schedule,
+    offset_noise_like,
     predict_x0,
-    randn_like,
     sample_timestep,
     snr_weight,
     t_bounds_at,
@@ -58,8 +59,13 @@ class GuidanceOutput:
 
 
 def gradient_loss(x0: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Scalar ⟨grad, x₀⟩ (grad detached): its gradient w.r.t. x₀ is exactly ``grad``."""
-    return (grad.detach().to(x0.dtype) * x0).sum()
+    """Scalar ⟨grad, x₀⟩ (grad detached) in float32: its gradient w.r.t. x₀ is exactly ``grad`` (cast to x₀'s dtype).
+
+    The sum is taken in float32 whatever x₀'s dtype: with fp16 latents a sum in fp16 passes 65504 (a few thousand
+    elements of |grad·x₀| ≈ 1 do) and turns into inf, and the trainer would skip a step whose gradient is finite.
+    The product's upcast is exact, so d loss / d x₀ is still bit-exactly ``grad`` in x₀'s dtype.
+    """
+    return (grad.detach().to(x0.dtype).float() * x0.float()).sum()
 
 
 def finish(
@@ -84,6 +90,18 @@ def timestep_for(
     if not 0 <= int(t) < num_train_timesteps:
         raise ValueError(f"forced timestep t must be in [0, {num_train_timesteps}), got {t}")
     return int(t)
+
+
+def inversion_control(control: torch.Tensor | None, keep_images: bool) -> torch.Tensor | None:
+    """The ``control`` the DDIM inversion's calls get: ControlNet images [C, H, W, 3] only when ``keep_images``.
+
+    The official inversion runs the plain UNet (the ControlNet conditions only the guided prediction, step 4).
+    Camera directions [C, 3] of a camera-conditioned prior are not a ControlNet input: they are the prior's own
+    conditioning, so the inversion keeps them.
+    """
+    if control is None or keep_images or control.dim() != 4:
+        return control
+    return None
 
 
 def inversion_noise(
@@ -159,16 +177,17 @@ def ism_guidance(
     s = max(t - dt, 0)
     with torch.no_grad():
         x = x0.detach()
-        noise = randn_like(x, generator)
+        noise = offset_noise_like(x, config.offset_noise, generator)
+        inv_control = inversion_control(control, config.inversion_control)
         # 2. DDIM inversion x₀ → x_s.
         schedule = inversion_schedule(s, config.xs_delta_t, config.xs_inv_steps)
         x_cur = add_noise(x, noise, alphas[schedule[0]])
         for a, b in zip(schedule[:-1], schedule[1:]):
-            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale, control)
+            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale, inv_control)
             x_cur = ddim_jump(x_cur, eps, alphas[a], alphas[b], eta=config.xs_eta, generator=generator)
         x_s = x_cur
         # 3. s → t; the ε̂ at (x_s, s) is the target.
-        target = inversion_noise(prior, x_s, s, prompts, config.denoise_guidance_scale, control)
+        target = inversion_noise(prior, x_s, s, prompts, config.denoise_guidance_scale, inv_control)
         x_t = ddim_jump(x_s, target, alphas[s], alphas[t])
         # 4. Guided prediction at x_t.
         eps_pred = guided_noise(prior, x_t, t, azimuth_deg, prompts, gs, config, control)

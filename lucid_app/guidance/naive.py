@@ -30,8 +30,15 @@ import torch
 
 from lucid_app.config import GuidanceConfig
 from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import add_noise, ddim_jump, delta_t_at, predict_x0, randn_like, snr_weight
-from lucid_app.guidance.ism import GuidanceOutput, gradient_loss, inversion_noise, timestep_for
+from lucid_app.guidance.ddim import (
+    add_noise,
+    ddim_jump,
+    delta_t_at,
+    offset_noise_like,
+    predict_x0,
+    snr_weight,
+)
+from lucid_app.guidance.ism import GuidanceOutput, gradient_loss, inversion_control, inversion_noise, timestep_for
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
 
@@ -84,10 +91,11 @@ def naive_guidance(
     indices = interval_indices(t, dt)
     with torch.no_grad():
         x = x0.detach()
-        x_cur = add_noise(x, randn_like(x, generator), alphas[indices[0]])
+        x_cur = add_noise(x, offset_noise_like(x, config.offset_noise, generator), alphas[indices[0]])
         # 2. Inversion x₀ → x_t along the indices.
         for a, b in zip(indices[:-1], indices[1:]):
-            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale, control)
+            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale,
+                                  inversion_control(control, config.inversion_control))
             x_cur = ddim_jump(x_cur, eps, alphas[a], alphas[b])
         # 3. Guided denoising back: i_n → … → i₁, then x̂₀ from i₁ (from x_t itself when t = 0).
         pseudo_gt = x_cur

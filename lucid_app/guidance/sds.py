@@ -1,6 +1,6 @@
 """Score Distillation Sampling (DreamFusion, eq. 3) on the same interface as ISM (DESIGN §4, last line).
 
-x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε with ε from the generator, target ε, and the same prediction (CFG on the negative
+x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε with ε from the generator (with ``offset_noise``, as ISM), target ε, and the same prediction (CFG on the negative
 prompt / Perp-Neg), weighting w(t) = √((1−ᾱ_t)/ᾱ_t), λ and loss convention as :mod:`lucid_app.guidance.ism`.
 t is drawn from the same scheduled range; δ_T does not apply (reported as 0, with s = t).
 """
@@ -11,7 +11,7 @@ import torch
 
 from lucid_app.config import GuidanceConfig
 from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import add_noise, predict_x0, randn_like
+from lucid_app.guidance.ddim import add_noise, offset_noise_like, predict_x0
 from lucid_app.guidance.ism import GuidanceOutput, finish, timestep_for
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
@@ -39,7 +39,7 @@ def sds_guidance(
     gs = config.guidance_scale if guidance_scale is None else guidance_scale
     t = timestep_for(step, config, prior.num_train_timesteps, generator, t)
     with torch.no_grad():
-        noise = randn_like(x0, generator)
+        noise = offset_noise_like(x0, config.offset_noise, generator)
         x_t = add_noise(x0.detach(), noise, alphas[t])
         eps_pred = guided_noise(prior, x_t, t, azimuth_deg, prompts, gs, config, control)
     loss, grad = finish(x0, eps_pred, noise, alphas[t], config.lambda_guidance)

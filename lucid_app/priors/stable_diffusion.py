@@ -14,6 +14,11 @@ Runtime conventions:
   CUDA) and encodings are cached per prompt text, so prompts changed mid-run (UI, Perp-Neg) cost one
   encoder call each and the encoder does not hold GPU memory during training.
 - The UNet, ControlNet and VAE use PyTorch SDPA attention (diffusers' ``AttnProcessor2_0``).
+- ``predict_noise`` always returns ε̂: a v-prediction (SD 2.0/2.1-768) or x₀-prediction model's output is converted
+  with the scheduler config's ``prediction_type`` (``guidance.ddim.noise_from_model_output``).
+- Memory levers (``ModelConfig.vae_checkpointing``, ``channels_last``): the VAE encoder's activations are recomputed
+  in the backward pass (per down block) instead of kept, and batches are encoded one image at a time (VAE
+  slicing), so the encoder's backward holds one image's block at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +39,7 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig, replace
 from lucid_app.devices import resolve_device, resolve_dtype
+from lucid_app.guidance.ddim import PredictionType, noise_from_model_output
 from lucid_app.priors.base import PriorError
 from lucid_app.trust import ALLOW_PICKLE_HINT, UnsafeWeightsError, check_weights
 
@@ -257,6 +264,8 @@ class StableDiffusionPrior:
         device: torch.device,
         controlnet: ControlNetModel | None = None,
         controlnet_scale: float = 1.0,
+        vae_checkpointing: bool = True,
+        channels_last: bool = False,
     ) -> None:
         self.name = name
         self.device = device
@@ -275,8 +284,15 @@ class StableDiffusionPrior:
                 model.set_attn_processor(AttnProcessor2_0())
         if hasattr(self.vae, "enable_slicing"):
             self.vae.enable_slicing()
+        if vae_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        if channels_last:
+            for model in (self.unet, self.vae, self.controlnet):
+                if model is not None:
+                    model.to(memory_format=torch.channels_last)
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type: PredictionType = _prediction_type(scheduler.config)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
@@ -394,7 +410,8 @@ class StableDiffusionPrior:
                 by ``controlnet_scale``; without ``control`` the plain UNet runs.
 
         Returns:
-            [B, latent_channels, s, s] predicted noise, same dtype as ``x_t``.
+            [B, latent_channels, s, s] predicted noise ε̂ (converted from v or x̂₀ for models that predict those),
+            same dtype as ``x_t``.
         """
         batch = x_t.shape[0]
         t = torch.as_tensor(t, device=self.device).long().reshape(-1).expand(batch)
@@ -412,7 +429,20 @@ class StableDiffusionPrior:
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample
+        eps = noise_from_model_output(eps, sample, self.alphas_cumprod[t], self.prediction_type)
         return eps.to(x_t.dtype)
+
+
+def _prediction_type(scheduler_config: Mapping[str, object]) -> PredictionType:
+    """The scheduler config's ``prediction_type`` (what the UNet predicts), checked.
+
+    Raises:
+        PriorError: a type the guidance cannot convert to ε.
+    """
+    kind = dict(scheduler_config).get("prediction_type") or "epsilon"
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise PriorError(f"unsupported scheduler prediction_type {kind!r}: expected epsilon, v_prediction or sample")
+    return kind
 
 
 def load_stable_diffusion(
@@ -450,4 +480,5 @@ def load_stable_diffusion(
     if config.lora:
         _apply_lora(pipe, config.lora, config.lora_scale, allow_pickle)
     controlnet = _load_controlnet(config.controlnet, dtype, allow_pickle) if config.controlnet else None
-    return StableDiffusionPrior(model_id, pipe, target, controlnet, config.controlnet_scale)
+    return StableDiffusionPrior(model_id, pipe, target, controlnet, config.controlnet_scale,
+                                vae_checkpointing=config.vae_checkpointing, channels_last=config.channels_last)

@@ -142,7 +142,7 @@ class AvatarHandlers:
     ) -> Iterator[tuple[Any, ...]]:
         """Queue an avatar job for this session and stream it like the text-to-3D tab (``GENERATE_OUTPUTS``)."""
         config = self.resolve(gender, pose, prompt, negative, controlnet_scale, steps, seed)
-        yield from self.app.stream_job(config, request)
+        yield from self.app.stream_job(config, request, generate_label="Generate avatar")
 
 
 def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
@@ -178,7 +178,9 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
             with gr.Column(scale=3):
                 c["status"] = gr.HTML()
                 c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False, height=360)
-                c["stop"] = gr.Button("Stop", variant="stop")
+                with gr.Row():
+                    c["pause_toggle"] = gr.Button("Pause", interactive=False)
+                    c["stop"] = gr.Button("Stop", variant="stop", interactive=False)
                 c["control_msg"] = gr.Markdown()
                 run_outputs_panel(c)
 
@@ -191,3 +193,5 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
     # Its own (private) name: the text-to-3D tab's ``/stop`` stays the session's stop endpoint.
     c["stop"].click(app.stop, outputs=c["control_msg"], api_name="avatar_stop", api_visibility="private",
                     concurrency_limit=None, show_progress="hidden")
+    c["pause_toggle"].click(app.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]], api_visibility="private",
+                            concurrency_limit=None, show_progress="hidden")

@@ -17,7 +17,7 @@ import gradio as gr
 from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, from_yaml
 from lucid_app.inspect import NEGATIVE_VARIANTS, InspectSettings
 from lucid_app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
-from lucid_app.jobs import JobView
+from lucid_app.jobs import JobView, TaskContext
 from lucid_app.negatives import (
     REFERENCE_PREFIX,
     USER_NEGATIVES_NAME,
@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 INSPECT_KIND = "inspect"
 WAIT_S = 1.0
 MAX_SEEDS = 16
-INSPECT_SOURCES = ("latest", "run", "upload")
+INSPECT_SOURCES = ("latest", "live", "run", "upload")
+# Longest wait for a running job to reach a step boundary (one step) before its Gaussians can be copied.
+SNAPSHOT_TIMEOUT_S = 120.0
 # The inspector's "with / without the negative prompt" choice → InspectSettings.negatives.
 INSPECT_VARIANTS = {"both": NEGATIVE_VARIANTS, "neg": ("neg",), "noneg": ("noneg",)}
 # The live-change fields of ``set_negative`` in the order of its parameters (JobManager.set_prompt's names).
@@ -204,7 +206,13 @@ class GuidanceHandlers:
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, str]:
-        """Queue the pseudo-GT inspector on the job worker and wait for it; returns (grid image, JSON text)."""
+        """Queue the pseudo-GT inspector on the job worker and wait for it; returns (grid image, JSON text).
+
+        ``source="live"`` inspects the Gaussians of this session's running job as they are now (a snapshot taken
+        between two of its steps), beside the training rather than queued after it."""
+        if source == "live":
+            return self.inspect_live(run, ply_file, prompt, model, camera, azimuth_deg, elevation_deg, radius,
+                                     timesteps, delta_ts, seeds, variants, negative, request, progress)
         try:
             inspect_request = self.inspect_request(source, run, ply_file, prompt, model, camera, azimuth_deg,
                                                    elevation_deg, radius, timesteps, delta_ts, seeds, variants,
@@ -220,6 +228,36 @@ class GuidanceHandlers:
         if view.state != "done":
             raise gr.Error(f"The inspector did not finish ({view.state}): {view.message}")
         return view.preview, json.dumps(view.data, indent=2)
+
+    def inspect_live(self, run: str | None, ply_file: str | None, prompt: str, model: str, camera: str,
+                     azimuth_deg: float, elevation_deg: float, radius: float, timesteps: str, delta_ts: str,
+                     seeds: float, variants: str, negative: str, request: gr.Request,
+                     progress: gr.Progress) -> tuple[Any, str]:
+        """The inspector on a snapshot of this session's running job, run here, beside its training."""
+        session = session_of(request)
+        try:
+            view = self.jobs.latest(session)
+            if view is None or view.finished:
+                raise JobError("This session has no running job: generate one in the Text-to-3D tab, or inspect "
+                               "its latest or a past run.")
+            progress(0.0, desc="Inspector — waiting for the running job's next step")
+            snapshot = self.jobs.live_gaussians(view.id, timeout_s=SNAPSHOT_TIMEOUT_S)
+            base = self.inspect_request("latest", run, ply_file, prompt, model, camera, azimuth_deg, elevation_deg,
+                                        radius, timesteps, delta_ts, seeds, variants, negative, session)
+            live = InspectRequest(config=base.config, snapshot=snapshot, negative=base.negative, camera=base.camera,
+                                  azimuth_deg=base.azimuth_deg, elevation_deg=base.elevation_deg, radius=base.radius,
+                                  settings=base.settings)
+
+            def report(done: int, total: int) -> None:
+                progress(done / total if total else 0.0, desc=f"Inspector (live, step {snapshot.step}) — pseudo-GT "
+                                                              f"row {done} / {total}")
+
+            context = TaskContext(device=self.jobs.device, load_prior=lambda m: self.jobs.cache.get(m, self.jobs.device),
+                                  folder=view.run_dir / "inspect" / f"step{snapshot.step:05d}", progress=report)
+            result = inspect_task(live)(context)
+        except (JobError, ValueError) as err:
+            raise gr.Error(str(err)) from None
+        return result.image, json.dumps(result.data, indent=2)
 
     def inspect_request(
         self,

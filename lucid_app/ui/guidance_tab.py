@@ -2,7 +2,8 @@
 pseudo-GT inspector and the A/B run (layout and wiring; handlers in ``guidance_handlers.py`` and ``ab_run.py``).
 
 Named API endpoints: ``/set_negative`` (negative text or ``@NAME``, perp_neg, perp_neg_weight, front_decay,
-side_decay, front/side/back suffixes → message), ``/inspect`` (run source, run, .ply, prompt, model, camera mode,
+side_decay, front/side/back suffixes → message), ``/inspect`` (source ``latest`` / ``live`` / ``run`` / ``upload``,
+run — a past run's name as ``/result`` and the past-runs list give it, usable from the API —, .ply, prompt, model, camera mode,
 azimuth, elevation, radius, t list, δ_T list, seeds, variants, negative → grid image, JSON text) and ``/ab_run``
 (prompt, negative, preset, model, mode, steps, seed, extra overrides → streamed status, image A, image B,
 metrics A, metrics B).
@@ -70,10 +71,13 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
         with gr.Accordion("Pseudo-GT inspector: SDS vs ISM", open=True):
             with gr.Row():
                 with gr.Column(scale=2):
-                    c["source"] = gr.Radio([("This session's latest run", "latest"), ("A past run", "run"),
-                                            ("An uploaded .ply", "upload")], value="latest", label="Inspect")
+                    c["source"] = gr.Radio([("This session's latest run", "latest"),
+                                            ("The running job, now (beside training)", "live"),
+                                            ("A past run", "run"), ("An uploaded .ply", "upload")],
+                                           value="latest", label="Inspect")
                     with gr.Row():
-                        c["run"] = gr.Dropdown([], label="Past run", scale=3)
+                        # Any name is accepted here (the API sends one without opening the tab); the handler checks it.
+                        c["run"] = gr.Dropdown([], label="Past run", scale=3, allow_custom_value=True)
                         c["run_refresh"] = gr.Button("Refresh", scale=1)
                     c["ply_file"] = gr.File(label="3DGS .ply", file_types=[".ply"], type="filepath")
                     with gr.Row():
@@ -98,7 +102,7 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                         c["inspect_negative"] = gr.Textbox(label="Negative to inspect (text or @NAME; empty = the run's)")
                     c["inspect"] = gr.Button("Inspect", variant="primary", elem_id="lucid-inspect")
                 with gr.Column(scale=3):
-                    c["grid"] = gr.Image(label="Rows: SDS per t, then ISM per t and δ_T; per view: render, then seeds",
+                    c["grid"] = gr.Image(label="Pseudo-GTs (rows: method, t, δ_T, negative; per view: render x0, seeds)",
                                          type="numpy", interactive=False, elem_id="lucid-inspect-grid")
                     c["numbers"] = gr.Code(language="json", label="Inconsistency (mean per-pixel std across seeds)",
                                            interactive=False)

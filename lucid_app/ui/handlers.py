@@ -3,13 +3,14 @@
 No tensors and no maths here: handlers translate between Gradio values and :mod:`lucid_app.jobs`. Every form
 field becomes a ``section.key=value`` override applied by the strict config loader, so the UI can set nothing
 the CLI cannot. Jobs belong to the browser session (``gr.Request.session_hash``); the API endpoints
-``/set_controls``, ``/pause``, ``/resume``, ``/stop`` and ``/result`` act on the calling session's newest job.
+``/set_controls``, ``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the calling session's
+newest job. The streamed outputs also drive the buttons: Generate shows "Queued #n" / the step while a job goes,
+the Pause/Resume toggle shows the state, Stop is enabled only while a job is queued or running.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
 import math
 import re
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from lucid_app.config import ConfigError, TrainConfig, to_yaml
 from lucid_app.jobs import JobManager, JobView
@@ -29,6 +29,15 @@ from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
 from lucid_app.runs import resolve_config, resolve_model_id
 from lucid_app.trust import check_client_config, is_pickle_file
 from lucid_app.ui.errors import public_text, user_errors
+from lucid_app.ui.job_display import (
+    LOSS_AXIS,
+    SPLAT_AFTER_MESH_S,
+    button_states,
+    mesh_before_splat,
+    plot_frames,
+    status_html,
+    symlog,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +45,6 @@ DEMO_MODEL = "multiview:assets/demo"
 DEFAULT_PRESET = "demo"
 MAX_STEPS = 20_000
 RESOLUTION_RANGE_PX = (16, 1024)
-MAX_PLOT_POINTS = 600
 STREAM_INTERVAL_S = 0.3
 DEMO_PROMPTS = ("a red toy car", "a potted flower", "a snowman")
 
@@ -81,7 +89,7 @@ APP_EXPORTS_MESH = True
 
 # Order of ``generate``'s outputs (the layout creates these components).
 GENERATE_OUTPUTS = ("job", "banner", "status", "preview", "loss_plot", "schedule_plot", "config", "model3d",
-                    "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
+                    "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh", "generate", "pause_toggle", "stop")
 RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
 _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -206,47 +214,6 @@ def example_prompts() -> list[list[str]]:
     return examples
 
 
-def status_html(view: JobView | None) -> str:
-    """Progress text and bar of a job: state, queue position, step, s/step, Gaussian count."""
-    if view is None:
-        return "<div class='lucid-status'>No job yet: type a prompt and press Generate.</div>"
-    last = view.last_step
-    total = last.total_steps if last else view.total_steps
-    step = last.step if last else 0
-    if view.state == "queued":
-        text = (f"Queued — position {view.position} ({view.position} job(s) ahead)" if view.position
-                else "Queued — starting next")
-    elif view.state in ("running", "paused") and last is None:
-        text = "Preparing: loading the model and initialising the Gaussians…"
-    elif view.state in ("running", "paused"):
-        recent = view.steps[-10:]
-        per_step = sum(e.seconds for e in recent) / len(recent)
-        text = (f"{'Paused' if view.state == 'paused' else 'Running'} — step {step} / {total} · "
-                f"{per_step:.2f} s/step · {last.n_gaussians:,} Gaussians · t={last.t:.0f} · "
-                f"δ_T={last.delta_t:.0f} · guidance {view.controls.guidance_scale:g}")
-    elif view.state == "done":
-        text = ("Stopped" if view.outcome == "stopped" else "Done") + f" — {public_text(view.message)}"
-    else:
-        text = f"{view.state.capitalize()} — {public_text(view.message)}"
-    bar = f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
-    return f"<div class='lucid-status' data-state='{view.state}'>{html.escape(text)}{bar}</div>"
-
-
-def plot_frames(view: JobView | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long-format frames (step, value, series) for the loss plot and the t / s / δ_T plot."""
-    steps = view.steps if view is not None else ()
-    stride = max(1, len(steps) // MAX_PLOT_POINTS)
-    picked = [e for e in steps[::stride] if not e.skipped]
-    loss_rows = [{"step": e.step, "value": v, "series": name}
-                 for e in picked for name, v in e.losses.items() if name in ("total", "guidance")]
-    schedule_rows = [{"step": e.step, "value": v, "series": name}
-                     for e in picked for name, v in (("t", e.t), ("s", e.s), ("δ_T", e.delta_t))]
-    # Typed columns even when empty, so the plot's axes are numeric from the first (empty) update on.
-    dtypes = {"step": "int64", "value": "float64", "series": "str"}
-    return (pd.DataFrame(loss_rows, columns=list(dtypes)).astype(dtypes),
-            pd.DataFrame(schedule_rows, columns=list(dtypes)).astype(dtypes))
-
-
 def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
     """The machine-readable state of a job (the ``job`` JSON output); paths relative to the outputs root."""
     if view is None:
@@ -346,11 +313,17 @@ class AppHandlers:
         form = {name: value for name, value in locals().items() if name in FORM_FIELDS}
         yield from self.stream_job(self.resolve_form(form), request)
 
-    def stream_job(self, config: TrainConfig, request: gr.Request) -> Iterator[tuple[Any, ...]]:
-        """Queue ``config`` for this session and stream its snapshots (``GENERATE_OUTPUTS``) until it ends."""
+    def stream_job(self, config: TrainConfig, request: gr.Request,
+                   generate_label: str = "Generate") -> Iterator[tuple[Any, ...]]:
+        """Queue ``config`` for this session and stream its snapshots (``GENERATE_OUTPUTS``) until it ends.
+
+        Results (viewers, downloads) are sent whenever the run's files change, so the splat viewer shows
+        ``model.ply`` while the turntable and the mesh are still being exported, and the mesh as soon as it exists.
+        """
         view = self.jobs.submit(config, session=session_of(request), allow_demo=True)
-        yield self.render_job(view, results=True)
+        yield self.render_job(view, results=True, generate_label=generate_label)
         sent_preview = view.preview_step
+        sent_files = dict(view.files)
         version = view.version
         while not view.finished:
             time.sleep(self.stream_interval_s)
@@ -358,8 +331,20 @@ class AppHandlers:
             if view.version == version:
                 continue
             version = view.version
-            yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.finished)
-            sent_preview = view.preview_step
+            if view.finished:
+                break
+            yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
+                                  generate_label=generate_label, splat=False)
+            sent_preview, sent_files = view.preview_step, dict(view.files)
+        yield from self._final_updates(self.render_job(view, preview=view.preview_step != sent_preview, results=True,
+                                                       generate_label=generate_label))
+
+    def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
+        everything but the mesh viewer, so the last update holds the final state. Gradio 6.31's mesh viewer
+        (Babylon.js) stays blank when it loads after the splat viewer (gsplat.js) has started; loading the mesh first
+        shows both."""
+        yield from mesh_before_splat(outputs, GENERATE_OUTPUTS)
 
     def resolve_form(self, form: dict[str, Any]) -> TrainConfig:
         """The form's config through the strict loader; user errors become ``gr.Error`` with the reason."""
@@ -380,7 +365,8 @@ class AppHandlers:
         except ConfigError as err:
             raise gr.Error(str(err)) from None
 
-    def render_job(self, view: JobView, preview: bool = True, results: bool = False) -> tuple[Any, ...]:
+    def render_job(self, view: JobView, preview: bool = True, results: bool = False,
+                   generate_label: str = "Generate", splat: bool = True) -> tuple[Any, ...]:
         """``generate``'s outputs for a snapshot; unchanged previews and unfinished results are skipped."""
         loss, schedule = plot_frames(view)
         if loss.empty:
@@ -392,6 +378,10 @@ class AppHandlers:
             "preview": image, "loss_plot": loss, "schedule_plot": schedule, "config": view.config_yaml,
         }
         out.update(self._results(view.files) if results else dict.fromkeys(RESULT_OUTPUTS, gr.skip()))
+        if not splat:
+            # During the export the splat viewer waits for the mesh (see _final_updates).
+            out["model3d"] = gr.skip()
+        out.update(button_states(view, generate_label))
         return tuple(out[name] for name in GENERATE_OUTPUTS)
 
     # ------------------------------------------------------------------ live controls
@@ -418,7 +408,19 @@ class AppHandlers:
         return self._act(request, "resume", "Resumed.")
 
     @user_errors
+    def toggle_pause(self, request: gr.Request) -> tuple[str, Any]:
+        """Pause this session's running job, or resume it when it is paused; returns (message, the toggle)."""
+        view = self.jobs.latest(session_of(request))
+        paused = view is not None and view.controls.paused
+        message = self.resume(request) if paused else self.pause(request)
+        after = self.jobs.latest(session_of(request))
+        return message, button_states(after)["pause_toggle"] if after is not None else gr.skip()
+
+    @user_errors
     def stop(self, request: gr.Request) -> str:
+        view = self.jobs.latest(session_of(request))
+        if view is not None and view.state == "queued":
+            return self._act(request, "stop", "Cancelled: the job left the queue before it started; nothing to export.")
         return self._act(request, "stop", "Stopping after the current step; what exists is exported.")
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
@@ -462,7 +464,9 @@ class AppHandlers:
 
     @user_errors
     def open_run(self, run: str, request: gr.Request) -> tuple[Any, ...]:
-        """Show a past run: its results, downloads and config (outputs ``RESULT_OUTPUTS`` + config + banner)."""
+        """Show a past run: its results, downloads and config (outputs ``RESULT_OUTPUTS`` + config + banner).
+
+        The layout shows the splat (``model3d``) in a second event, after the mesh (see :func:`mesh_before_splat`)."""
         if not run:
             raise gr.Error("Pick a run from the list first.")
         try:
@@ -476,9 +480,17 @@ class AppHandlers:
         banner = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
         return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
 
+    def splat_after_mesh(self, splat: str | None) -> Any:
+        """The splat viewer's file, shown :data:`SPLAT_AFTER_MESH_S` after the mesh (see :func:`mesh_before_splat`)."""
+        if splat:
+            time.sleep(SPLAT_AFTER_MESH_S)
+        return splat
+
     def _results(self, files: dict[str, str]) -> dict[str, Any]:
         files = self._served(files)
-        out: dict[str, Any] = {"model3d": files.get("ply"), "mesh3d": files.get("mesh"), "video": files.get("video")}
+        # The splat viewer shows the framed copy (splat_view.py) when the run has one; downloads give model.ply.
+        out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")), "mesh3d": files.get("mesh"),
+                               "video": files.get("video")}
         for name, key in _DOWNLOADS:
             out[name] = gr.DownloadButton(value=files.get(key), visible=key in files)
         return out
@@ -536,6 +548,7 @@ def _banner(view: JobView) -> str:
 
 
 __all__ = [
+    "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
     "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "PRESET_FIELDS",
     "RESULT_OUTPUTS", "check_model", "example_prompts", "form_overrides", "form_values", "status_html",
 ]

@@ -1,9 +1,15 @@
 """The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
 
 Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
-``/resume``, ``/stop``, ``/result``; the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
+``/resume``, ``/toggle_pause``, ``/stop``, ``/result``; the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
 ``/ab_run``) and the Avatar tab (``avatar_tab.py``) add their own. Layout only: what happens on
 an event lives in ``handlers.py``.
+
+What a person sees first (issue 14): prompt, negative prompt, preset/model and Generate at the top of the left column
+(above the fold at 1400×1000 and on a 390 px phone), the examples folded; the right column holds the status, the
+live preview and the run's controls, and sticks to the top of the window on wide screens so they stay in view while
+the settings scroll. On a narrow screen, pressing Generate scrolls the status into view. Plots, viewers, turntable and
+downloads come below, full width.
 """
 
 from __future__ import annotations
@@ -31,10 +37,25 @@ from lucid_app.ui.handlers import (
     example_prompts,
     form_values,
 )
+from lucid_app.ui.notices import setting_notices
 from lucid_app.ui.panels import run_outputs_panel
 
 TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
-APP_CSS = "#lucid-preview img { image-rendering: pixelated; }"
+HEADING = "### lucid-app · text-to-3D Gaussian splatting with Interval Score Matching"
+NARROW_SCREEN_PX = 800
+APP_CSS = f"""
+#lucid-preview img {{ object-fit: contain; }}
+.lucid-notice p {{ font-size: 0.85em; opacity: 0.85; margin: 0; }}
+@media (min-width: {NARROW_SCREEN_PX}px) {{
+  #lucid-live {{ position: sticky; top: 8px; align-self: flex-start; }}
+}}
+"""
+# Runs in the browser before ``generate``: on a narrow screen the status and preview sit below the form, so bring them
+# into view. Gradio passes the inputs' then the outputs' values and sends back what this returns as the inputs.
+SCROLL_TO_STATUS_JS = f"""(...args) => {{
+  if (window.innerWidth < {NARROW_SCREEN_PX}) document.getElementById('lucid-status')?.scrollIntoView();
+  return args.slice(0, {len(FORM_FIELDS)});
+}}"""
 MODEL_CHOICES = [
     ("From the preset", ""),
     (f"Stable Diffusion 2.1 base ({DEFAULT_MODEL})", DEFAULT_MODEL),
@@ -53,21 +74,28 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
     start = form_values(load_config(default_preset))
     c: dict[str, gr.components.Component] = {}
 
+    notices = setting_notices(default_model, default_preset, PAPER_NEGATIVE, start["perp_neg"])
+
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(HEADING)
         c["banner"] = gr.Markdown(elem_id="lucid-banner")
         with gr.Tab("Text-to-3D"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    c["prompt"] = gr.Textbox(label="Prompt", value=start["prompt"], lines=2, elem_id="lucid-prompt")
-                    c["negative"] = gr.Textbox(label="Negative prompt", value=PAPER_NEGATIVE, lines=2)
+                    c["prompt"] = gr.Textbox(label="Prompt", value=start["prompt"], lines=1, max_lines=3,
+                                             elem_id="lucid-prompt")
+                    c["negative"] = gr.Textbox(label="Negative prompt", value=PAPER_NEGATIVE, lines=1, max_lines=3,
+                                               elem_id="lucid-negative")
+                    c["negative_notice"] = gr.Markdown(notices[0], elem_id="lucid-negative-notice",
+                                                       elem_classes="lucid-notice")
                     with gr.Row():
-                        c["preset"] = gr.Dropdown(list_presets(), value=default_preset, label="Preset")
+                        c["preset"] = gr.Dropdown(list_presets(), value=default_preset, label="Preset", min_width=140)
                         c["model"] = gr.Dropdown(
-                            MODEL_CHOICES, value=default_model, allow_custom_value=True,
-                            label="Model (hub id, local folder, or the offline demo)",
+                            MODEL_CHOICES, value=default_model, allow_custom_value=True, label="Model", min_width=160,
                         )
-                    gr.Examples(example_prompts(), inputs=[c["prompt"], c["preset"]], label="Example prompts")
+                    c["generate"] = gr.Button("Generate", variant="primary", elem_id="lucid-generate")
+                    with gr.Accordion("Example prompts", open=False):
+                        gr.Examples(example_prompts(), inputs=[c["prompt"], c["preset"]], label=None)
                     with gr.Row():
                         c["method"] = gr.Radio(list(typing.get_args(_hint(GuidanceConfig, "method"))),
                                                value=start["method"], label="Guidance")
@@ -75,13 +103,16 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                                                       value=start["init_shape"], label="Initialisation")
                         with gr.Column(min_width=120):
                             c["perp_neg"] = gr.Checkbox(value=start["perp_neg"], label="Perp-Neg")
+                            c["perp_neg_notice"] = gr.Markdown(notices[1], elem_id="lucid-perp-neg-notice",
+                                                               elem_classes="lucid-notice")
                             c["export_mesh"] = gr.Checkbox(value=APP_EXPORTS_MESH, label="Export mesh (.glb)")
                     with gr.Row():
                         c["steps"] = gr.Number(start["steps"], label="Steps", precision=0, minimum=1,
                                                maximum=MAX_STEPS)
                         c["seed"] = gr.Number(start["seed"], label="Seed", precision=0, minimum=0)
                         c["preview_every"] = gr.Number(start["preview_every"], label="Preview every N steps",
-                                                       precision=0, minimum=0)
+                                                       precision=0, minimum=0,
+                                                       info="and every few seconds; 0 = no preview")
                     with gr.Row():
                         c["guidance_scale"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
                                                         label="Guidance scale")
@@ -113,27 +144,26 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                             elem_id="lucid-extra",
                             placeholder="init.num_points=2000\nexport.turntable_size=256",
                         )
-                    c["generate"] = gr.Button("Generate", variant="primary", elem_id="lucid-generate")
 
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, elem_id="lucid-live"):
                     c["status"] = gr.HTML(elem_id="lucid-status")
-                    c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False,
-                                            elem_id="lucid-preview", height=360)
+                    c["preview"] = gr.Image(label="Current views (front, side, back, side)", type="numpy",
+                                            interactive=False, elem_id="lucid-preview", height=480)
                     with gr.Row():
                         c["gs_live"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
                                                  label="Guidance scale (live)")
                         c["dt_live"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (live)")
                     with gr.Row():
-                        c["pause"] = gr.Button("Pause")
-                        c["resume"] = gr.Button("Resume")
-                        c["stop"] = gr.Button("Stop", variant="stop", elem_id="lucid-stop")
-                    c["control_msg"] = gr.Markdown()
-                    run_outputs_panel(c, handlers.config_preview(default_preset), loss_plot_id="lucid-loss-plot")
-                    with gr.Accordion("Past runs", open=False):
-                        with gr.Row():
-                            c["runs"] = gr.Dropdown([], label="Your past runs", scale=3)
-                            c["refresh_runs"] = gr.Button("Refresh", scale=1)
-                            c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
+                        c["pause_toggle"] = gr.Button("Pause", interactive=False, elem_id="lucid-pause")
+                        c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="lucid-stop")
+                    c["control_msg"] = gr.Markdown(elem_id="lucid-control-msg")
+            run_outputs_panel(c, handlers.config_preview(default_preset), loss_plot_id="lucid-loss-plot",
+                              viewer_prefix="lucid")
+            with gr.Accordion("Past runs", open=False):
+                with gr.Row():
+                    c["runs"] = gr.Dropdown([], label="Your past runs", scale=3)
+                    c["refresh_runs"] = gr.Button("Refresh", scale=1, elem_id="lucid-refresh-runs")
+                    c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
         build_guidance_tab(handlers, text_negative=c["negative"])
         build_avatar_tab(handlers, banner=c["banner"])
         # API-only components of ``/result``.
@@ -141,10 +171,11 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
             c["api_run"] = gr.Textbox(label="run")
             api_files = [gr.File(label=name) for name in ("ply", "video", "config", "mesh")]
             api_summary = gr.JSON(label="summary")
+            c["pause"], c["resume"] = gr.Button("Pause"), gr.Button("Resume")
 
         c["generate"].click(
             handlers.generate, inputs=[c[name] for name in FORM_FIELDS], outputs=[c[n] for n in GENERATE_OUTPUTS],
-            api_name="generate", concurrency_limit=None, show_progress="hidden",
+            api_name="generate", concurrency_limit=None, show_progress="hidden", js=SCROLL_TO_STATUS_JS,
         )
         gr.on([c["gs_live"].release, c["dt_live"].release], handlers.set_controls,
               inputs=[c["gs_live"], c["dt_live"]], outputs=c["control_msg"], api_name="set_controls",
@@ -152,6 +183,12 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         for action in ("pause", "resume", "stop"):
             c[action].click(getattr(handlers, action), outputs=c["control_msg"], api_name=action,
                             concurrency_limit=None, show_progress="hidden")
+        c["pause_toggle"].click(handlers.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]],
+                                api_name="toggle_pause", concurrency_limit=None, show_progress="hidden")
+        notice_inputs = [c["model"], c["preset"], c["negative"], c["perp_neg"]]
+        gr.on([c["model"].change, c["preset"].change, c["negative"].change, c["perp_neg"].change], setting_notices,
+              inputs=notice_inputs, outputs=[c["negative_notice"], c["perp_neg_notice"]], api_visibility="private",
+              show_progress="hidden", trigger_mode="always_last")
         c["api_run"].submit(handlers.result, inputs=c["api_run"], outputs=[*api_files, api_summary],
                             api_name="result", concurrency_limit=None)
         # The live sliders follow the form's starting values.
@@ -165,9 +202,13 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                            api_visibility="private")
         gr.on([demo.load, c["refresh_runs"].click], handlers.runs_choices, outputs=c["runs"],
               api_visibility="private")
+        # The splat goes to the viewer after the mesh (handlers.mesh_before_splat): through a State, then a second step.
+        splat_file = gr.State()
         c["open_run"].click(handlers.open_run, inputs=c["runs"],
-                            outputs=[*(c[n] for n in RESULT_OUTPUTS), c["config"], c["banner"]],
-                            api_visibility="private")
+                            outputs=[splat_file if n == "model3d" else c[n] for n in RESULT_OUTPUTS] + [c["config"],
+                                                                                                   c["banner"]],
+                            api_visibility="private").then(handlers.splat_after_mesh, inputs=splat_file,
+                                                           outputs=c["model3d"], api_visibility="private")
         demo.unload(handlers.unload)
     return demo
 

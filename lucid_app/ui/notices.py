@@ -1,0 +1,79 @@
+"""Notices shown next to the settings a prior cannot use (issue 14): the user reads it in the page, not in the log.
+
+Pure functions of the form's values: which model a run would use (the form's, else the preset's), and what that
+model does with the negative prompt and Perp-Neg. The offline demo's multi-view prior interprets a prompt only when
+it names one of its objects (DESIGN §5: a negative prompt that matches no caption means "unconditional").
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from pathlib import Path
+
+from lucid_app.config import ConfigError
+from lucid_app.presets import load_config
+from lucid_app.priors.base import PriorError
+from lucid_app.priors.multiview import MODEL_PREFIX, object_folders, split_view_suffix
+from lucid_app.runs import resolve_model_id
+
+
+def run_model(model: str, preset: str) -> str:
+    """The model id a run of the form would load: the form's model, else the preset's ("" when unknown)."""
+    if str(model or "").strip():
+        return str(model).strip()
+    try:
+        return load_config(preset or None).model.id
+    except ConfigError:
+        return ""
+
+
+@lru_cache(maxsize=8)
+def demo_captions(model: str) -> tuple[str, ...]:
+    """The captions of a ``multiview:DIR`` model's objects (empty when the folder is missing)."""
+    folder = Path(resolve_model_id(model)[len(MODEL_PREFIX):])
+    try:
+        folders = object_folders(folder)
+    except PriorError:
+        return ()
+    captions = []
+    for obj in folders:
+        caption_file = obj / "caption.txt"
+        captions.append(caption_file.read_text(encoding="utf-8").strip() if caption_file.is_file()
+                        else obj.name.replace("_", " "))
+    return tuple(captions)
+
+
+def negative_notice(model: str, preset: str, negative: str) -> str:
+    """Markdown under the negative prompt: what the run's prior does with it ("" when it uses it as written)."""
+    model_id = run_model(model, preset)
+    if not model_id.startswith(MODEL_PREFIX) or not str(negative or "").strip():
+        return ""
+    captions = demo_captions(model_id)
+    subject, _ = split_view_suffix(str(negative).strip().lower())
+    if any(subject == c.lower() or subject in c.lower() or c.lower() in subject for c in captions if c):
+        return ""
+    names = ", ".join(f"“{html.escape(c)}”" for c in captions) or "its objects"
+    return (f"Note: the offline demo's prior ignores this negative prompt (it understands only its objects' names: "
+            f"{names}); CFG runs unconditional, as with an empty negative.")
+
+
+def perp_neg_notice(model: str, preset: str, perp_neg: bool) -> str:
+    """Markdown beside the Perp-Neg box: why it would have no effect for this run ("" when it works)."""
+    if not perp_neg:
+        return ""
+    try:
+        prompt = load_config(preset or None).prompt
+    except ConfigError:
+        return ""
+    if not prompt.view_dependent or not any((prompt.front_suffix, prompt.side_suffix, prompt.back_suffix)):
+        return "Note: Perp-Neg needs view prompts (prompt.view_dependent and the view suffixes); this preset has none."
+    return ""
+
+
+def setting_notices(model: str, preset: str, negative: str, perp_neg: bool) -> tuple[str, str]:
+    """(the negative prompt's notice, the Perp-Neg notice) for the form's current values."""
+    return negative_notice(model, preset, negative), perp_neg_notice(model, preset, perp_neg)
+
+
+__all__ = ["demo_captions", "negative_notice", "perp_neg_notice", "run_model", "setting_notices"]
