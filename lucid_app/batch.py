@@ -37,6 +37,7 @@ from lucid_app.batch_index import last_status, read_index, run_record, write_ind
 from lucid_app.cli_types import non_negative_float, non_negative_int
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, to_yaml
 from lucid_app.export import OutputError, check_output_dir
+from lucid_app.run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLY_NAME
 from lucid_app.signals import StopOnSignal
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ def plan_runs(entries: list[BatchEntry], out: Path) -> tuple[list[PlannedRun], l
     aside, which a run records as it goes).
     """
     from lucid_app.runs import check_new_run_dir
-    from lucid_app.trainer import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
 
     to_run, finished, unusable = [], [], []
     for entry in entries:
@@ -92,7 +92,7 @@ def plan_runs(entries: list[BatchEntry], out: Path) -> tuple[list[PlannedRun], l
             unusable.append(BadLine(entry.line, entry.prompt,
                                     f"{run_dir} holds a run with other settings; move it away, or use another --out"))
             continue
-        if last_status(run_dir / METRICS_NAME) == "done" and (run_dir / "model.ply").is_file():
+        if last_status(run_dir / METRICS_NAME) == "done" and (run_dir / PLY_NAME).is_file():
             finished.append(entry)
         else:
             to_run.append(PlannedRun(entry, run_dir, resume=(run_dir / CHECKPOINT_NAME).is_file()))
@@ -141,7 +141,7 @@ def run_prompt(name: str, config: TrainConfig, run_dir: str, device: str, board:
     from lucid_app.export import load_checkpoint, remove_files
     from lucid_app.priors.base import PriorError
     from lucid_app.runs import check_new_run_dir, load_run_prior
-    from lucid_app.trainer import CHECKPOINT_NAME, Trainer
+    from lucid_app.trainer import Trainer
 
     start = time.perf_counter()
     folder = Path(run_dir)

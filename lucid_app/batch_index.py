@@ -13,11 +13,10 @@ from typing import Any
 
 from lucid_app.export import write_text
 from lucid_app.run_folders import run_files
-from lucid_app.trainer import METRICS_NAME
+from lucid_app.run_layout import METRICS_NAME, VIEW_GLOB
 
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
-VIEW_GLOB = "views/view_*.png"
 
 
 def run_record(out: Path, run_dir: Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from lucid_app.gaussians import GaussianModel
 from lucid_app.ply import read_gaussian_ply
 from lucid_app.priors.base import PriorError
 from lucid_app.render import make_renderer
+from lucid_app.run_layout import CHECKPOINT_NAME, CONFIG_NAME, TURNTABLE_NAME, view_file
 from lucid_app.signals import StopOnSignal
 
 logger = logging.getLogger("lucid_app")
@@ -75,7 +76,7 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
 
     path = turntable(args.frames, args.size, args.size, radius, fovy, turntable_rings(args.rings, cams.default_polar_deg))
     with _progress(args.frames, "turntable") as bar:
-        frames = write_turntable(out / "turntable.mp4", renderer, splats, path, args.fps, args.background, bar.update)
+        frames = write_turntable(out / TURNTABLE_NAME, renderer, splats, path, args.fps, args.background, bar.update)
 
     n_views = args.views
     azimuth = torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views)
@@ -86,7 +87,7 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
     )
     written = []
     for i, image in enumerate(render_frames(renderer, splats, views, args.background)):
-        written.append(str(write_png(out / "views" / f"view_{i:03d}.png", image)))
+        written.append(str(write_png(out / view_file(i), image)))
     return {
         "command": "render",
         "ply": str(args.ply),
@@ -94,7 +95,7 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
         "sh_degree": data.sh_degree,
         "renderer": renderer.name,
         "frames": frames,
-        "video": str(out / "turntable.mp4"),
+        "video": str(out / TURNTABLE_NAME),
         "views": written,
         "wall_s": round(time.perf_counter() - start, 3),
     }
@@ -198,7 +199,7 @@ def _resumed_trainer(args: argparse.Namespace) -> Any:
     from lucid_app.export import load_checkpoint
     from lucid_app.priors import load_prior
     from lucid_app.runs import resolve_model_id
-    from lucid_app.trainer import CHECKPOINT_NAME, CONFIG_NAME, Trainer
+    from lucid_app.trainer import Trainer
 
     run_dir = Path(args.resume).expanduser()
     config_path = run_dir / CONFIG_NAME

@@ -29,8 +29,8 @@ from lucid_app.events import GaussianSnapshot
 from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, label_grid, prior_control, render_raw_cameras
 from lucid_app.jobs import Task, TaskContext, TaskResult
 from lucid_app.ply import read_gaussian_ply
-from lucid_app.run_folders import RUN_FILES, JobError
-from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
+from lucid_app.run_folders import JobError
+from lucid_app.run_layout import CONFIG_NAME, METRICS_NAME, RUN_FILES
 
 logger = logging.getLogger(__name__)
 

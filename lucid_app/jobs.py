@@ -1,67 +1,70 @@
 """In-process training jobs for the app: one worker thread owns the device and runs one job at a time.
 
 * A FIFO queue; every queued job knows its position (the number of jobs ahead of it, the running one included).
-* A model cache, so a prior's weights load once per (model id, device, dtype, model settings); it keeps the
-  ``max_cached_models`` most recently used priors (1 by default), so new settings never pile models up on the device.
+* A model cache (``model_cache.py``), so a prior's weights load once per (model id, device, dtype, model settings);
+  it keeps the ``max_cached_models`` most recently used priors (1 by default), so new settings never pile models up
+  on the device.
 * Job states ``queued → running ⇄ paused → done | failed``, or ``queued → cancelled``; stopping a running job
   ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
 * Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
   ``run_folders.py``).
 * Besides training, *task* jobs (:meth:`JobManager.submit_task`, e.g. the pseudo-GT inspector) queue on the same
   worker, so they never run beside training on the device; they report progress and end with a
-  :class:`TaskResult`. :meth:`JobManager.latest` returns a session's newest job of one kind (training by default),
+  :class:`TaskResult` (the task types live in ``tasks.py``). :meth:`JobManager.latest` returns a session's newest job of one kind (training by default),
   so the live controls never land on a task.
 
 Readers (the UI's handlers, tests) never touch a job's mutable state: they get immutable :class:`JobView`
 snapshots, and :meth:`JobManager.wait` returns the next one when the job changes. A snapshot is O(1) to take (every
 client's stream refreshes several times a second, under the lock the worker takes every step): the config's YAML is
-rendered once when the config is set, and the steps are a view of the first n entries of an append-only log.
+rendered once when the config is set, and the steps are a view of the first n entries of an append-only log
+(``step_log.py``); the preview is tiled once per preview event (``preview_grid.py``).
 Nothing here starts a thread before :meth:`JobManager.start`.
+
+Why this module is over ~400 lines: what is left is one job, :class:`JobManager` (about 500 of its lines) with
+its snapshot type. Its queue, worker threads, live controls and executor relay all share one condition
+(``self._cond``) and one lock order, so they stay in one class where that discipline can be read in one place. This
+module re-exports the names other modules and tests import from it (model cache, step log, task types,
+``tile_views``).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import math
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
 from lucid_app.avatar import check_avatar
 from lucid_app.avatar.body import AvatarError
-from lucid_app.config import ConfigError, ModelConfig, PromptChange, TrainConfig, to_yaml
+from lucid_app.config import ConfigError, PromptChange, TrainConfig, to_yaml
 from lucid_app.controls import ControlState, LiveControls, PromptState
-from lucid_app.devices import resolve_device, resolve_dtype
+from lucid_app.devices import resolve_device
 from lucid_app.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, PreviewEvent, StepEvent
 from lucid_app.executors import JobExecutor, RemoteRun, RunError
 from lucid_app.priors import load_prior
+from lucid_app.model_cache import ModelCache, PriorLoader
+from lucid_app.preview_grid import PREVIEW_MIN_SIZE_PX, tile_views
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.prompt_changes import check_changes, request_change
 from lucid_app.runs import PreparedRun, load_run_prior
 from lucid_app.run_folders import JobError, RUN_FILES, run_files, session_folder, slug
+from lucid_app.step_log import StepLog, StepsView
+from lucid_app.tasks import Task, TaskContext, TaskResult, TaskStopped
 from lucid_app.trainer import Trainer, initial_controls
 
 logger = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-
-# Views are shown at least this high (the trainer's first, smaller preview is enlarged to it).
-PREVIEW_MIN_SIZE_PX = 256
-
-
-class PriorLoader(Protocol):
-    def __call__(self, model: str, config: ModelConfig, device: torch.device | str) -> DiffusionPrior: ...
 
 
 class RunnableTrainer(Protocol):
@@ -70,190 +73,6 @@ class RunnableTrainer(Protocol):
 
 TrainerFactory = Callable[..., RunnableTrainer]
 TRAIN_KIND = "train"
-
-
-class TaskStopped(Exception):
-    """Raised by :attr:`TaskContext.progress` inside a task whose job was stopped; the job ends ``cancelled``."""
-
-
-@dataclass(frozen=True)
-class TaskContext:
-    """What the worker hands a task.
-
-    Attributes:
-        load_prior: the prior of a model config through the manager's cache (loads once, on the worker).
-        folder: the task's own folder under the session's (created by whoever writes into it).
-        progress: ``progress(done, total)`` publishes progress; raises :class:`TaskStopped` once the job is stopped.
-    """
-
-    device: torch.device
-    load_prior: Callable[[ModelConfig], DiffusionPrior]
-    folder: Path
-    progress: Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """What a task produced: an image to show ([H, W, 3] uint8), JSON-able data, its files, a closing message."""
-
-    image: np.ndarray | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    message: str = ""
-
-
-Task = Callable[[TaskContext], TaskResult]
-
-
-# ---------------------------------------------------------------------------------------------- model cache
-
-
-_CacheKey = tuple[str, str, str, ModelConfig]
-
-
-class ModelCache:
-    """Loaded priors keyed by (model id, device, dtype, the other model settings), at most ``max_models`` of them.
-
-    Without a bound every distinct setting (another model, another ``lora_scale``) would leave one more pipeline on
-    the device until it runs out of memory; the least recently used prior leaves first. A new prior enters once it
-    has loaded, then the excess leaves: a load that fails (the offline demo's fallback tries the default model first)
-    never throws out a working model, at the price of two models on the device while switching. Eviction only drops
-    the cache's reference: a job that still holds the prior keeps using it, and its memory returns when the last
-    holder lets go (finished jobs drop theirs).
-
-    Only the worker thread loads, but the lock keeps ``loads`` and the dict consistent for readers.
-    """
-
-    def __init__(self, loader: PriorLoader = load_prior, max_models: int = 1) -> None:
-        self._loader = loader
-        self._priors: OrderedDict[_CacheKey, DiffusionPrior] = OrderedDict()  # least recently used first
-        self._lock = threading.Lock()
-        self._max_models = _checked_max_models(max_models)
-        self.loads = 0
-
-    @property
-    def max_models(self) -> int:
-        """How many priors stay loaded; lowering it evicts at once."""
-        return self._max_models
-
-    @max_models.setter
-    def max_models(self, value: int) -> None:
-        with self._lock:
-            self._max_models = _checked_max_models(value)
-            evicted = self._evict_excess()
-        _release(evicted)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._priors)
-
-    def get(self, model: ModelConfig, device: torch.device) -> DiffusionPrior:
-        """The prior for ``model`` on ``device``, loading it when it is not cached.
-
-        Raises:
-            PriorError: the model cannot be loaded (the loader's message says what to do).
-        """
-        key = (model.id, str(device), str(resolve_dtype(model.dtype, device)), model)
-        with self._lock:
-            cached = self._priors.get(key)
-            if cached is not None:
-                self._priors.move_to_end(key)
-                return cached
-        logger.info("loading model %s on %s", model.id, device)
-        prior = self._loader(model.id, model, device)
-        with self._lock:
-            self.loads += 1
-            self._priors[key] = prior
-            self._priors.move_to_end(key)
-            evicted = self._evict_excess()
-        _release(evicted)
-        return prior
-
-    def _evict_excess(self) -> list[str]:
-        """Drop the least recently used priors beyond ``max_models`` (the caller holds the lock); their model ids."""
-        evicted = []
-        while len(self._priors) > self._max_models:
-            key, _ = self._priors.popitem(last=False)
-            evicted.append(key[0])
-        return evicted
-
-
-def _checked_max_models(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_cached_models must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _release(evicted: list[str]) -> None:
-    """Return the memory of evicted priors: pipelines hold reference cycles, so collect before CUDA's allocator
-    can hand their blocks back (nothing is freed while a running job still holds its prior)."""
-    if not evicted:
-        return
-    logger.info("model cache full: unloaded %s", ", ".join(evicted))
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-# ---------------------------------------------------------------------------------------------- jobs
-
-
-class StepsView(Sequence[StepEvent]):
-    """A read-only view of some entries of an append-only list of StepEvents (the first n, for a snapshot).
-
-    O(1) to create, whatever the number of steps; because the list only grows, the entries it shows never change.
-    Indexing and slicing (negative and strided too) map through a ``range`` of indices, so a slice is again an O(1)
-    view, and ``view.steps[-10:]`` or ``view.steps[::stride]`` touch only the entries they return.
-    """
-
-    def __init__(self, events: list[StepEvent], indices: range) -> None:
-        self._events = events
-        self._indices = indices
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    @overload
-    def __getitem__(self, index: int) -> StepEvent: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> StepsView: ...
-
-    def __getitem__(self, index: int | slice) -> StepEvent | StepsView:
-        if isinstance(index, slice):
-            return StepsView(self._events, self._indices[index])
-        return self._events[self._indices[index]]
-
-    def __iter__(self) -> Iterator[StepEvent]:
-        return (self._events[i] for i in self._indices)
-
-    def __eq__(self, other: object) -> bool:
-        """Equal to any sequence of the same events (a tuple included), like a tuple would be."""
-        if not isinstance(other, Sequence) or isinstance(other, str):
-            return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
-
-    __hash__ = None  # type: ignore[assignment]  # equal to tuples, so not hashable like them
-
-    def __repr__(self) -> str:
-        return f"StepsView({len(self)} steps)"
-
-
-class StepLog:
-    """A job's StepEvents; append-only, so a snapshot (:meth:`view`) needs no copy."""
-
-    def __init__(self) -> None:
-        self._events: list[StepEvent] = []
-
-    def append(self, event: StepEvent) -> None:
-        self._events.append(event)
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def view(self) -> StepsView:
-        """The entries so far; later appends do not show in it."""
-        return StepsView(self._events, range(len(self._events)))
 
 
 @dataclass(frozen=True)
@@ -845,27 +664,6 @@ class JobManager:
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
             kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting,
         )
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def tile_views(images: np.ndarray, min_size_px: int = 0) -> np.ndarray:
-    """Tile views [V, H, W, 3] into one near-square grid image [rows·H·k, cols·W·k, 3] (white where empty).
-
-    Each view is enlarged by the integer factor k (nearest neighbour) that makes it at least ``min_size_px``
-    high, so tiny training renders stay visible in the page.
-    """
-    k = max(1, -(-min_size_px // images.shape[1]))
-    images = images.repeat(k, axis=1).repeat(k, axis=2)
-    n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * h, cols * w, c), 255, dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, col = divmod(i, cols)
-        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
-    return grid
 
 
 __all__ = ["JobError", "JobManager", "JobState", "JobView", "ModelCache", "StepLog", "StepsView", "TERMINAL_STATES",

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lucid_app.config import ConfigError, from_yaml
-from lucid_app.trainer import CONFIG_NAME, METRICS_NAME
+from lucid_app.run_layout import CONFIG_NAME, RUN_FILES  # RUN_FILES re-exported: the app imports it from here
 
-# Output files of a run folder, by the names the UI and the API use.
-RUN_FILES = {"ply": "model.ply", "video": "turntable.mp4", "config": CONFIG_NAME, "mesh": "mesh.glb",
-             "metrics": METRICS_NAME, "view_ply": "model_view.ply"}
 MAX_LISTED_RUNS = 100
 # ``session/run``: the characters :func:`session_folder` and the job manager's run names use, nothing that starts
 # with a dot, at most 32 + 1 + 128 characters.

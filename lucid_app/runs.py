@@ -21,6 +21,7 @@ from lucid_app.presets import load_config
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.run_layout import RUN_OUTPUT_PATTERNS
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def check_new_run_dir(out: str | Path, overwrite: bool = False) -> tuple[Path, l
         OutputError: ``out`` is a file or cannot be written, or it is a folder that is not empty and ``overwrite``
             is False (the message names ``--resume`` and ``--overwrite``).
     """
-    from lucid_app.trainer import RUN_OUTPUT_PATTERNS
-
     path = check_output_dir(out)
     if not path.is_dir() or not any(path.iterdir()):
         return path, []

@@ -81,6 +81,17 @@ from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
 from lucid_app.render.base import Renderer
+from lucid_app.run_layout import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    MESH_NAME,
+    METRICS_NAME,
+    PLY_NAME,
+    TURNTABLE_NAME,
+    VIEW_PLY_NAME,
+    VIEWS_DIR,
+    view_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +103,6 @@ PREVIEW_FIRST_SIZE_PX = 128
 # ... after step 1, then at least this often in wall time, and never taking more than 1/PREVIEW_COST_RATIO of it.
 PREVIEW_INTERVAL_S = 2.0
 PREVIEW_COST_RATIO = 5.0
-CHECKPOINT_NAME = "checkpoint.pt"
-CONFIG_NAME = "config.yaml"
-METRICS_NAME = "metrics.jsonl"
-# Every file a run writes into its folder, as globs relative to it: what ``generate --overwrite`` removes (and
-# nothing else, so a user's own files in the folder survive).
-RUN_OUTPUT_PATTERNS = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "model.ply", "model_view.ply", "turntable.mp4",
-                       "mesh.glb", "views/view_*.png")
 
 
 def initial_controls(config: TrainConfig) -> ControlState:
@@ -397,30 +401,30 @@ class Trainer:
             if progress is not None:
                 progress(i)
 
-        stage(ExportEvent(stage="model.ply"))
+        stage(ExportEvent(stage=PLY_NAME))
         files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
         if checkpoint:
             files["checkpoint"] = str(self.save_checkpoint())
         elif (self.run_dir / CHECKPOINT_NAME).is_file():
             files["checkpoint"] = str(self.run_dir / CHECKPOINT_NAME)
         raw = self.gaussians.to_raw()
-        files["ply"] = str(write_gaussian_ply(self.run_dir / "model.ply", raw))
+        files["ply"] = str(write_gaussian_ply(self.run_dir / PLY_NAME, raw))
         # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
-        files["view_ply"] = str(write_gaussian_ply(self.run_dir / "model_view.ply", framed_for_viewer(raw)))
+        files["view_ply"] = str(write_gaussian_ply(self.run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
         splats = self.gaussians.splats()
         size = cfg.export.turntable_size
         rings = turntable_rings(cfg.export.turntable_rings, cfg.cameras.default_polar_deg)
         path = turntable(cfg.export.turntable_frames, size, size, cfg.cameras.default_radius,
                          cfg.cameras.default_fovy_rad, rings)
         stage(ExportEvent(stage="turntable", done=0, total=frames))
-        write_turntable(self.run_dir / "turntable.mp4", self.renderer, splats, path, cfg.export.turntable_fps,
+        write_turntable(self.run_dir / TURNTABLE_NAME, self.renderer, splats, path, cfg.export.turntable_fps,
                         cfg.render.background, frame_done)
-        files["video"] = str(self.run_dir / "turntable.mp4")
+        files["video"] = str(self.run_dir / TURNTABLE_NAME)
         ring = turntable(cfg.export.eval_views, size, size, cfg.cameras.default_radius, cfg.cameras.default_fovy_rad,
                          (cfg.cameras.default_polar_deg,))
         for i, frame in enumerate(render_frames(self.renderer, splats, ring, cfg.render.background)):
-            write_png(self.run_dir / "views" / f"view_{i:03d}.png", frame)
-        files["views"] = str(self.run_dir / "views")
+            write_png(self.run_dir / view_file(i), frame)
+        files["views"] = str(self.run_dir / VIEWS_DIR)
         if cfg.export.mesh:
             from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
 
@@ -430,7 +434,7 @@ class Trainer:
             # and every other output is already on disk.
             try:
                 mesh = mesh_from_splats(splats, cfg.export.mesh_resolution, cfg.export.mesh_iso).mesh
-                files["mesh"] = str(write_mesh(self.run_dir / "mesh.glb", mesh))
+                files["mesh"] = str(write_mesh(self.run_dir / MESH_NAME, mesh))
             except (MeshError, MemoryError) as err:
                 logger.warning("mesh export skipped: %s", err)
         return files

@@ -17,6 +17,7 @@ import gradio as gr
 
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
 from lucid_app.jobs import JobView
+from lucid_app.run_layout import EVAL_VIEW
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
 from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
@@ -24,7 +25,6 @@ from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, 
 AB_MODES = {"negative": "With vs without the negative prompt", "method": "ISM vs SDS"}
 AB_FIELDS = ("prompt", "negative", "preset", "model", "mode", "steps", "seed", "extra_overrides")
 AB_OUTPUTS = ("status", "image_a", "image_b", "metrics_a", "metrics_b")
-EVAL_VIEW = Path("views") / "view_000.png"
 
 
 def ab_configs(base: TrainConfig, mode: str) -> tuple[TrainConfig, TrainConfig]:
