@@ -17,7 +17,7 @@ from lucid_app.avatar.body import AvatarError, available_genders, find_model_fil
 from lucid_app.cli_types import non_negative_float
 from lucid_app.config import ConfigError
 from lucid_app.jobs import JobManager
-from lucid_app.ui.handlers import check_model
+from lucid_app.runs import check_model
 from lucid_app.ui.layout import APP_CSS, build_demo
 
 logger = logging.getLogger("lucid_app.app")

@@ -34,7 +34,6 @@ from lucid_app.priors.multiview import (
 )
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.runs import DEMO_PRESET, resolve_config
-from lucid_app.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +128,8 @@ def quality(
         ValueError: unknown method, bad steps, a prompt that selects no single object, or a dataset without
             test views (ConfigError / PriorError for bad overrides or datasets).
     """
+    from lucid_app.trainer import Trainer  # here, so the CLI's parser (add_quality_parser) stays light
+
     if method not in GUIDANCES:
         raise ValueError(f"unknown method {method!r}; valid: {sorted(GUIDANCES)}")
     schedule = eval_schedule(steps, eval_steps)

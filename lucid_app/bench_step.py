@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from lucid_app.arch_sd21 import build_pipeline, parameter_counts
 from lucid_app.config import TrainConfig
 from lucid_app.devices import resolve_device, resolve_dtype
 
@@ -117,6 +116,7 @@ def bench_step(
         The JSON-ready report: per-step UNet evaluations (samples) and calls, mean seconds per step and per stage,
         peak memory, dtype, parameter counts and the settings.
     """
+    from lucid_app.arch_sd21 import build_pipeline, parameter_counts  # diffusers: imported only when a bench runs
     from lucid_app.priors.stable_diffusion import StableDiffusionPrior
     from lucid_app.trainer import Trainer
 

@@ -236,9 +236,10 @@ def _avatar_trainer(args: argparse.Namespace) -> tuple[Any, None]:
 
 def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
     """Surface mesh (``.glb`` / ``.obj``, y up, vertex colours) of any INRIA-layout ``.ply``."""
-    from lucid_app.mesh import MESH_FORMATS, MeshError, mesh_from_splats, write_mesh
+    from lucid_app.mesh import DEFAULT_ISO, DEFAULT_RESOLUTION, MESH_FORMATS, MeshError, mesh_from_splats, write_mesh
 
     start = time.perf_counter()
+    iso = DEFAULT_ISO if args.iso is None else args.iso
     out = check_output_file(args.out)
     if out.suffix.lower() not in MESH_FORMATS:
         raise MeshError(f"--out {out}: the mesh format must be one of {', '.join(MESH_FORMATS)}, "
@@ -247,12 +248,12 @@ def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
     splats = GaussianModel.from_raw(data, OptimConfig()).splats()
     with tqdm(total=data.count, desc="mesh density", unit="gaussian", file=sys.stderr, dynamic_ncols=True,
               leave=False) as bar:
-        result = mesh_from_splats(splats, resolution=args.resolution, iso=args.iso, max_faces=args.faces,
-                                  progress=bar.update)
+        result = mesh_from_splats(splats, resolution=args.resolution or DEFAULT_RESOLUTION, iso=iso,
+                                  max_faces=args.faces, progress=bar.update)
     path = write_mesh(out, result.mesh)
     return {
         "command": "mesh", "ply": str(args.ply), "n_gaussians": data.count, "resolution": result.resolution,
-        "iso": args.iso, "vertices": len(result.mesh.vertices), "faces": len(result.mesh.faces),
+        "iso": iso, "vertices": len(result.mesh.vertices), "faces": len(result.mesh.faces),
         "watertight": bool(result.mesh.is_watertight),
         "components_kept": result.components_kept, "components_found": result.components_found,
         "path": str(path), "wall_s": round(time.perf_counter() - start, 3),
@@ -368,14 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SMPL model (sets avatar.gender; default neutral)")
     gen.set_defaults(func=cmd_generate)
 
-    from lucid_app.mesh import DEFAULT_ISO, DEFAULT_RESOLUTION
-
+    # Defaults (None) come from lucid_app.mesh when the command runs: importing it here would slow every --help.
     mesh = sub.add_parser("mesh", help="coloured surface mesh (.glb / .obj, y up) of a 3DGS .ply")
     mesh.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
     mesh.add_argument("--out", required=True, help="mesh file to write: .glb (vertex colours) or .obj")
-    mesh.add_argument("--resolution", type=_positive_int, default=DEFAULT_RESOLUTION,
-                      help="grid samples along the longest side (8-512)")
-    mesh.add_argument("--iso", type=float, default=DEFAULT_ISO, help="density level of the surface")
+    mesh.add_argument("--resolution", type=_positive_int, default=None,
+                      help="grid samples along the longest side (8-512; default: lucid_app.mesh's)")
+    mesh.add_argument("--iso", type=float, default=None,
+                      help="density level of the surface (default: lucid_app.mesh's)")
     mesh.add_argument("--faces", type=_positive_int, default=None,
                       help="at most this many faces (a coarser grid; the mesh stays watertight)")
     mesh.set_defaults(func=cmd_mesh)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from lucid_app.config import DensifyConfig
-from lucid_app.gaussians import GaussianModel, quat_to_rotmat
+from lucid_app.gaussians import GaussianModel
 from lucid_app.render.base import RenderOutput
+from lucid_app.render.torch_ref import quat_to_rotmat
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Writing results: images, turntable videos, configs, checkpoints, metrics (``ply.py`` writes splat files).
+"""Writing results: images, turntable videos, configs, checkpoints, metrics, and a run's end outputs
+(:func:`export_run`; ``ply.py`` writes splat files).
 
 Every writer is atomic: it writes a temporary file beside the target and renames it, so a crash or Ctrl-C
 never leaves a half-written result and never destroys the previous one.
@@ -14,13 +15,20 @@ import pickle
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from lucid_app.cameras import CameraBatch
+from lucid_app.cameras import CameraBatch, turntable, turntable_rings
+from lucid_app.events import ExportEvent
+from lucid_app.ply import GaussianPly, write_gaussian_ply
 from lucid_app.render.base import Renderer, Splats
+from lucid_app.run_layout import MESH_NAME, PLY_NAME, TURNTABLE_NAME, VIEW_PLY_NAME, VIEWS_DIR, view_file
+from lucid_app.splat_view import framed_for_viewer
+
+if TYPE_CHECKING:
+    from lucid_app.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -240,3 +248,63 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def export_run(
+    run_dir: Path,
+    raw: GaussianPly,
+    splats: Splats,
+    renderer: Renderer,
+    config: TrainConfig,
+    on_stage: Callable[[ExportEvent], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, str]:
+    """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
+    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb``.
+
+    Args:
+        run_dir: the run's folder.
+        raw: the Gaussians as stored (``GaussianModel.to_raw()``); splats: the same, activated, for rendering.
+        renderer: renders the turntable and the views; config: the run's config (``export``, ``cameras``, ``render``).
+        on_stage: receives an :class:`ExportEvent` as each stage starts (and per turntable frame).
+        progress: called as turntable frames are rendered (``render_frames``' progress).
+
+    Returns:
+        {output name: path} of what was written.
+    """
+    stage = on_stage or (lambda event: None)
+    exp, cams = config.export, config.cameras
+    frames = exp.turntable_frames * exp.turntable_rings
+
+    def frame_done(i: int) -> None:
+        stage(ExportEvent(stage="turntable", done=i + 1, total=frames))
+        if progress is not None:
+            progress(i)
+
+    stage(ExportEvent(stage=PLY_NAME))
+    files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
+    # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
+    files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
+    size = exp.turntable_size
+    rings = turntable_rings(exp.turntable_rings, cams.default_polar_deg)
+    path = turntable(exp.turntable_frames, size, size, cams.default_radius, cams.default_fovy_rad, rings)
+    stage(ExportEvent(stage="turntable", done=0, total=frames))
+    write_turntable(run_dir / TURNTABLE_NAME, renderer, splats, path, exp.turntable_fps, config.render.background,
+                    frame_done)
+    files["video"] = str(run_dir / TURNTABLE_NAME)
+    ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
+    for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
+        write_png(run_dir / view_file(i), frame)
+    files["views"] = str(run_dir / VIEWS_DIR)
+    if exp.mesh:
+        from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
+        stage(ExportEvent(stage="mesh"))
+        # Written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped, and
+        # every other output is already on disk.
+        try:
+            mesh = mesh_from_splats(splats, exp.mesh_resolution, exp.mesh_iso).mesh
+            files["mesh"] = str(write_mesh(run_dir / MESH_NAME, mesh))
+        except (MeshError, MemoryError) as err:
+            logger.warning("mesh export skipped: %s", err)
+    return files

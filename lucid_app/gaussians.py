@@ -67,19 +67,6 @@ def num_sh_coeffs(sh_degree: int) -> int:
     return (sh_degree + 1) ** 2
 
 
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """[N, 4] (w, x, y, z) quaternions (normalised here) -> [N, 3, 3] rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*quats.shape[:-1], 3, 3)
-
-
 def knn_mean_distance(points: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Mean Euclidean distance of each point to its ``k`` nearest other points (scipy cKDTree).
 

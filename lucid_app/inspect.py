@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lucid_app.cameras import CameraBatch, orbit_cameras
 from lucid_app.config import GuidanceConfig, OptimConfig, PromptConfig
 from lucid_app.gaussians import GaussianModel
+from lucid_app.guidance.base import Guidance
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
 from lucid_app.guidance.sds import sds_guidance
@@ -74,7 +75,7 @@ def pseudo_gts(
             (supplementary eq. 1).
         control: the prior's per-view ``control`` as in training (:func:`prior_control`), or None.
     """
-    guidances = {"sds": sds_guidance, "ism": ism_guidance}
+    guidances: dict[str, Guidance] = {"sds": sds_guidance, "ism": ism_guidance}
     if method not in guidances:
         raise ValueError(f"pseudo_gts: method must be one of {sorted(guidances)}, got {method!r}")
     estimates = []

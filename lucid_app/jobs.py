@@ -429,12 +429,9 @@ class JobManager:
         self._forward(job)
         return view
 
-    def stop(self, job_id: str) -> JobView:
-        """A running job stops after its current step and exports; a queued one is cancelled."""
-        return self.cancel(job_id)
-
     def cancel(self, job_id: str) -> JobView:
-        """Remove a queued job from the queue (state ``cancelled``), or stop a running / paused one."""
+        """Remove a queued job from the queue (state ``cancelled``), or stop a running / paused one (it stops after its
+        current step and exports what exists)."""
         with self._cond:
             job = self._job(job_id)
             if job.id in self._queue:

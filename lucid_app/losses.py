@@ -1,5 +1,6 @@
 """Pure per-step pieces of the training objective besides the guidance (DESIGN §4, "other reference settings").
 
+- :func:`step_losses`: the step's named, weighted loss terms (the guidance's loss and the regularisers below),
 - total variation of the rendered colour and depth (smoothness regularisers; L2 on the min-max-normalised disparity
   as the official code, or L1),
 - the mean-scale penalty (keeps Gaussians small),
@@ -11,9 +12,13 @@ Every random draw comes from the caller's ``torch.Generator``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from lucid_app.config import LossConfig
+    from lucid_app.render.base import RenderOutput
 
 
 def total_variation(image: torch.Tensor, norm: Literal["l1", "l2"] = "l1") -> torch.Tensor:
@@ -125,3 +130,39 @@ def scale_noise(scales: torch.Tensor, std: float, generator: torch.Generator) ->
         return scales
     noise = torch.randn(scales.shape, generator=generator).to(scales.device)
     return scales * (1.0 + std * noise).clamp_min(0.1)
+
+
+def guidance_input(out: RenderOutput, use_disparity: bool) -> torch.Tensor:
+    """What the guidance sees of a render: the colour, or on disparity steps the normalised disparity as a grey image.
+
+    Args:
+        out: the step's render (``rgb`` [C, H, W, 3], ``depth`` and ``alpha`` [C, H, W, 1]).
+        use_disparity: this step's coin (drawn with probability ``loss.disparity_ratio``).
+
+    Returns:
+        [C, H, W, 3] in [0, 1].
+    """
+    return disparity_image(out.depth, out.alpha) if use_disparity else out.rgb
+
+
+def step_losses(
+    guidance_loss: torch.Tensor, out: RenderOutput, scales: torch.Tensor, config: LossConfig
+) -> dict[str, torch.Tensor]:
+    """The named, weighted terms of one step's objective; their sum is the loss that is back-propagated.
+
+    Args:
+        guidance_loss: the guidance's scalar loss (already weighted by the guidance).
+        out: the step's render (``rgb`` [C, H, W, 3], ``depth`` and ``alpha`` [C, H, W, 1]).
+        scales: [N, 3] the Gaussians' activated scales (without the training noise).
+        config: the loss weights and the TV settings.
+
+    Returns:
+        ``guidance``, ``tv_rgb``, ``tv_depth`` and ``scale``: scalars, in this order (the order they are summed in).
+    """
+    depth = minmax_disparity(out.depth, out.alpha) if config.tv_depth_source == "disparity" else out.depth
+    return {
+        "guidance": guidance_loss,
+        "tv_rgb": config.tv_rgb * total_variation(out.rgb, config.tv_norm),
+        "tv_depth": config.tv_depth * total_variation(depth, config.tv_norm),
+        "scale": config.scale * scales.mean(),
+    }

@@ -46,8 +46,9 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from lucid_app.export import atomic_path
-from lucid_app.gaussians import quat_to_rotmat, sh_dc_to_rgb
+from lucid_app.gaussians import sh_dc_to_rgb
 from lucid_app.render.base import Splats
+from lucid_app.render.torch_ref import quat_to_rotmat
 
 logger = logging.getLogger(__name__)
 

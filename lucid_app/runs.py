@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,14 @@ from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.priors.multiview import MODEL_PREFIX
 from lucid_app.run_layout import RUN_OUTPUT_PATTERNS
+from lucid_app.trust import is_pickle_file
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_PRESET = "demo"
+DEMO_MODEL = MODEL_PREFIX + "assets/demo"
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def resolve_config(
@@ -68,6 +72,31 @@ def resolve_model_id(model_id: str) -> str:
     """
     prefix = MODEL_PREFIX if model_id.startswith(MODEL_PREFIX) else ""
     return prefix + _absolute_if_local(model_id[len(prefix):], search_repo=bool(prefix))
+
+
+def check_model(model: str) -> None:
+    """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
+
+    Raises:
+        ConfigError: anything else, naming what is accepted.
+    """
+    if not model:
+        return
+    if is_pickle_file(model):
+        raise ConfigError(
+            f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
+            "loads hub ids, diffusers folders and .safetensors files only"
+        )
+    if model.startswith(MODEL_PREFIX):
+        if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
+            raise ConfigError(f"model {model!r}: no such multi-view dataset folder")
+        return
+    if Path(model).expanduser().exists() or _HUB_ID.fullmatch(model):
+        return
+    raise ConfigError(
+        f"unknown model {model!r}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
+        f".safetensors file, or pick the offline demo ({DEMO_MODEL})"
+    )
 
 
 def _absolute_if_local(value: str, search_repo: bool = False) -> str:

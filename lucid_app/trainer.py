@@ -25,6 +25,11 @@ from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.che
 and at the end, however the run ends (done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and
 ``views/*.png`` of the last good state. A checkpoint only ever holds the state between two steps: an interrupt in the
 middle of a step keeps the previous checkpoint, so a resume always continues bit for bit.
+
+Size: this module is over ~400 lines because the loop's state (step, generator, schedules in force, preview and
+checkpoint timers, snapshot requests) lives in one object whose methods each do one job (the end outputs are already
+``export.export_run``, the loss terms ``losses.step_losses``). Splitting further means moving the preview/checkpoint
+scheduling and ``resume``/``state_dict`` into their own module; the tests patch ``PREVIEW_*`` and ``time`` here.
 """
 
 from __future__ import annotations
@@ -35,14 +40,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lucid_app.avatar import avatar_setup
-from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras, turntable, turntable_rings
+from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras
 from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, to_yaml
 from lucid_app.controls import (
     ControlState,
@@ -53,45 +59,17 @@ from lucid_app.controls import (
 )
 from lucid_app.densify import Densifier
 from lucid_app.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, PreviewEvent, StepEvent
-from lucid_app.export import (
-    MetricsLog,
-    load_checkpoint,
-    render_frames,
-    save_checkpoint,
-    write_png,
-    write_text,
-    write_turntable,
-)
+from lucid_app.export import MetricsLog, export_run, load_checkpoint, render_frames, save_checkpoint, write_text
 from lucid_app.gaussians import GaussianModel
-from lucid_app.guidance import GUIDANCES
-from lucid_app.guidance.ddim import delta_t_at
+from lucid_app.guidance import GUIDANCES, GuidanceOutput
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.init_shapes import init_gaussians
-from lucid_app.losses import (
-    disparity_image,
-    flip_views,
-    minmax_disparity,
-    sample_backgrounds,
-    scale_noise,
-    total_variation,
-)
-from lucid_app.ply import write_gaussian_ply
-from lucid_app.splat_view import framed_for_viewer
+from lucid_app.losses import flip_views, guidance_input, sample_backgrounds, scale_noise, step_losses
 from lucid_app.priors.base import DiffusionPrior, camera_control_fn
 from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
-from lucid_app.render.base import Renderer
-from lucid_app.run_layout import (
-    CHECKPOINT_NAME,
-    CONFIG_NAME,
-    MESH_NAME,
-    METRICS_NAME,
-    PLY_NAME,
-    TURNTABLE_NAME,
-    VIEW_PLY_NAME,
-    VIEWS_DIR,
-    view_file,
-)
+from lucid_app.render.base import Renderer, RenderOutput
+from lucid_app.run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -207,19 +185,23 @@ class Trainer:
 
     def begin_step(self) -> ControlState:
         """Step ``self.step + 1``'s control snapshot, after its scheduled control and prompt changes (if any) joined
-        the controls."""
+        the controls. :meth:`adopt` puts it in force."""
         scheduled = scheduled_control_change(self.config.control_schedule, self.step + 1)
         if scheduled:
             self.controls.update(**scheduled)
         return self.prompt_track.begin_step(self.step + 1)
 
-    def adopt_controls(self, snap: ControlState) -> ControlChange | None:
-        """Record the snapshot's guidance scale / δ_T for step ``self.step + 1`` when they differ from the last step's;
-        returns the change (None if none). A change to the schedule is written to ``config.yaml`` at once."""
-        before = self._control_schedule
-        self._control_schedule, change = record_control_change(before, self.step + 1, self._controls_in_force, snap)
+    def adopt(self, snap: ControlState) -> PromptChange | None:
+        """Put :meth:`begin_step`'s snapshot in force for step ``self.step + 1``: its prompt state, and its guidance
+        scale / δ_T, recorded when they differ from the last step's. Returns the prompt change (None if none). A
+        change to either schedule is written to ``config.yaml`` at once."""
+        k = self.step + 1
+        prompts_before, controls_before = self.prompt_track.schedule, self._control_schedule
+        change = self.prompt_track.adopt(snap, k)
+        self._control_schedule, _ = record_control_change(controls_before, k, self._controls_in_force, snap)
         self._controls_in_force = snap
-        if self.run_dir is not None and self._control_schedule is not before:
+        changed = self.prompt_track.schedule is not prompts_before or self._control_schedule is not controls_before
+        if self.run_dir is not None and changed:
             write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
         return change
 
@@ -244,30 +226,21 @@ class Trainer:
             for future in pending:
                 future.set_result(snapshot)
 
-    def adopt_prompt(self, snap: ControlState) -> PromptChange | None:
-        """Put the snapshot's prompt state in force for step ``self.step + 1``; returns the change it makes (None if
-        none). A change to the schedule is written to ``config.yaml`` at once."""
-        before = self.prompt_track.schedule
-        change = self.prompt_track.adopt(snap, self.step + 1)
-        if self.run_dir is not None and self.prompt_track.schedule is not before:
-            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
-        return change
-
     # ---------------------------------------------------------------- one step
 
-    def train_step(self, controls: ControlState | None = None) -> StepEvent:
-        """Run step ``self.step + 1`` with the given control snapshot (default: :meth:`begin_step`'s), in the prompt
-        state the snapshot holds (:meth:`adopt_prompt`)."""
-        snap = controls or self.begin_step()
-        self.adopt_prompt(snap)
-        self.adopt_controls(snap)
+    def train_step(self, snap: ControlState | None = None) -> StepEvent:
+        """Run step ``self.step + 1`` with ``snap``, a snapshot already in force (:meth:`run`: :meth:`begin_step`,
+        then :meth:`adopt`); without one (benchmarks, tests), the next snapshot is taken and adopted here."""
+        if snap is None:
+            snap = self.begin_step()
+            self.adopt(snap)
         cfg = self.config
         k = self.step + 1
-        g = self.generator
         start = time.perf_counter()
         self.gaussians.update_learning_rates(k)
 
         # 1. Cameras and backgrounds of this step (DESIGN §4 camera schedule; background augmentation).
+        g = self.generator
         cams = sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, g).to(self.device)
         backgrounds = sample_backgrounds(len(cams), cfg.render.background, cfg.render.bg_aug_ratio, g).to(self.device)
         use_disparity = bool(torch.rand((), generator=g) < cfg.loss.disparity_ratio)
@@ -277,37 +250,18 @@ class Trainer:
         splats = replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
         out = self.renderer.render(splats, cams, backgrounds)
 
-        # 3. Guidance on the colour, or on the normalised disparity as a grey image.
-        image = disparity_image(out.depth, out.alpha) if use_disparity else out.rgb
-        control = self.control_fn(cams) if self.control_fn is not None else None
-        # The official random left-right flip of the batch (control images with it), before encoding.
-        image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
-        x0 = self.prior.encode_images(image)
-        # One prompt state for the whole step: its embeddings and Perp-Neg settings together.
-        prompt = self.prompt_state
-        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
-        result = self.guidance(
-            self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
-            guidance_scale=snap.guidance_scale, delta_t=delta_t_at(k, guidance_cfg),
-            control=control,
-        )
-        depth_tv = minmax_disparity(out.depth, out.alpha) if cfg.loss.tv_depth_source == "disparity" else out.depth
-        terms = {
-            "guidance": result.loss,
-            "tv_rgb": cfg.loss.tv_rgb * total_variation(out.rgb, cfg.loss.tv_norm),
-            "tv_depth": cfg.loss.tv_depth * total_variation(depth_tv, cfg.loss.tv_norm),
-            "scale": cfg.loss.scale * self.gaussians.scales.mean(),
-        }
+        # 3. Guidance on the colour or the disparity, plus the regularisers; one backward pass.
+        result = self._guide(guidance_input(out, use_disparity), cams, snap, k)
+        terms = step_losses(result.loss, out, self.gaussians.scales, cfg.loss)
         total = sum(terms.values())
         optimizer = self.gaussians.optimizer
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-
         losses = {name: float(v.detach()) for name, v in terms.items()}
         losses["total"] = float(total.detach())
         diag = result.diagnostics
-        event_args = dict(
-            step=k, total_steps=cfg.optim.steps, losses=losses, t=diag["t"], s=diag["s"],
+        event = partial(
+            StepEvent, step=k, total_steps=cfg.optim.steps, losses=losses, t=diag["t"], s=diag["s"],
             delta_t=diag["delta_t"], grad_norm=diag["grad_norm"], guidance_scale=snap.guidance_scale,
         )
 
@@ -317,22 +271,40 @@ class Trainer:
             self.bad_steps += 1
             self.step = k
             logger.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", k, self.bad_steps)
-            return StepEvent(**event_args, n_gaussians=self.gaussians.count,
-                             seconds=time.perf_counter() - start, skipped=True)
+            return event(n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start, skipped=True)
         self.bad_steps = 0
 
         # 5. Densification statistics and events, then the optimiser step.
+        densify = self._densify_and_step(out, k)
+        return event(n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start, densify=densify)
+
+    def _guide(self, image: torch.Tensor, cams: CameraBatch, snap: ControlState, k: int) -> GuidanceOutput:
+        """The guidance's loss on the rendered ``image`` [C, H, W, 3] of step ``k``, after the official random
+        left-right flip of the batch (control images with it), in one prompt state (embeddings and Perp-Neg
+        settings together)."""
+        cfg, g = self.config, self.generator
+        control = self.control_fn(cams) if self.control_fn is not None else None
+        image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
+        x0 = self.prior.encode_images(image)
+        prompt = self.prompt_state
+        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
+        return self.guidance(
+            self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
+            guidance_scale=snap.guidance_scale, control=control,
+        )
+
+    def _densify_and_step(self, out: RenderOutput, k: int) -> dict[str, int]:
+        """Densification statistics and events of step ``k``, then the optimiser step; returns what densification
+        did (empty when nothing)."""
         self.densifier.accumulate(out, k)
-        report = self.densifier.step(self.gaussians, k, g)
+        report = self.densifier.step(self.gaussians, k, self.generator)
+        optimizer = self.gaussians.optimizer
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.step = k
-        densify = {}
-        if report.changed:
-            densify = {"cloned": report.cloned, "split": report.split, "pruned": report.pruned,
-                       "reset": int(report.reset)}
-        return StepEvent(**event_args, n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start,
-                         densify=densify)
+        if not report.changed:
+            return {}
+        return {"cloned": report.cloned, "split": report.split, "pruned": report.pruned, "reset": int(report.reset)}
 
     def _gradients_finite(self, total: torch.Tensor) -> bool:
         if not bool(torch.isfinite(total.detach())):
@@ -386,57 +358,19 @@ class Trainer:
 
     def export(self, progress: Callable[[int], None] | None = None, checkpoint: bool = True,
                on_stage: Callable[[ExportEvent], None] | None = None) -> dict[str, str]:
-        """Write ``model.ply`` (and its copy framed for the app's viewer, ``model_view.ply``), ``turntable.mp4``, ``views/*.png``, the checkpoint of the current state (unless
-        ``checkpoint`` is False: the state is not one between two steps) and, with ``export.mesh``, ``mesh.glb``.
+        """Write the run's outputs of the current state (:func:`~lucid_app.export.export_run`) and the checkpoint of
+        it (unless ``checkpoint`` is False: the state is not one between two steps).
 
         ``on_stage`` receives an :class:`ExportEvent` as each stage starts (and per turntable frame)."""
         if self.run_dir is None:
             return {}
-        cfg = self.config
-        stage = on_stage or (lambda event: None)
-        frames = cfg.export.turntable_frames * cfg.export.turntable_rings
-
-        def frame_done(i: int) -> None:
-            stage(ExportEvent(stage="turntable", done=i + 1, total=frames))
-            if progress is not None:
-                progress(i)
-
-        stage(ExportEvent(stage=PLY_NAME))
         files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
         if checkpoint:
             files["checkpoint"] = str(self.save_checkpoint())
         elif (self.run_dir / CHECKPOINT_NAME).is_file():
             files["checkpoint"] = str(self.run_dir / CHECKPOINT_NAME)
-        raw = self.gaussians.to_raw()
-        files["ply"] = str(write_gaussian_ply(self.run_dir / PLY_NAME, raw))
-        # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
-        files["view_ply"] = str(write_gaussian_ply(self.run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
-        splats = self.gaussians.splats()
-        size = cfg.export.turntable_size
-        rings = turntable_rings(cfg.export.turntable_rings, cfg.cameras.default_polar_deg)
-        path = turntable(cfg.export.turntable_frames, size, size, cfg.cameras.default_radius,
-                         cfg.cameras.default_fovy_rad, rings)
-        stage(ExportEvent(stage="turntable", done=0, total=frames))
-        write_turntable(self.run_dir / TURNTABLE_NAME, self.renderer, splats, path, cfg.export.turntable_fps,
-                        cfg.render.background, frame_done)
-        files["video"] = str(self.run_dir / TURNTABLE_NAME)
-        ring = turntable(cfg.export.eval_views, size, size, cfg.cameras.default_radius, cfg.cameras.default_fovy_rad,
-                         (cfg.cameras.default_polar_deg,))
-        for i, frame in enumerate(render_frames(self.renderer, splats, ring, cfg.render.background)):
-            write_png(self.run_dir / view_file(i), frame)
-        files["views"] = str(self.run_dir / VIEWS_DIR)
-        if cfg.export.mesh:
-            from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
-
-            stage(ExportEvent(stage="mesh"))
-
-            # Written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped,
-            # and every other output is already on disk.
-            try:
-                mesh = mesh_from_splats(splats, cfg.export.mesh_resolution, cfg.export.mesh_iso).mesh
-                files["mesh"] = str(write_mesh(self.run_dir / MESH_NAME, mesh))
-            except (MeshError, MemoryError) as err:
-                logger.warning("mesh export skipped: %s", err)
+        files.update(export_run(self.run_dir, self.gaussians.to_raw(), self.gaussians.splats(), self.renderer,
+                                self.config, on_stage, progress))
         return files
 
     # ---------------------------------------------------------------- the loop
@@ -450,42 +384,20 @@ class Trainer:
         ``model.ply`` and the views still show the current Gaussians.
         """
         emit = on_event or (lambda event: None)
-        metrics = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
-            if self.step == 0:
-                # A new run: no records of an earlier run in this folder, and a checkpoint to resume from at once.
-                write_text(self.run_dir / METRICS_NAME, "")
-                self.save_checkpoint()
-            metrics = MetricsLog(self.run_dir / METRICS_NAME)
+        metrics = self._open_run_dir()
         status, message = "done", ""
         error: BaseException | None = None
         last_controls = self.controls.snapshot()
-        last_checkpoint_s = time.monotonic()
-        # Previews are timed with perf_counter: monotonic() is the checkpoints' clock (tests replace it).
-        last_preview_s, preview_cost_s = time.perf_counter(), 0.0
+        timers = _OutputTimers(checkpoint_s=time.monotonic(), preview_s=time.perf_counter())
         mid_step = False
         try:
             while self.step < self.config.optim.steps:
-                self.serve_snapshots()
-                while not self.controls.wait_while_paused(timeout_s=0.2):
-                    self.serve_snapshots()
-                if self._stop_requested:
-                    status, message = "stopped", f"interrupted at step {self.step}"
-                    logger.warning("stop requested: the run ends at step %d and exports its state", self.step)
+                snap, stop_message = self._next_snapshot()
+                if snap is None:
+                    status, message = "stopped", stop_message
                     break
-                snap = self.begin_step()
-                if snap.stop:
-                    status, message = "stopped", f"stopped by the user at step {self.step}"
-                    break
-                changes = _control_changes(last_controls, snap)
-                if metrics is not None and changes:
-                    metrics.write({"step": self.step + 1, "controls": changes})
+                self._adopt_and_log(snap, last_controls, metrics)
                 last_controls = snap
-                prompt_change = self.adopt_prompt(snap)
-                if metrics is not None and prompt_change is not None:
-                    metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
                 mid_step = True
                 event = self.train_step(snap)
                 mid_step = False
@@ -494,23 +406,9 @@ class Trainer:
                     metrics.write(event.record())
                 emit(event)
                 if self.bad_steps >= self.config.optim.max_bad_steps:
-                    status = "failed"
-                    message = (
-                        f"{self.bad_steps} consecutive steps had a non-finite loss or gradient (last at step "
-                        f"{self.step}); the run stopped and its last good state was exported. "
-                        "Try a lower learning rate or λ."
-                    )
-                    logger.error("%s", message)
+                    status, message = "failed", self._bad_steps_message()
                     break
-                if self._preview_due(snap.preview_every, time.perf_counter() - last_preview_s, preview_cost_s):
-                    started = time.perf_counter()
-                    emit(self.preview(PREVIEW_FIRST_SIZE_PX if self._last_preview_step < 0 else PREVIEW_SIZE_PX))
-                    self._last_preview_step = self.step
-                    last_preview_s = time.perf_counter()
-                    preview_cost_s = last_preview_s - started
-                if self._checkpoint_due(time.monotonic() - last_checkpoint_s):
-                    self.save_checkpoint()
-                    last_checkpoint_s = time.monotonic()
+                self._periodic_outputs(snap.preview_every, timers, emit)
         except KeyboardInterrupt:
             status, message = "stopped", f"interrupted at step {self.step}"
         except BaseException as err:
@@ -529,6 +427,63 @@ class Trainer:
         if error is not None:
             raise error
         return done
+
+    def _open_run_dir(self) -> MetricsLog | None:
+        """Write ``config.yaml`` (and for a new run an empty ``metrics.jsonl`` and the first checkpoint); the
+        metrics log to append to (None without a run folder)."""
+        if self.run_dir is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / CONFIG_NAME, to_yaml(self.recorded_config))
+        if self.step == 0:
+            # A new run: no records of an earlier run in this folder, and a checkpoint to resume from at once.
+            write_text(self.run_dir / METRICS_NAME, "")
+            self.save_checkpoint()
+        return MetricsLog(self.run_dir / METRICS_NAME)
+
+    def _next_snapshot(self) -> tuple[ControlState | None, str]:
+        """Between two steps: answer snapshot requests, wait while paused, then the next step's snapshot
+        (:meth:`begin_step`), or (None, why) when the run is to stop."""
+        self.serve_snapshots()
+        while not self.controls.wait_while_paused(timeout_s=0.2):
+            self.serve_snapshots()
+        if self._stop_requested:
+            logger.warning("stop requested: the run ends at step %d and exports its state", self.step)
+            return None, f"interrupted at step {self.step}"
+        snap = self.begin_step()
+        if snap.stop:
+            return None, f"stopped by the user at step {self.step}"
+        return snap, ""
+
+    def _adopt_and_log(self, snap: ControlState, last: ControlState, metrics: MetricsLog | None) -> None:
+        """:meth:`adopt` the next step's snapshot; log its control changes since ``last`` and its prompt change."""
+        changes = _control_changes(last, snap)
+        if metrics is not None and changes:
+            metrics.write({"step": self.step + 1, "controls": changes})
+        prompt_change = self.adopt(snap)
+        if metrics is not None and prompt_change is not None:
+            metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
+
+    def _bad_steps_message(self) -> str:
+        message = (
+            f"{self.bad_steps} consecutive steps had a non-finite loss or gradient (last at step "
+            f"{self.step}); the run stopped and its last good state was exported. "
+            "Try a lower learning rate or λ."
+        )
+        logger.error("%s", message)
+        return message
+
+    def _periodic_outputs(self, preview_every: int, timers: _OutputTimers, emit: Callable[[Event], None]) -> None:
+        """After step ``self.step``: the preview and the checkpoint, each when due."""
+        if self._preview_due(preview_every, time.perf_counter() - timers.preview_s, timers.preview_cost_s):
+            started = time.perf_counter()
+            emit(self.preview(PREVIEW_FIRST_SIZE_PX if self._last_preview_step < 0 else PREVIEW_SIZE_PX))
+            self._last_preview_step = self.step
+            timers.preview_s = time.perf_counter()
+            timers.preview_cost_s = timers.preview_s - started
+        if self._checkpoint_due(time.monotonic() - timers.checkpoint_s):
+            self.save_checkpoint()
+            timers.checkpoint_s = time.monotonic()
 
     def _preview_due(self, preview_every: int, since_last_s: float, cost_s: float) -> bool:
         """After step ``self.step``: a preview after the first step of :meth:`run`, every ``preview_every`` steps, and
@@ -585,6 +540,16 @@ class Trainer:
         _truncate_metrics(run_dir / METRICS_NAME, trainer.step)
         logger.info("resumed %s at step %d of %d", run_dir, trainer.step, config.optim.steps)
         return trainer
+
+
+@dataclass
+class _OutputTimers:
+    """When the last checkpoint (``time.monotonic``; tests replace it) and the last preview (``time.perf_counter``)
+    were made, and what that preview cost."""
+
+    checkpoint_s: float
+    preview_s: float
+    preview_cost_s: float = 0.0
 
 
 def _control_changes(before: ControlState, after: ControlState) -> dict[str, object]:

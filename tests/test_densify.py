@@ -20,8 +20,9 @@ from lucid_app.densify import (
     split_samples,
     view_grad_norms,
 )
-from lucid_app.gaussians import PARAM_NAMES, GaussianModel, inverse_sigmoid, quat_to_rotmat
+from lucid_app.gaussians import PARAM_NAMES, GaussianModel, inverse_sigmoid
 from lucid_app.render.base import RenderOutput
+from lucid_app.render.torch_ref import quat_to_rotmat
 
 W, H = 64, 48
 

@@ -85,7 +85,7 @@ def test_slots_jobs_run_at_once_the_rest_queue_fifo_and_controls_are_forwarded(t
         assert synced[-1].guidance_scale == 11.0 and not synced[-1].paused
         assert [s.version for s in synced] == sorted(s.version for s in synced)
 
-        jobs.stop(ids[0])  # the first slot frees: the queued job starts, in order
+        jobs.cancel(ids[0])  # the first slot frees: the queued job starts, in order
         _until(lambda: jobs.view(ids[0]).finished and len(executor.runs) == 3)
         assert jobs.view(ids[0]).outcome == "stopped" and executor.runs[0].released
         assert jobs.view(ids[2]).state == "running"

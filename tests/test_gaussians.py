@@ -18,13 +18,13 @@ from lucid_app.gaussians import (
     inverse_sigmoid,
     knn_mean_distance,
     lr_at,
-    quat_to_rotmat,
     rgb_to_sh_dc,
     sh_dc_to_rgb,
 )
 from lucid_app.init_shapes import init_gaussians, sample_mesh_surface, sample_volume
 from lucid_app.pointe_init import resample_cloud
 from lucid_app.ply import read_gaussian_ply, write_gaussian_ply
+from lucid_app.render.torch_ref import quat_to_rotmat
 
 
 def gen(seed: int = 0) -> torch.Generator:

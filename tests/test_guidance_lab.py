@@ -283,7 +283,7 @@ def test_failing_and_stopped_tasks_end_with_their_message(fake_jobs: JobManager)
 
     looping = fake_jobs.submit_task(loops, _config())
     assert started.wait(WAIT_S)
-    fake_jobs.stop(looping.id)
+    fake_jobs.cancel(looping.id)
     stopped = _wait_state(fake_jobs, looping.id, "cancelled")
     assert stopped.outcome == "stopped" and "stopped by the user" in stopped.message
 

@@ -184,7 +184,7 @@ def test_model_cache_loads_once_and_demo_fallback(fake_jobs: JobManager) -> None
         assert not view.finished, view.message
     assert "offline demo" in view.notice and "multiview:" in view.config_yaml and view.prompt == "a snowman"
     assert fake_jobs.cache.loads == 1 and fake_jobs.loader.calls[-1] == DEFAULT_MODEL
-    fake_jobs.stop(sd.id)
+    fake_jobs.cancel(sd.id)
     assert _wait_state(fake_jobs, sd.id, "done").outcome == "stopped"
 
 
@@ -209,7 +209,7 @@ def test_stop_exports_real_run(tmp_path: Path) -> None:
         while len(view.steps) < 2:
             view = jobs.wait(view.id, view.version, WAIT_S)
             assert not view.finished, view.message
-        jobs.stop(view.id)
+        jobs.cancel(view.id)
         view = _wait_state(jobs, view.id, "done")
     finally:
         jobs.close()

@@ -109,7 +109,7 @@ def test_demo_fallback_keeps_controls_the_user_changed_while_loading(tmp_path: P
         assert controls.guidance_scale == 3.0  # the user's
         assert (controls.delta_t, controls.delta_t_start, controls.preview_every) == (
             demo.delta_t, demo.delta_t_start, demo.preview_every)  # the demo's
-        jobs.stop(view.id)
+        jobs.cancel(view.id)
         _wait_state(jobs, view.id, "done")
     finally:
         loader.go.set()

@@ -10,18 +10,21 @@ import torch
 
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
 from lucid_app.guidance import GUIDANCES
-from lucid_app.guidance.naive import gamma, interval_indices
+from lucid_app.guidance.ddim import inversion_schedule
+from lucid_app.guidance.naive import gamma
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.priors.stable_diffusion import load_stable_diffusion
 from test_guidance import LinearPrior, _prompts
 
 
-def test_interval_indices() -> None:
-    assert interval_indices(450, 200) == [0, 200, 400, 450]
-    assert interval_indices(150, 200) == [0, 150]
-    assert interval_indices(0, 50) == [0]
+def test_uncapped_inversion_schedule_starts_at_zero() -> None:
+    """The naive objective's inversion indices: steps of δ_T from 0 up to t, however many it takes."""
+    assert inversion_schedule(450, 200) == [0, 200, 400, 450]
+    assert inversion_schedule(150, 200) == [0, 150]
+    assert inversion_schedule(0, 50) == [0]
+    assert inversion_schedule(1200, 200) == [0, 200, 400, 600, 800, 1000, 1200]
     with pytest.raises(ValueError):
-        interval_indices(10, 0)
+        inversion_schedule(10, 0)
 
 
 @pytest.mark.parametrize("t", [150, 200])

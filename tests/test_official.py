@@ -17,7 +17,8 @@ from lucid_app.config import GuidanceConfig, PromptConfig
 from lucid_app.eta import eta_notice
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import noise_from_model_output, offset_noise_like, predict_x0
-from lucid_app.guidance.ism import gradient_loss, ism_guidance
+from lucid_app.guidance.base import gradient_loss
+from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.losses import flip_views, minmax_disparity, total_variation
 from lucid_app.priors.stable_diffusion import StableDiffusionPrior

@@ -80,8 +80,8 @@ class FakeJobs:
         return ControlState(guidance_scale=changes["guidance_scale"], delta_t=changes["delta_t"], delta_t_start=100,
                             preview_every=2)
 
-    def stop(self, job_id):
-        self.calls.append(("stop", job_id))
+    def cancel(self, job_id):
+        self.calls.append(("cancel", job_id))
 
     def cancel_session(self, session):
         self.calls.append(("cancel_session", session))
@@ -91,6 +91,14 @@ class FakeJobs:
 def test_generate_signature_matches_form_fields() -> None:
     params = list(inspect.signature(AppHandlers.generate).parameters)
     assert params[1:-1] == list(FORM_FIELDS) and params[-1] == "request"
+
+
+def test_form_table_gives_values_and_schema_limits() -> None:
+    from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX
+    from lucid_app.ui.form import FIELD, FIELDS
+
+    assert set(form_values(load_config("demo"))) == {f.name for f in FIELDS if f.keys}
+    assert FIELD["steps"].limits == (1, MAX_STEPS) and FIELD["resolution"].limits == RENDER_SIZE_RANGE_PX
 
 
 def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
@@ -183,7 +191,7 @@ def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
     handlers = AppHandlers(jobs)
     assert "guidance scale 12" in handlers.set_controls(12.0, 60, REQUEST)
     assert ("set_controls", "j1", {"guidance_scale": 12.0, "delta_t": 60}) in jobs.calls
-    assert "Stopping" in handlers.stop(REQUEST) and ("stop", "j1") in jobs.calls
+    assert "Stopping" in handlers.stop(REQUEST) and ("cancel", "j1") in jobs.calls
     handlers.unload(REQUEST)
     assert jobs.calls[-1] == ("cancel_session", "sess-a")
 

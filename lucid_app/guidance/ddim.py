@@ -206,22 +206,23 @@ def sample_timestep(lo: int, hi: int, generator: torch.Generator) -> int:
     return int(torch.randint(lo, hi, (1,), generator=generator, device=generator.device).item())
 
 
-def inversion_schedule(s: int, xs_delta_t: int, xs_inv_steps: int) -> list[int]:
-    """Timestep indices visited by the DDIM inversion x₀ → x_s (DESIGN §4 step 2), first to last.
+def inversion_schedule(s: int, xs_delta_t: int, xs_inv_steps: int | None = None) -> list[int]:
+    """Timestep indices visited by a DDIM inversion x₀ → x_s (DESIGN §4 step 2), first to last.
 
-    Starts at max(s − xs_delta_t·xs_inv_steps, 0) (index 0 for every s < 1000 with the defaults 200 × 5), then
-    moves in steps of ``xs_delta_t``, the last one shorter so that it ends exactly at s; at most
-    ``xs_inv_steps`` steps. ``[0]`` when s = 0 (no step needed: x₀ noised to index 0 is already x_s).
+    Moves in steps of ``xs_delta_t``, the last one shorter so that it ends exactly at s. ISM caps the steps at
+    ``xs_inv_steps``, so it starts at max(s − xs_delta_t·xs_inv_steps, 0) (index 0 for every s < 1000 with the
+    defaults 200 × 5); with ``xs_inv_steps`` None (the naive objective, stepping by δ_T) it always starts at 0.
+    ``[0]`` when s = 0 (no step needed: x₀ noised to index 0 is already x_s).
 
-    Example: s = 450 → [0, 200, 400, 450].
+    Example: s = 450, 200 → [0, 200, 400, 450].
     """
     if s < 0:
         raise ValueError(f"inversion_schedule: s must be >= 0, got {s}")
-    if xs_delta_t < 1 or xs_inv_steps < 1:
+    if xs_delta_t < 1 or (xs_inv_steps is not None and xs_inv_steps < 1):
         raise ValueError(
             f"inversion_schedule: xs_delta_t and xs_inv_steps must be >= 1, got {xs_delta_t}, {xs_inv_steps}"
         )
-    start = max(s - xs_delta_t * xs_inv_steps, 0)
+    start = 0 if xs_inv_steps is None else max(s - xs_delta_t * xs_inv_steps, 0)
     indices = [start]
     while indices[-1] < s:
         indices.append(min(indices[-1] + xs_delta_t, s))

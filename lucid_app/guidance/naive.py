@@ -6,9 +6,9 @@ where x̃₀ᵗ comes from DDIM-inverting x₀ to x_t and DDIM-denoising back, b
 objective ISM approximates: ISM keeps only the first inversion interval and the last denoising estimate, so it
 needs no multi-step denoising (supplementary eqs. 3-4). One evaluation for C views x₀ [C, ...]:
 1. δ_T and t exactly as ISM (``delta_t_at``, the scheduled t range, or a forced t); same draws, same order.
-2. Inversion, η = 0, with ISM's inversion prediction (``ism.inversion_noise``: the inverse prompt, with CFG when
+2. Inversion, η = 0, with ISM's inversion prediction (``base.inversion_noise``: the inverse prompt, with CFG when
    ``denoise_guidance_scale`` > 1): from x₀ noised to index 0, steps of δ_T, the last one shorter, up to t:
-   indices i₀ = 0 < i₁ < … < i_n = t.
+   indices i₀ = 0 < i₁ < … < i_n = t (``ddim.inversion_schedule`` with no cap on the steps).
 3. Denoising back along the same indices, t = i_n → … → i₁ → clean: at each i_k the *guided* prediction of ISM's
    step 4 (``cfg.guided_noise``: CFG on the negative prompt / Perp-Neg, scale gs), a DDIM jump i_k → i_{k−1},
    and from i₁ the x̂₀ estimate itself (the DDIM jump to ᾱ = 1) is x̃₀ᵗ. Why guided at every step: x̃₀ᵗ is meant
@@ -16,7 +16,7 @@ needs no multi-step denoising (supplementary eqs. 3-4). One evaluation for C vie
    only the first step would leave the prompt's effect to one step of many, unguided ones would drop the prompt.
    With one interval (δ_T ≥ t) x̃₀ᵗ is ISM's own guided estimate x̂₀(x_t, t) (``previews["pred_x0"]``).
 4. grad = λ·ω(t)/γ(t)·(x₀ − x̃₀ᵗ), x̃₀ᵗ a constant (no gradient through the prior), non-finite values zeroed,
-   injected with ISM's loss convention (:func:`ism.gradient_loss`). ω(t) is the weight ISM and SDS apply to
+   injected with ISM's loss convention (``base.gradient_loss``). ω(t) is the weight ISM and SDS apply to
    ε̂ − target, w(t) = √((1−ᾱ_t)/ᾱ_t) (DESIGN §4 step 5): since x₀ − x̂₀ = γ(t)·(ε̂ − ε) for SDS's one-step
    estimate, this choice gives the naive objective the same gradient scale as SDS/ISM (the factor 2 of the
    square absorbed in λ as for SDS). Numerically ω(t)/γ(t) = 1 — the code still evaluates the ratio so the
@@ -29,31 +29,19 @@ from __future__ import annotations
 import torch
 
 from lucid_app.config import GuidanceConfig
-from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import (
-    add_noise,
-    ddim_jump,
-    delta_t_at,
-    offset_noise_like,
-    predict_x0,
-    snr_weight,
+from lucid_app.guidance.base import (
+    GuidanceOutput,
+    gradient_loss,
+    interval_for,
+    inversion_control,
+    inversion_noise,
+    scale_for,
+    timestep_for,
 )
-from lucid_app.guidance.ism import GuidanceOutput, gradient_loss, inversion_control, inversion_noise, timestep_for
+from lucid_app.guidance.cfg import guided_noise
+from lucid_app.guidance.ddim import add_noise, ddim_jump, inversion_schedule, offset_noise_like, predict_x0, snr_weight
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
-
-
-def interval_indices(t: int, delta_t: int) -> list[int]:
-    """[0, δ, 2δ, …, t]: the indices visited by the naive objective's inversion (the last interval shorter).
-
-    ``[0]`` when t = 0. Example: t = 450, δ_T = 200 → [0, 200, 400, 450].
-    """
-    if t < 0 or delta_t < 1:
-        raise ValueError(f"interval_indices: need t >= 0 and delta_t >= 1, got t={t}, delta_t={delta_t}")
-    indices = [0]
-    while indices[-1] < t:
-        indices.append(min(indices[-1] + delta_t, t))
-    return indices
 
 
 def gamma(alpha: torch.Tensor | float) -> torch.Tensor:
@@ -76,19 +64,19 @@ def naive_guidance(
     return_previews: bool = False,
     t: int | None = None,
 ) -> GuidanceOutput:
-    """One evaluation of the naive objective (module docstring); arguments and output as
-    :func:`lucid_app.guidance.ism.ism_guidance`.
+    """One evaluation of the naive objective (module docstring); a :class:`~lucid_app.guidance.base.Guidance`
+    (arguments and output as the protocol).
 
     Returns:
         :class:`GuidanceOutput`; diagnostics ``t``, ``s`` (the first denoising target max(t − δ_T, 0)),
         ``delta_t``, ``grad_norm``; previews ``pred_x0`` = x̃₀ᵗ [C, ...].
     """
     alphas = prior.alphas_cumprod
-    gs = config.guidance_scale if guidance_scale is None else guidance_scale
-    dt = delta_t_at(step, config) if delta_t is None else int(delta_t)
+    gs = scale_for(config, guidance_scale)
+    dt = interval_for(step, config, delta_t)
     # 1. t, then the start noise (ISM's order of draws).
     t = timestep_for(step, config, prior.num_train_timesteps, generator, t)
-    indices = interval_indices(t, dt)
+    indices = inversion_schedule(t, dt)
     with torch.no_grad():
         x = x0.detach()
         x_cur = add_noise(x, offset_noise_like(x, config.offset_noise, generator), alphas[indices[0]])

@@ -28,10 +28,11 @@ from lucid_app.negatives import (
 from lucid_app.prompt_changes import prompt_settings
 from lucid_app.run_folders import JobError, resolve_run
 from lucid_app.run_layout import CONFIG_NAME
-from lucid_app.runs import resolve_config
+from lucid_app.runs import check_model, resolve_config
 from lucid_app.trust import check_client_config
 from lucid_app.ui.errors import user_errors
-from lucid_app.ui.handlers import DEFAULT_PRESET, AppHandlers, check_model, session_of
+from lucid_app.ui.form import DEFAULT_PRESET
+from lucid_app.ui.handlers import AppHandlers, session_of
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lucid_app.config import PAPER_NEGATIVE
+from lucid_app.config import MAX_STEPS, PAPER_NEGATIVE
 from lucid_app.negatives import list_negatives
 from lucid_app.presets import list_presets, load_config
+from lucid_app.runs import DEMO_MODEL
 from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
+from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
-from lucid_app.ui.handlers import DEFAULT_PRESET, DEMO_MODEL, MAX_STEPS, AppHandlers
+from lucid_app.ui.handlers import AppHandlers
 
 TAB_TITLE = "Negative prompts & guidance lab"
 DEFAULT_NEGATIVE_NAME = "paper"

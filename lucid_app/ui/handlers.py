@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +19,23 @@ from typing import Any
 
 import gradio as gr
 
-from lucid_app.config import ConfigError, TrainConfig, to_yaml
+from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, to_yaml
 from lucid_app.jobs import JobManager, JobView
 from lucid_app.presets import list_presets, load_config
-from lucid_app.priors.multiview import MODEL_PREFIX
 from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
-from lucid_app.runs import resolve_config, resolve_model_id
-from lucid_app.trust import check_client_config, is_pickle_file
+from lucid_app.runs import DEMO_MODEL, check_model, resolve_config
+from lucid_app.trust import check_client_config
 from lucid_app.ui.errors import public_text, user_errors
+from lucid_app.ui.form import (
+    APP_EXPORTS_MESH,
+    DEFAULT_PRESET,
+    FORM_FIELDS,
+    PRESET_FIELDS,
+    example_prompts,
+    form_number,
+    form_overrides,
+    form_values,
+)
 from lucid_app.ui.job_display import (
     LOSS_AXIS,
     SPLAT_AFTER_MESH_S,
@@ -41,177 +48,18 @@ from lucid_app.ui.job_display import (
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODEL = "multiview:assets/demo"
-DEFAULT_PRESET = "demo"
-MAX_STEPS = 20_000
-RESOLUTION_RANGE_PX = (16, 1024)
 STREAM_INTERVAL_S = 0.3
-DEMO_PROMPTS = ("a red toy car", "a potted flower", "a snowman")
-
-# Form fields, in the order of ``generate``'s parameters (the layout builds one component per field), and the
-# config keys each one overrides. Ranges are (min, max) pairs of two fields.
-FORM_FIELDS = (
-    "prompt", "negative", "preset", "model", "method", "steps", "seed", "init_shape", "perp_neg", "export_mesh",
-    "guidance_scale", "delta_t", "preview_every", "resolution", "batch_size", "radius_min", "radius_max",
-    "polar_min_deg", "polar_max_deg", "fovy_min_rad", "fovy_max_rad", "delta_t_start", "xs_delta_t",
-    "xs_inv_steps", "lambda_guidance", "extra_overrides",
-)
-SCALAR_KEYS = {
-    "method": ("guidance.method",),
-    "steps": ("optim.steps",),
-    "seed": ("seed",),
-    "init_shape": ("init.shape",),
-    "perp_neg": ("guidance.perp_neg",),
-    "export_mesh": ("export.mesh",),
-    "guidance_scale": ("guidance.guidance_scale",),
-    "delta_t": ("guidance.delta_t",),
-    "preview_every": ("export.preview_every",),
-    "resolution": ("render.width", "render.height"),
-    "batch_size": ("cameras.batch_size",),
-    "delta_t_start": ("guidance.delta_t_start",),
-    "xs_delta_t": ("guidance.xs_delta_t",),
-    "xs_inv_steps": ("guidance.xs_inv_steps",),
-    "lambda_guidance": ("guidance.lambda_guidance",),
-}
-INT_FIELDS = frozenset({"steps", "seed", "delta_t", "preview_every", "resolution", "batch_size", "delta_t_start",
-                        "xs_delta_t", "xs_inv_steps"})
-# The start of each camera range (ranges widen from there towards the preset's limits, see cameras.py).
-RANGE_KEYS = {
-    "cameras.radius_range": ("radius_min", "radius_max"),
-    "cameras.polar_range_deg": ("polar_min_deg", "polar_max_deg"),
-    "cameras.fovy_range_rad": ("fovy_min_rad", "fovy_max_rad"),
-}
-# Fields a preset fills in when it is picked (prompt only when empty; negative prompt and model stay).
-# The mesh checkbox is the app's own choice, not the preset's: the app exports a mesh by default (issue 9).
-PRESET_FIELDS = tuple(f for f in FORM_FIELDS if f not in ("prompt", "negative", "preset", "model",
-                                                          "extra_overrides", "export_mesh"))
-APP_EXPORTS_MESH = True
+# The form's limits are the schema's; this name stays for callers that read the form's resolution range here.
+RESOLUTION_RANGE_PX = RENDER_SIZE_RANGE_PX
 
 # Order of ``generate``'s outputs (the layout creates these components).
 GENERATE_OUTPUTS = ("job", "banner", "status", "preview", "loss_plot", "schedule_plot", "config", "model3d",
                     "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh", "generate", "pause_toggle", "stop")
 RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
 _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-
-
-def form_values(config: TrainConfig) -> dict[str, Any]:
-    """The form fields' values for ``config`` (what the UI shows after a preset is picked)."""
-    values: dict[str, Any] = {
-        "prompt": config.prompt.text, "negative": config.prompt.negative, "method": config.guidance.method,
-        "steps": config.optim.steps, "seed": config.seed, "init_shape": config.init.shape,
-        "perp_neg": config.guidance.perp_neg, "export_mesh": config.export.mesh,
-        "guidance_scale": config.guidance.guidance_scale,
-        "delta_t": config.guidance.delta_t, "preview_every": config.export.preview_every,
-        "resolution": config.render.width, "batch_size": config.cameras.batch_size,
-        "delta_t_start": config.guidance.delta_t_start, "xs_delta_t": config.guidance.xs_delta_t,
-        "xs_inv_steps": config.guidance.xs_inv_steps, "lambda_guidance": config.guidance.lambda_guidance,
-    }
-    for key, (lo, hi) in RANGE_KEYS.items():
-        section, name = key.split(".")
-        values[lo], values[hi] = getattr(getattr(config, section), name)
-    return values
-
-
-def form_overrides(form: dict[str, Any]) -> list[str]:
-    """``section.key=value`` overrides for every form field that has a value, then the free-form extra lines.
-
-    Raises:
-        ConfigError: a value out of range, or an extra line that is not ``section.key=value``.
-    """
-    steps = form.get("steps")
-    if steps is not None and not 1 <= form_number("steps", steps, integer=True) <= MAX_STEPS:
-        raise ConfigError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    resolution = form.get("resolution")
-    lo_px, hi_px = RESOLUTION_RANGE_PX
-    if resolution is not None and not lo_px <= form_number("resolution", resolution, integer=True) <= hi_px:
-        raise ConfigError(f"resolution must be between {lo_px} and {hi_px} px, got {resolution}")
-    overrides = []
-    for name, keys in SCALAR_KEYS.items():
-        value = form.get(name)
-        if value is None or value == "":
-            continue
-        if name in INT_FIELDS:
-            value = form_number(name, value, integer=True)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = form_number(name, value)
-        text = _yaml_value(value)
-        overrides.extend(f"{key}={text}" for key in keys)
-    for key, (lo, hi) in RANGE_KEYS.items():
-        if form.get(lo) is None or form.get(hi) is None:
-            continue
-        low, high = form_number(lo, form[lo]), form_number(hi, form[hi])
-        if low > high:
-            raise ConfigError(f"{key}: the minimum {low} is above the maximum {high}")
-        overrides.append(f"{key}=[{low}, {high}]")
-    for line in str(form.get("extra_overrides") or "").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            raise ConfigError(f"extra override {line!r} must look like section.key=value")
-        overrides.append(line)
-    return overrides
-
-
-def form_number(name: str, value: Any, integer: bool = False) -> float | int:
-    """A form field's number, checked: finite (JSON clients can send NaN), and whole when ``integer``.
-
-    Raises:
-        ConfigError: not a number, not finite, or not a whole number where one is needed (naming the field).
-    """
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name}: expected a number, got {str(value)[:40]!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name}: expected a finite number, got {value}")
-    if not integer:
-        return number
-    if number != int(number):
-        raise ConfigError(f"{name}: expected a whole number, got {value}")
-    return int(number)
-
-
-def check_model(model: str) -> None:
-    """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
-
-    Raises:
-        ConfigError: anything else, naming what is accepted.
-    """
-    if not model:
-        return
-    if is_pickle_file(model):
-        raise ConfigError(
-            f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
-            "loads hub ids, diffusers folders and .safetensors files only"
-        )
-    if model.startswith(MODEL_PREFIX):
-        if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
-            raise ConfigError(f"model {model!r}: no such multi-view dataset folder")
-        return
-    if Path(model).expanduser().exists() or _HUB_ID.fullmatch(model):
-        return
-    raise ConfigError(
-        f"unknown model {model!r}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
-        f".safetensors file, or pick the offline demo ({DEMO_MODEL})"
-    )
-
-
-def example_prompts() -> list[list[str]]:
-    """[prompt, preset] pairs: the demo objects, then every preset that names a prompt."""
-    examples = [[prompt, DEFAULT_PRESET] for prompt in DEMO_PROMPTS]
-    for name in list_presets():
-        try:
-            text = load_config(name).prompt.text
-        except ConfigError:
-            continue
-        if text and name != DEFAULT_PRESET:
-            examples.append([text, name])
-    return examples
 
 
 def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
@@ -240,14 +88,6 @@ def relative_to_outputs(path: Path, root: Path) -> str:
         return ""
 
 
-def _yaml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    return repr(value)
-
-
 # ---------------------------------------------------------------------------------------------- handlers
 
 
@@ -256,18 +96,16 @@ class AppHandlers:
 
     Args:
         jobs: the job manager (tests pass a fake with the same methods).
-        default_model: the model field's default ("" = the preset's model).
         stream_interval_s: least time between two streamed updates of ``generate``.
         shared_runs: every visitor lists and opens every run (a single-user desktop); by default each session
             (each signed-in user, with ``app.py --auth``) sees only its own runs.
         smpl_dir: the server's SMPL folder (``app.py --smpl-dir``; "" = none), the only one a job may use.
     """
 
-    def __init__(self, jobs: JobManager, default_model: str = "", stream_interval_s: float = STREAM_INTERVAL_S,
-                 shared_runs: bool = False, smpl_dir: str = ""):
+    def __init__(self, jobs: JobManager, stream_interval_s: float = STREAM_INTERVAL_S, shared_runs: bool = False,
+                 smpl_dir: str = ""):
         self.jobs = jobs
         self.outputs = Path(jobs.outputs).resolve()
-        self.default_model = default_model
         self.stream_interval_s = stream_interval_s
         self.shared_runs = shared_runs
         self.smpl_dir = smpl_dir
@@ -309,7 +147,11 @@ class AppHandlers:
         extra_overrides: str,
         request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
-        """Queue a text-to-3D job for this session and stream its progress until it ends."""
+        """Queue a text-to-3D job for this session and stream its progress until it ends.
+
+        The parameters are the form's fields (``form.FIELDS``), spelled out because they name the ``/generate`` API's
+        parameters; a test checks that they match the table.
+        """
         form = {name: value for name, value in locals().items() if name in FORM_FIELDS}
         yield from self.stream_job(self.resolve_form(form), request)
 
@@ -420,8 +262,9 @@ class AppHandlers:
     def stop(self, request: gr.Request) -> str:
         view = self.jobs.latest(session_of(request))
         if view is not None and view.state == "queued":
-            return self._act(request, "stop", "Cancelled: the job left the queue before it started; nothing to export.")
-        return self._act(request, "stop", "Stopping after the current step; what exists is exported.")
+            return self._act(request, "cancel",
+                             "Cancelled: the job left the queue before it started; nothing to export.")
+        return self._act(request, "cancel", "Stopping after the current step; what exists is exported.")
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
         view = self.jobs.latest(session_of(request))
@@ -549,6 +392,7 @@ def _banner(view: JobView) -> str:
 
 __all__ = [
     "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
-    "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "PRESET_FIELDS",
-    "RESULT_OUTPUTS", "check_model", "example_prompts", "form_overrides", "form_values", "status_html",
+    "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
+    "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "check_model", "example_prompts", "form_number",
+    "form_overrides", "form_values", "status_html",
 ]

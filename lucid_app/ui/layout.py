@@ -23,20 +23,17 @@ from lucid_app.jobs import JobManager
 from lucid_app.presets import list_presets, load_config
 from lucid_app.ui.avatar_tab import build_avatar_tab
 from lucid_app.ui.guidance_tab import build_guidance_tab
-from lucid_app.ui.handlers import (
+from lucid_app.runs import DEMO_MODEL
+from lucid_app.ui.form import (
     APP_EXPORTS_MESH,
     DEFAULT_PRESET,
-    DEMO_MODEL,
+    FIELD,
     FORM_FIELDS,
-    GENERATE_OUTPUTS,
-    MAX_STEPS,
     PRESET_FIELDS,
-    RESOLUTION_RANGE_PX,
-    RESULT_OUTPUTS,
-    AppHandlers,
     example_prompts,
     form_values,
 )
+from lucid_app.ui.handlers import GENERATE_OUTPUTS, RESULT_OUTPUTS, AppHandlers
 from lucid_app.ui.notices import setting_notices
 from lucid_app.ui.panels import run_outputs_panel
 
@@ -70,7 +67,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
     ``shared_runs``: every visitor sees every run (default: each session its own); ``smpl_dir``: the server's SMPL
     folder for the Avatar tab ("" = none). See :class:`~lucid_app.ui.handlers.AppHandlers`.
     """
-    handlers = AppHandlers(jobs, default_model=default_model, shared_runs=shared_runs, smpl_dir=smpl_dir)
+    handlers = AppHandlers(jobs, shared_runs=shared_runs, smpl_dir=smpl_dir)
     start = form_values(load_config(default_preset))
     c: dict[str, gr.components.Component] = {}
 
@@ -107,8 +104,9 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                                                                elem_classes="lucid-notice")
                             c["export_mesh"] = gr.Checkbox(value=APP_EXPORTS_MESH, label="Export mesh (.glb)")
                     with gr.Row():
-                        c["steps"] = gr.Number(start["steps"], label="Steps", precision=0, minimum=1,
-                                               maximum=MAX_STEPS)
+                        min_steps, max_steps = FIELD["steps"].limits
+                        c["steps"] = gr.Number(start["steps"], label="Steps", precision=0, minimum=min_steps,
+                                               maximum=max_steps)
                         c["seed"] = gr.Number(start["seed"], label="Seed", precision=0, minimum=0)
                         c["preview_every"] = gr.Number(start["preview_every"], label="Preview every N steps",
                                                        precision=0, minimum=0,
@@ -118,7 +116,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                                                         label="Guidance scale")
                         c["delta_t"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (final)")
                     with gr.Accordion("Advanced", open=False):
-                        lo_px, hi_px = RESOLUTION_RANGE_PX
+                        lo_px, hi_px = FIELD["resolution"].limits
                         with gr.Row():
                             c["resolution"] = gr.Slider(lo_px, hi_px, start["resolution"], step=8,
                                                         label="Render resolution (px)")
