@@ -274,12 +274,18 @@ def export_run(
     """
     stage = on_stage or (lambda event: None)
     exp, cams = config.export, config.cameras
-    frames = exp.turntable_frames * exp.turntable_rings
+    frames = exp.turntable_frames  # split over the rings (cameras.turntable)
 
-    def frame_done(i: int) -> None:
-        stage(ExportEvent(stage="turntable", done=i + 1, total=frames))
+    rendered = 0
+
+    def frames_done(count: int) -> None:
+        # ``render_frames`` reports each batch's size (an increment, as tqdm's ``update`` takes); the stage event
+        # carries the running total.
+        nonlocal rendered
+        rendered += count
+        stage(ExportEvent(stage="turntable", done=rendered, total=frames))
         if progress is not None:
-            progress(i)
+            progress(count)
 
     stage(ExportEvent(stage=PLY_NAME))
     files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
@@ -290,7 +296,7 @@ def export_run(
     path = turntable(exp.turntable_frames, size, size, cams.default_radius, cams.default_fovy_rad, rings)
     stage(ExportEvent(stage="turntable", done=0, total=frames))
     write_turntable(run_dir / TURNTABLE_NAME, renderer, splats, path, exp.turntable_fps, config.render.background,
-                    frame_done)
+                    frames_done)
     files["video"] = str(run_dir / TURNTABLE_NAME)
     ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
     for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):

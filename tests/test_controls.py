@@ -271,7 +271,7 @@ def test_snapshots_of_the_live_gaussians_are_taken_between_steps(tmp_path) -> No
     config = _chair_config(tmp_path, steps=5, extra=("export.mesh=true", "export.mesh_resolution=16"))
     prior = load_prior(config.model.id, config.model)
     trainer = Trainer(config, prior, run_dir=tmp_path / "run")
-    futures, stages = [], []
+    futures, stages, turntable = [], [], []
 
     def on_event(event: object) -> None:
         if isinstance(event, StepEvent) and event.step == 2:
@@ -280,12 +280,18 @@ def test_snapshots_of_the_live_gaussians_are_taken_between_steps(tmp_path) -> No
             assert futures[0].done(), "the snapshot waited for more than one step"
         if isinstance(event, ExportEvent):
             stages.append(event.stage)
+            if event.stage == "turntable":
+                turntable.append((event.done, event.total))
 
     trainer.run(on_event)
     snapshot = futures[0].result(timeout=0)
     assert snapshot.step == 2 and snapshot.gaussians.means.shape[1] == 3
     assert "prompt:" in snapshot.config_yaml
     assert stages[0] == "model.ply" and "turntable" in stages and stages[-1] == "mesh"
+    # The turntable's progress counts frames from 0 up to all of them, never past.
+    frames = config.export.turntable_frames  # over all rings together
+    done = [d for d, _ in turntable]
+    assert done[0] == 0 and done[-1] == frames and done == sorted(done) and {t for _, t in turntable} == {frames}
     late = trainer.request_snapshot()
     trainer.serve_snapshots()
     assert late.result(timeout=0).step == 5
