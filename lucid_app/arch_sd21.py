@@ -28,7 +28,7 @@ VAE_SCALE_FACTOR = 8
 SD_SCALING_FACTOR = 0.18215
 
 
-def _byte_symbols() -> list[str]:
+def byte_symbols() -> list[str]:
     """The 256 printable stand-ins for bytes of byte-level BPE (GPT-2/CLIP), in byte order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     symbols = {b: chr(b) for b in printable}
@@ -47,7 +47,7 @@ def clip_sized_tokenizer() -> CLIPTokenizer:
     are no merges: texts tokenize character by character, which changes nothing in the cost of a step (the
     encoder always runs on 77 positions). transformers 5 takes ``vocab``/``merges`` directly.
     """
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     vocab: dict[str, int] = {}
     for s in symbols + [s + "</w>" for s in symbols]:
         vocab.setdefault(s, len(vocab))

@@ -22,7 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from lucid_app.arch_sd21 import sd21_scheduler
+from lucid_app.arch_sd21 import byte_symbols, sd21_scheduler
 
 HIDDEN_SIZE = 32
 LATENT_SIZE = 8
@@ -31,18 +31,6 @@ VAE_SCALING_FACTOR = 0.18215
 # ControlNet modules diffusers initialises to zero (its "zero convolutions").
 ZERO_INITIALISED_CONTROLNET = ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
 WORDS = ("a", "cat", "dog", "toy", "front", "side", "back", "view", "photo", "of", "blurry")
-
-
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins for bytes used by byte-level BPE (GPT-2/CLIP), in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols: dict[int, str] = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in symbols:
-            symbols[b] = chr(256 + extra)
-            extra += 1
-    return [symbols[b] for b in range(256)]
 
 
 def _word_merges(word: str) -> list[tuple[str, str]]:
@@ -61,7 +49,7 @@ def tiny_tokenizer() -> CLIPTokenizer:
 
     transformers 5 takes ``vocab``/``merges`` directly (the ``vocab_file=`` form is silently ignored).
     """
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     vocab: dict[str, int] = {}
     for s in symbols + [s + "</w>" for s in symbols]:
         vocab.setdefault(s, len(vocab))
