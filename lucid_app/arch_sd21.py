@@ -148,9 +148,9 @@ def build_pipeline(arch: ArchName, size_px: int, dtype: torch.dtype, seed: int =
     if size_px < VAE_SCALE_FACTOR or size_px % VAE_SCALE_FACTOR:
         raise ValueError(f"size must be a positive multiple of {VAE_SCALE_FACTOR}, got {size_px}")
     if pipeline_class is None:
-        from lucid_app.priors.stable_diffusion import _pipeline_class
+        from lucid_app.priors.sd_loading import pipeline_class as sd_pipeline_class
 
-        pipeline_class = _pipeline_class()
+        pipeline_class = sd_pipeline_class()
     tokenizer = clip_sized_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -10,7 +10,8 @@
    checkpoint (time-based, ``export.checkpoint_every_s``). A user error (the model does not load on the worker, a
    damaged checkpoint) ends the task with a ``failed`` result, so it is reported, not retried.
 4. Progress: a bar for the batch and one per running job (step, s/step) on stderr, from a small progress actor the
-   tasks report to; ``index.json`` / ``index.html`` are rewritten after every job (``batch_index.py``).
+   tasks report to; ``index.json`` / ``index.html`` are rewritten after every job (``batch_index.py``). The command's
+   arguments, bars and summary are ``batch_cli.py``.
 5. Ctrl-C / SIGTERM cancel the running tasks: each trainer catches the interrupt, exports its last good state and a
    checkpoint, so running the same command again resumes every unfinished run.
 
@@ -21,22 +22,20 @@ folder on a cluster; see README "Scale out").
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lucid_app.batch_file import BadLine, BatchEntry, read_batch
-from lucid_app.batch_index import last_status, read_index, run_record, write_index
-from lucid_app.cli_types import non_negative_float, non_negative_int
+from lucid_app.batch_cli import add_batch_parser, cmd_batch
+from lucid_app.batch_file import BadLine, BatchEntry
+from lucid_app.batch_index import STATUSES, last_status
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, to_yaml
-from lucid_app.export import OutputError, check_output_dir
+from lucid_app.export import OutputError
 from lucid_app.run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLY_NAME
 from lucid_app.signals import StopOnSignal
 
@@ -44,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 CANCEL_WAIT_S = 120.0
 POLL_S = 0.5
-# Statuses of a batch entry in index.json.
-STATUSES = ("done", "failed", "stopped", "invalid", "queued")
 
 Progress = dict[str, dict[str, Any]]
 
@@ -295,131 +292,5 @@ def _outcome(ray: Any, ref: Any, progress: dict[str, Any], timeout_s: float | No
     return result
 
 
-# ---------------------------------------------------------------------------------------------- the command
-
-
-class _Bars:
-    """The batch's bar and one per running job on stderr."""
-
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self.batch = tqdm(total=total, desc="batch", unit="run", file=sys.stderr, dynamic_ncols=True, position=0)
-        self.jobs: dict[str, Any] = {}
-        self.finished: set[str] = set()
-
-    def progress(self, progress: Progress) -> None:
-        for name, job in progress.items():
-            if name in self.finished:
-                continue
-            bar = self.jobs.get(name)
-            if bar is None:
-                bar = self.jobs[name] = self._tqdm(total=job["total"], desc=name[:24], unit="step", file=sys.stderr,
-                                                   dynamic_ncols=True, leave=False, position=len(self.jobs) + 1)
-            bar.n = job.get("step", 0)
-            bar.set_postfix_str(f"{job.get('step_s', 0.0):.2f} s/step" + (
-                f", attempt {job['attempts']}" if job.get("attempts", 1) > 1 else ""))
-
-    def result(self, run: PlannedRun, result: dict[str, Any]) -> None:
-        self.finished.add(run.entry.name)
-        bar = self.jobs.pop(run.entry.name, None)
-        if bar is not None:
-            bar.close()
-        self.batch.update(1)
-        self.batch.write(f"{run.entry.name}: {result['status']} at step {result.get('step', 0)}"
-                         + (f" ({result['message']})" if result.get("message") else ""), file=sys.stderr)
-
-    def close(self) -> None:
-        for bar in self.jobs.values():
-            bar.close()
-        self.batch.close()
-
-
-def cmd_batch(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every prompt of a file (see the module docstring); returns the JSON summary."""
-    start = time.perf_counter()
-    out = check_output_dir(args.out)
-    entries, bad = read_batch(args.prompts, args.preset, args.set)
-    for line in bad:
-        logger.error("%s line %d: %s", args.prompts, line.line, line.message)
-    to_run, finished, unusable = plan_runs(entries, out)
-    for line in unusable:
-        logger.error("%s line %d: %s", args.prompts, line.line, line.message)
-    if not to_run and not finished:
-        listed = "; ".join(f"line {b.line}: {b.message}" for b in sorted([*bad, *unusable], key=lambda b: b.line))
-        raise ConfigError(f"{args.prompts}: no prompt can run ({listed})" if listed else f"{args.prompts}: no prompts")
-    logger.info("batch: %d to run (%d resumed), %d finished earlier and skipped, %d bad", len(to_run),
-                sum(r.resume for r in to_run), len(finished), len(bad) + len(unusable))
-    out.mkdir(parents=True, exist_ok=True)
-    earlier = read_index(out)
-    records: dict[str, dict[str, Any]] = {}
-    order: list[tuple[int, str]] = []
-    for entry in entries:
-        order.append((entry.line, entry.name))
-        records[entry.name] = {"name": entry.name, "line": entry.line, "prompt": entry.prompt, "preset": entry.preset,
-                               "run_dir": entry.name, "status": "queued", "message": "", "seconds": None}
-    for entry in finished:
-        seconds = earlier.get(entry.name, {}).get("seconds")
-        records[entry.name].update(status="done", skipped=True, seconds=seconds, **run_record(out, out / entry.name))
-    for line in [*bad, *unusable]:
-        key = f"line-{line.line}"
-        order.append((line.line, key))
-        records.setdefault(key, {"name": key, "line": line.line, "prompt": line.text})
-        records[key].update(status="invalid", message=line.message, run_dir=None)
-    order.sort()
-
-    def summary(signal_name: str | None = None) -> dict[str, Any]:
-        counts = {status: sum(records[k]["status"] == status for _, k in order) for status in STATUSES}
-        return {"prompts": str(args.prompts), "counts": counts, "signal": signal_name}
-
-    def on_result(run: PlannedRun, result: dict[str, Any]) -> None:
-        record = records[run.entry.name]
-        record.update(status=result["status"], message=result.get("message", ""),
-                      seconds=round(result.get("seconds", 0.0), 3), step=result.get("step", 0),
-                      attempts=result.get("attempts", 1), resumed=run.resume, **run_record(out, run.run_dir))
-        if result["status"] == "done":
-            record["message"] = ""
-        bars.result(run, result)
-        write_index(out, [records[k] for _, k in order], summary())
-
-    write_index(out, [records[k] for _, k in order], summary())
-    bars = _Bars(len(to_run))
-    try:
-        results, signal_name = run_batch(to_run, args.ray, args.gpus_per_job, args.cpus_per_job, args.retries,
-                                         on_progress=bars.progress, on_result=on_result) if to_run else ({}, None)
-    finally:
-        bars.close()
-    final = summary(signal_name)
-    json_path, html_path = write_index(out, [records[k] for _, k in order], final)
-    counts = final["counts"]
-    return {
-        "command": "batch", "prompts": str(args.prompts), "out": str(out), "entries": len(order),
-        "ran": len(results), "skipped": len(finished), **counts, "index": str(json_path), "html": str(html_path),
-        "runs": [{k: records[key].get(k) for k in ("line", "name", "status", "seconds", "message")}
-                 for _, key in order],
-        "signal": signal_name, "exit_status": 0 if counts["failed"] + counts["invalid"] == 0 else 1,
-        "wall_s": round(time.perf_counter() - start, 3),
-    }
-
-
-def add_batch_parser(sub: Any) -> None:
-    """Register ``batch`` on the CLI's subcommands."""
-    batch = sub.add_parser("batch", help="many prompts at once as Ray tasks (a local Ray or a cluster)")
-    batch.add_argument("prompts", help="prompts file: text (one a line, or 'prompt | preset | k=v ...'), .yaml or .csv")
-    batch.add_argument("--out", required=True, help="folder of the runs (DIR/<prompt>/), index.json and index.html")
-    batch.add_argument("--preset", default=None, help="preset of entries that name none")
-    batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override for every entry, before the entry's own (repeatable)")
-    batch.add_argument("--ray", default="auto", metavar="auto|local|ADDRESS",
-                       help="auto: the cluster in RAY_ADDRESS or one started on this machine, else a local one; "
-                            "local: a new Ray on this machine's CPUs/GPUs; or a cluster address")
-    batch.add_argument("--gpus-per-job", type=non_negative_float, default=None,
-                       help="GPUs each job reserves (default: 1 if the cluster has GPUs, else 0: CPU jobs)")
-    batch.add_argument("--cpus-per-job", type=non_negative_float, default=1.0, help="CPUs each job reserves")
-    batch.add_argument("--retries", type=non_negative_int, default=2,
-                       help="runs again after a worker died, from the last checkpoint (user errors never retry)")
-    batch.set_defaults(func=cmd_batch)
-
-
-__all__ = ["PlannedRun", "ProgressBoard", "add_batch_parser", "cmd_batch", "plan_runs", "run_batch", "run_prompt"]
+__all__ = ["STATUSES", "PlannedRun", "ProgressBoard", "add_batch_parser", "cmd_batch", "plan_runs", "run_batch",
+           "run_prompt"]

@@ -8,15 +8,75 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lucid_app.export import write_text
 from lucid_app.run_folders import run_files
 from lucid_app.run_layout import METRICS_NAME, VIEW_GLOB
 
+if TYPE_CHECKING:
+    from lucid_app.batch_file import BadLine, BatchEntry
+
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
+# Statuses of a batch entry in index.json.
+STATUSES = ("done", "failed", "stopped", "invalid", "queued")
+
+
+class BatchIndex:
+    """The records of one batch in file order (entries and bad lines by line number), and their index files.
+
+    Args:
+        out: the batch's folder; prompts: the prompts file, as the summary names it.
+        entries: every valid entry (``queued`` until a result comes); finished: those skipped because their run
+            finished earlier (``done``, with the seconds ``earlier`` recorded); invalid: bad lines and unusable
+            folders (``invalid``).
+        earlier: the records of the folder's previous ``index.json`` by name (:func:`read_index`).
+    """
+
+    def __init__(self, out: Path, prompts: str, entries: Sequence[BatchEntry], finished: Sequence[BatchEntry],
+                 invalid: Sequence[BadLine], earlier: dict[str, dict[str, Any]]) -> None:
+        self.out, self.prompts = out, prompts
+        self.records: dict[str, dict[str, Any]] = {}
+        order: list[tuple[int, str]] = []
+        for entry in entries:
+            order.append((entry.line, entry.name))
+            self.records[entry.name] = {"name": entry.name, "line": entry.line, "prompt": entry.prompt,
+                                        "preset": entry.preset, "run_dir": entry.name, "status": "queued",
+                                        "message": "", "seconds": None}
+        for entry in finished:
+            seconds = earlier.get(entry.name, {}).get("seconds")
+            self.records[entry.name].update(status="done", skipped=True, seconds=seconds,
+                                            **run_record(out, out / entry.name))
+        for line in invalid:
+            key = f"line-{line.line}"
+            order.append((line.line, key))
+            self.records.setdefault(key, {"name": key, "line": line.line, "prompt": line.text})
+            self.records[key].update(status="invalid", message=line.message, run_dir=None)
+        self.order = [key for _, key in sorted(order)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The records in file order."""
+        return [self.records[key] for key in self.order]
+
+    def summary(self, signal_name: str | None = None) -> dict[str, Any]:
+        counts = {status: sum(self.records[k]["status"] == status for k in self.order) for status in STATUSES}
+        return {"prompts": self.prompts, "counts": counts, "signal": signal_name}
+
+    def record(self, name: str, run_dir: Path, resumed: bool, result: dict[str, Any]) -> None:
+        """Record an entry's result (``run_batch``'s) with what its run folder now holds."""
+        record = self.records[name]
+        record.update(status=result["status"], message=result.get("message", ""),
+                      seconds=round(result.get("seconds", 0.0), 3), step=result.get("step", 0),
+                      attempts=result.get("attempts", 1), resumed=resumed, **run_record(self.out, run_dir))
+        if result["status"] == "done":
+            record["message"] = ""
+
+    def write(self, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
+        """Write ``index.json`` and ``index.html`` (with :meth:`summary` unless given one); returns their paths."""
+        return write_index(self.out, self.rows(), summary if summary is not None else self.summary())
 
 
 def run_record(out: Path, run_dir: Path) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 The parameter is an RGB image [1, R, R, 3] in [0, 1] (R = the prior's resolution), initialised mid-grey and
 optimised with Adam through ``prior.encode_images`` → guidance → ``loss.backward()``, clamped to [0, 1] after
 each step. PSNR is measured against the nearest training image of the multi-view prior (so only that prior
-gives a PSNR). Wired to ``python -m lucid_app bench distill2d`` by the CLI.
+gives a PSNR). ``python -m lucid_app bench distill2d`` (:func:`add_distill2d_parser`) runs it.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
@@ -16,7 +17,9 @@ from typing import Any, Literal
 
 import torch
 
+from lucid_app.cli_types import positive_int
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
+from lucid_app.devices import resolve_device
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.priors import load_prior
@@ -99,3 +102,37 @@ def distill2d(
     final = psnr_by_step[-1][1] if psnr_by_step else psnr_to_nearest(rgb.detach()[0], references)
     logger.info("distill2d %s: %d steps, final PSNR %.2f dB, %.2f s", method, steps, final, wall_s)
     return {"method": method, "steps": steps, "psnr_by_step": psnr_by_step, "final_psnr": final, "wall_s": wall_s}
+
+
+def add_distill2d_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``distill2d`` to the ``bench`` sub-commands; its ``func`` is :func:`cmd_bench_distill2d`."""
+    d2 = bench_subparsers.add_parser("distill2d", help="optimise a free image with ISM or SDS; PSNR to the dataset")
+    d2.add_argument("--model", required=True, help="multiview:DIR")
+    d2.add_argument("--prompt", default="", help="caption of the object to distil ('' = any)")
+    d2.add_argument("--method", choices=["ism", "sds", "naive"], default="ism")
+    d2.add_argument("--steps", type=positive_int, default=500)
+    d2.add_argument("--seed", type=int, default=0)
+    d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
+    d2.add_argument("--lambda-guidance", type=float, default=1.0, help="λ of the guidance gradient")
+    d2.add_argument("--warmup-steps", type=int, default=0,
+                    help="guidance warm-up (t range and δ_T annealing); 0 as in the demo preset")
+    d2.add_argument("--resolution", type=positive_int, default=64, help="prior resolution (px)")
+    d2.add_argument("--kernel", choices=["snr", "constant"], default="snr", help="multi-view prior kernel")
+    d2.add_argument("--keep-t", type=int, default=450, help="'snr' kernel: t at which half the input is kept")
+    d2.add_argument("--sigma", type=float, default=0.1, help="'constant' kernel: its width σ")
+    d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d2.set_defaults(func=cmd_bench_distill2d)
+    return d2
+
+
+def cmd_bench_distill2d(args: argparse.Namespace) -> dict[str, Any]:
+    """The fastest end-to-end check of the guidance: distil a free image from a multi-view prior."""
+    guidance = GuidanceConfig(lambda_guidance=args.lambda_guidance, warmup_steps=args.warmup_steps)
+    model_config = ModelConfig(
+        multiview_resolution=args.resolution, multiview_kernel=args.kernel, multiview_keep_t=args.keep_t,
+        multiview_sigma=args.sigma,
+    )
+    return distill2d(
+        args.model, args.prompt, args.method, args.steps, args.seed, lr=args.lr, guidance=guidance,
+        model_config=model_config, device=resolve_device(args.device),
+    )

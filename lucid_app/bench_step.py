@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from lucid_app.cli_types import positive_int
 from lucid_app.config import TrainConfig
 from lucid_app.devices import resolve_device, resolve_dtype
 
@@ -194,26 +195,19 @@ def bench_step(
     }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_step_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``step`` to the ``bench`` sub-commands; its ``func`` is :func:`cmd_bench_step`."""
     parser = bench_subparsers.add_parser(
         "step", help="time and memory of training steps at SD 2.1 base's full size (random weights, no download)"
     )
     parser.add_argument("--arch", choices=["sd21-base", "mini"], default="sd21-base")
-    parser.add_argument("--views", type=_positive_int, default=4)
-    parser.add_argument("--size", type=_positive_int, default=512, help="render size in px (multiple of 8)")
+    parser.add_argument("--views", type=positive_int, default=4)
+    parser.add_argument("--size", type=positive_int, default=512, help="render size in px (multiple of 8)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                         help="auto: float16 on CUDA, float32 on the CPU")
-    parser.add_argument("--steps", type=_positive_int, default=1)
-    parser.add_argument("--gaussians", type=_positive_int, default=100_000, help="initial Gaussians (a sphere)")
+    parser.add_argument("--steps", type=positive_int, default=1)
+    parser.add_argument("--gaussians", type=positive_int, default=100_000, help="initial Gaussians (a sphere)")
     parser.add_argument("--method", choices=["ism", "sds"], default="ism")
     parser.add_argument("--no-vae-checkpointing", action="store_true",
                         help="keep the VAE encoder's activations for the backward (more memory)")

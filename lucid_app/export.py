@@ -274,8 +274,28 @@ def export_run(
     """
     stage = on_stage or (lambda event: None)
     exp, cams = config.export, config.cameras
-    frames = exp.turntable_frames  # split over the rings (cameras.turntable)
+    stage(ExportEvent(stage=PLY_NAME))
+    files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
+    # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
+    files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
+    files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress))
+    size = exp.turntable_size
+    ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
+    for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
+        write_png(run_dir / view_file(i), frame)
+    files["views"] = str(run_dir / VIEWS_DIR)
+    if exp.mesh:
+        mesh = _export_mesh(run_dir, splats, config, stage)
+        if mesh is not None:
+            files["mesh"] = str(mesh)
+    return files
 
+
+def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config: TrainConfig,
+                      stage: Callable[[ExportEvent], None], progress: Callable[[int], None] | None) -> Path:
+    """``turntable.mp4`` of :func:`export_run`, its frames split over ``export.turntable_rings`` orbits."""
+    exp, cams = config.export, config.cameras
+    frames = exp.turntable_frames  # split over the rings (cameras.turntable)
     rendered = 0
 
     def frames_done(count: int) -> None:
@@ -287,30 +307,25 @@ def export_run(
         if progress is not None:
             progress(count)
 
-    stage(ExportEvent(stage=PLY_NAME))
-    files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
-    # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
-    files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
     size = exp.turntable_size
     rings = turntable_rings(exp.turntable_rings, cams.default_polar_deg)
     path = turntable(exp.turntable_frames, size, size, cams.default_radius, cams.default_fovy_rad, rings)
     stage(ExportEvent(stage="turntable", done=0, total=frames))
     write_turntable(run_dir / TURNTABLE_NAME, renderer, splats, path, exp.turntable_fps, config.render.background,
                     frames_done)
-    files["video"] = str(run_dir / TURNTABLE_NAME)
-    ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
-    for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
-        write_png(run_dir / view_file(i), frame)
-    files["views"] = str(run_dir / VIEWS_DIR)
-    if exp.mesh:
-        from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+    return run_dir / TURNTABLE_NAME
 
-        stage(ExportEvent(stage="mesh"))
-        # Written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped, and
-        # every other output is already on disk.
-        try:
-            mesh = mesh_from_splats(splats, exp.mesh_resolution, exp.mesh_iso).mesh
-            files["mesh"] = str(write_mesh(run_dir / MESH_NAME, mesh))
-        except (MeshError, MemoryError) as err:
-            logger.warning("mesh export skipped: %s", err)
-    return files
+
+def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
+                 stage: Callable[[ExportEvent], None]) -> Path | None:
+    """``mesh.glb`` of :func:`export_run`, written last: a mesh that cannot be made (e.g. nothing above the
+    iso-level) is logged and skipped (None), and every other output is already on disk."""
+    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
+    stage(ExportEvent(stage="mesh"))
+    try:
+        mesh = mesh_from_splats(splats, config.export.mesh_resolution, config.export.mesh_iso).mesh
+        return write_mesh(run_dir / MESH_NAME, mesh)
+    except (MeshError, MemoryError) as err:
+        logger.warning("mesh export skipped: %s", err)
+        return None

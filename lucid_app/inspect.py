@@ -1,10 +1,12 @@
-"""Pseudo-GT inspector: the x₀ estimates SDS and ISM pull a render towards, and how much they vary by seed.
+"""Pseudo-GT inspector: the x₀ estimates SDS, SDI and ISM pull a render towards, and how much they vary by seed.
 
 LucidDreamer (supplementary Fig. 1) motivates ISM by SDS's pseudo-ground-truths: SDS's one-step estimate
 x̂₀ᵗ from x₀ noised with fresh noise is blurry and *inconsistent* across noise draws, while ISM's estimate from
-the DDIM-inverted x_t is sharp and nearly deterministic. For one render set this module computes, for each t
-(and δ_T for ISM), with and without the negative prompt, the pseudo-GTs of several seeds — exactly the
-``previews["pred_x0"]`` of :func:`sds_guidance` / :func:`ism_guidance` with the timestep forced — and
+the DDIM-inverted x_t is sharp and nearly deterministic. SDI (:mod:`lucid_app.guidance.sdi`) estimates from its
+own prompt-conditioned inversion to t; its seeds differ only by the inversion's η noise (``sdi_eta``; none at 0).
+For one render set this module computes, for each t (and δ_T for ISM), with and without the negative prompt, the
+pseudo-GTs of several seeds — exactly the ``previews["pred_x0"]`` of :func:`sds_guidance` / :func:`sdi_guidance` /
+:func:`ism_guidance` with the timestep forced — and
     inconsistency = mean over pixels, channels and cameras of the per-pixel standard deviation across seeds
 (population std, images in [0, 1] after ``prior.decode``). Pure functions on tensors; files are written by the
 caller (the CLI through ``export.write_png``).
@@ -27,6 +29,7 @@ from lucid_app.gaussians import GaussianModel
 from lucid_app.guidance.base import Guidance
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
+from lucid_app.guidance.sdi import sdi_guidance
 from lucid_app.guidance.sds import sds_guidance
 from lucid_app.ply import GaussianPly, read_gaussian_ply
 from lucid_app.priors.base import DiffusionPrior, camera_control_fn
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 GRID_GAP_PX = 2  # white gap between grid tiles
 NEGATIVE_VARIANTS = ("neg", "noneg")  # with the prompt's negative, and with the empty one (true unconditional)
+# The inspected methods; those with one row per t (no interval), then ISM with one row per t and δ_T.
+PSEUDO_GT_GUIDANCES: dict[str, Guidance] = {"sds": sds_guidance, "sdi": sdi_guidance, "ism": ism_guidance}
+PER_T_METHODS = ("sds", "sdi")
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,9 @@ class InspectSettings:
 
     @property
     def n_rows(self) -> int:
-        """Rows of the grid (= entries of the numbers): SDS per t, ISM per t and δ_T, each per negative variant."""
-        return len(self.timesteps) * (1 + len(self.delta_ts)) * len(self.negatives)
+        """Rows of the grid (= entries of the numbers): SDS and SDI per t, ISM per t and δ_T, each per negative
+        variant."""
+        return len(self.timesteps) * (len(PER_T_METHODS) + len(self.delta_ts)) * len(self.negatives)
 
 
 def pseudo_gts(
@@ -66,7 +73,8 @@ def pseudo_gts(
     seeds: int,
     control: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decoded pseudo-GTs [S, C, H, W, 3] in [0, 1] of ``method`` ("sds" or "ism") at t (and δ_T), seeds 0..S-1.
+    """Decoded pseudo-GTs [S, C, H, W, 3] in [0, 1] of ``method`` ("sds", "sdi" or "ism") at t (and δ_T, ISM only),
+    seeds 0..S-1.
 
     Args:
         x0: [C, ...] the views in the prior's space (``prior.encode_images`` of the renders).
@@ -75,12 +83,11 @@ def pseudo_gts(
             (supplementary eq. 1).
         control: the prior's per-view ``control`` as in training (:func:`prior_control`), or None.
     """
-    guidances: dict[str, Guidance] = {"sds": sds_guidance, "ism": ism_guidance}
-    if method not in guidances:
-        raise ValueError(f"pseudo_gts: method must be one of {sorted(guidances)}, got {method!r}")
+    if method not in PSEUDO_GT_GUIDANCES:
+        raise ValueError(f"pseudo_gts: method must be one of {sorted(PSEUDO_GT_GUIDANCES)}, got {method!r}")
     estimates = []
     for seed in range(seeds):
-        out = guidances[method](
+        out = PSEUDO_GT_GUIDANCES[method](
             prior, x0.detach(), azimuth_deg, prompts, 0, config, torch.Generator(device=x0.device).manual_seed(seed),
             delta_t=delta_t, return_previews=True, t=t, control=control,
         )
@@ -114,17 +121,17 @@ def inspect_pseudo_gt(
     progress: Callable[[int, int], None] | None = None,
     control: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Pseudo-GTs of SDS and ISM for ``renders``, as a grid image and inconsistency numbers.
+    """Pseudo-GTs of SDS, SDI and ISM for ``renders``, as a grid image and inconsistency numbers.
 
-    Rows, in the order of the returned dict's keys: for each t, ``sds_t{t}_neg`` and ``sds_t{t}_noneg``, then
-    for each t and δ_T ``ism_t{t}_dt{δ_T}_neg`` / ``_noneg`` (with ``prompt_config.negative``, and with the empty
-    negative prompt = the true unconditional). Each row holds, per camera, the render x₀ (decoded) followed by
+    Rows, in the order of the returned dict's keys: for each t, ``sds_t{t}_neg`` and ``sds_t{t}_noneg``, then the
+    same for SDI (``sdi_t{t}_...``), then for each t and δ_T ``ism_t{t}_dt{δ_T}_neg`` / ``_noneg`` (with
+    ``prompt_config.negative``, and with the empty negative prompt = the true unconditional). Each row holds, per camera, the render x₀ (decoded) followed by
     the S seeds' pseudo-GTs.
 
     Args:
         renders: [C, H, W, 3] in [0, 1].
         azimuth_deg: [C] their cameras' azimuths.
-        config: guidance settings (CFG scale, inversion); default :class:`GuidanceConfig`.
+        config: guidance settings (CFG scale, ISM's and SDI's inversions); default :class:`GuidanceConfig`.
         progress: called as ``progress(rows_done, settings.n_rows)`` before the first row and after each one.
         control: the prior's per-view ``control`` as in training (:func:`prior_control` of the cameras), or None.
 
@@ -143,11 +150,12 @@ def inspect_pseudo_gt(
     variants = {tag: encode_prompt_set(prior, replace(prompt_config, negative=negatives[tag]))
                 for tag in NEGATIVE_VARIANTS if tag in settings.negatives}
     rows: dict[str, torch.Tensor] = {}
-    for t in settings.timesteps:
-        for tag, prompts in variants.items():
-            rows[f"sds_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, "sds", t, 0, settings.seeds,
-                                                 control)
-            report(len(rows), settings.n_rows)
+    for method in PER_T_METHODS:
+        for t in settings.timesteps:
+            for tag, prompts in variants.items():
+                rows[f"{method}_t{t}_{tag}"] = pseudo_gts(prior, x0, azimuth_deg, prompts, config, method, t, 0,
+                                                          settings.seeds, control)
+                report(len(rows), settings.n_rows)
     for t in settings.timesteps:
         for dt in settings.delta_ts:
             for tag, prompts in variants.items():

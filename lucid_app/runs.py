@@ -17,6 +17,7 @@ import torch
 from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfig, replace
 from lucid_app.devices import resolve_device
 from lucid_app.export import OutputError, atomic_temp_glob, check_output_dir
+from lucid_app.learned_prior.folder import is_prior_folder
 from lucid_app.negatives import resolve_negative
 from lucid_app.presets import load_config
 from lucid_app.priors import load_prior
@@ -66,12 +67,13 @@ def resolve_model_id(model_id: str) -> str:
     working folder.
 
     ``multiview:DIR`` and local folders or checkpoint files that exist relative to the working folder become
-    absolute; a relative ``multiview:`` path that does not exist there is looked up in the repository (so
-    ``presets/demo.yaml`` works from anywhere). Hub ids, and paths found nowhere (the loader names them in its
-    error), are returned unchanged.
+    absolute; a relative ``multiview:`` path or learned-prior folder that does not exist there is looked up in the
+    repository (so ``presets/demo.yaml`` and ``presets/learned_demo.yaml`` work from anywhere). Hub ids, and paths
+    found nowhere (the loader names them in its error), are returned unchanged.
     """
     prefix = MODEL_PREFIX if model_id.startswith(MODEL_PREFIX) else ""
-    return prefix + _absolute_if_local(model_id[len(prefix):], search_repo=bool(prefix))
+    value = model_id[len(prefix):]
+    return prefix + _absolute_if_local(value, search_repo=bool(prefix) or is_prior_folder(REPO_ROOT / value))
 
 
 def check_model(model: str) -> None:

@@ -12,12 +12,10 @@ in ``__init__``) and with live changes (encoded by the caller, ``prompt_changes.
 guidance-scale / δ_T changes are recorded the same way in :attr:`Trainer.control_schedule` (``config.control_schedule``
 is replayed into the live controls at its steps), so a run with slider changes replays exactly from its config.
 
-Previews (``PreviewEvent``, :data:`PREVIEW_SIZE_PX` per view whatever the training resolution; the first, at
-:data:`PREVIEW_FIRST_SIZE_PX`, is cheap: the initial Gaussians are large and cover many pixels) come after step 1, then
-every ``preview_every`` steps and whenever :data:`PREVIEW_INTERVAL_S` seconds of wall time have passed since the last
-one, so the app shows the object forming within seconds even at a second per step (``preview_every = 0``: none).
-Between two steps the loop also hands out snapshots of the live Gaussians (:meth:`Trainer.request_snapshot`, the
-app's inspector of a running job) and at the end reports each export stage (``ExportEvent``).
+Previews (``PreviewEvent``) come after step 1, then every ``preview_every`` steps and by wall time (when previews and
+checkpoints are due: :mod:`lucid_app.train_outputs`). Between two steps the loop also hands out snapshots of the live
+Gaussians (:meth:`Trainer.request_snapshot`, the app's inspector of a running job) and at the end reports each export
+stage (``ExportEvent``).
 
 Files (only through ``export.py`` / ``ply.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes (a run
 from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.checkpoint_every`` steps, whenever
@@ -26,21 +24,20 @@ and at the end, however the run ends (done, stopped, failed, Ctrl-C), ``model.pl
 ``views/*.png`` of the last good state. A checkpoint only ever holds the state between two steps: an interrupt in the
 middle of a step keeps the previous checkpoint, so a resume always continues bit for bit.
 
-Size: this module is over ~400 lines because the loop's state (step, generator, schedules in force, preview and
-checkpoint timers, snapshot requests) lives in one object whose methods each do one job (the end outputs are already
-``export.export_run``, the loss terms ``losses.step_losses``). Splitting further means moving the preview/checkpoint
-scheduling and ``resume``/``state_dict`` into their own module; the tests patch ``PREVIEW_*`` and ``time`` here.
+Size: this module is over ~400 lines because the loop's state (step, generator, schedules in force, snapshot
+requests) lives in one object whose methods each do one job; what is not the loop already lives elsewhere (the end
+outputs ``export.export_run``, the loss terms ``losses.step_losses``, when previews and checkpoints are due and the
+metrics log of a resume ``train_outputs``). ``state_dict``/``resume`` stay here: they are the loop's own state.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -48,7 +45,7 @@ import numpy as np
 import torch
 
 from lucid_app.avatar import avatar_setup
-from lucid_app.cameras import CameraBatch, orbit_cameras, sample_cameras
+from lucid_app.cameras import CameraBatch, sample_cameras
 from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, to_yaml
 from lucid_app.controls import (
     ControlState,
@@ -70,18 +67,9 @@ from lucid_app.prompt_changes import PromptTrack, change_fields
 from lucid_app.render import make_renderer
 from lucid_app.render.base import Renderer, RenderOutput
 from lucid_app.run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
+from lucid_app.train_outputs import PREVIEW_AZIMUTHS_DEG, OutputClock, preview_cameras, truncate_metrics
 
 logger = logging.getLogger(__name__)
-
-PREVIEW_AZIMUTHS_DEG = (0.0, 90.0, 180.0, -90.0)
-# Previews are rendered at this size per view (independent of the training resolution); the first one, which must
-# come within seconds, at the smaller size (the app enlarges it) ...
-PREVIEW_SIZE_PX = 256
-PREVIEW_FIRST_SIZE_PX = 128
-# ... after step 1, then at least this often in wall time, and never taking more than 1/PREVIEW_COST_RATIO of it.
-PREVIEW_INTERVAL_S = 2.0
-PREVIEW_COST_RATIO = 5.0
-
 
 def initial_controls(config: TrainConfig) -> ControlState:
     """The live controls' starting values, taken from the config."""
@@ -141,7 +129,7 @@ class Trainer:
         self.densifier = Densifier(config.densify, config.densify.extent)
         self.step = 0
         self.bad_steps = 0
-        self._last_preview_step = -1
+        self._outputs = OutputClock()
         self._stop_requested = False
         # Live control changes so far (the config's schedule, then what the user changed), and the tunable values
         # the last step used: a snapshot that differs from them at step k is a change recorded at k.
@@ -241,7 +229,7 @@ class Trainer:
 
         # 1. Cameras and backgrounds of this step (DESIGN §4 camera schedule; background augmentation).
         g = self.generator
-        cams = sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, g).to(self.device)
+        cams = self._step_cameras(k)
         backgrounds = sample_backgrounds(len(cams), cfg.render.background, cfg.render.bg_aug_ratio, g).to(self.device)
         use_disparity = bool(torch.rand((), generator=g) < cfg.loss.disparity_ratio)
 
@@ -278,16 +266,23 @@ class Trainer:
         densify = self._densify_and_step(out, k)
         return event(n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start, densify=densify)
 
+    def _step_cameras(self, k: int) -> CameraBatch:
+        """Step ``k``'s [C] training cameras, the step's first draws from the run's generator: the DESIGN §4 orbit
+        schedule here; a supervised ceiling (``oracle.py``) picks dataset views instead."""
+        cfg = self.config
+        return sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, self.generator).to(self.device)
+
     def _guide(self, image: torch.Tensor, cams: CameraBatch, snap: ControlState, k: int) -> GuidanceOutput:
         """The guidance's loss on the rendered ``image`` [C, H, W, 3] of step ``k``, after the official random
         left-right flip of the batch (control images with it), in one prompt state (embeddings and Perp-Neg
-        settings together)."""
+        settings together). The loss source of a step: ``oracle.py`` overrides it with a supervised loss."""
         cfg, g = self.config, self.generator
         control = self.control_fn(cams) if self.control_fn is not None else None
         image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
         x0 = self.prior.encode_images(image)
         prompt = self.prompt_state
-        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
+        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start,
+                               sdi_anneal_steps=cfg.guidance.sdi_anneal_steps or cfg.optim.steps)
         return self.guidance(
             self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
             guidance_scale=snap.guidance_scale, control=control,
@@ -318,12 +313,7 @@ class Trainer:
         """Render the current Gaussians from the fixed preview cameras (front, sides, back), ``size`` px square
         (default: the training width)."""
         cfg = self.config
-        size = size or cfg.render.width
-        n = len(PREVIEW_AZIMUTHS_DEG)
-        cams = orbit_cameras(
-            torch.tensor(PREVIEW_AZIMUTHS_DEG), torch.full((n,), cfg.cameras.default_polar_deg),
-            torch.full((n,), cfg.cameras.default_radius), torch.full((n,), cfg.cameras.default_fovy_rad), size, size,
-        )
+        cams = preview_cameras(cfg.cameras, size or cfg.render.width)
         frames = np.stack(list(render_frames(self.renderer, self.gaussians.splats(), cams, cfg.render.background)))
         return PreviewEvent(step=self.step, images=frames, azimuth_deg=PREVIEW_AZIMUTHS_DEG)
 
@@ -388,7 +378,7 @@ class Trainer:
         status, message = "done", ""
         error: BaseException | None = None
         last_controls = self.controls.snapshot()
-        timers = _OutputTimers(checkpoint_s=time.monotonic(), preview_s=time.perf_counter())
+        self._outputs.start()
         mid_step = False
         try:
             while self.step < self.config.optim.steps:
@@ -408,7 +398,7 @@ class Trainer:
                 if self.bad_steps >= self.config.optim.max_bad_steps:
                     status, message = "failed", self._bad_steps_message()
                     break
-                self._periodic_outputs(snap.preview_every, timers, emit)
+                self._periodic_outputs(snap.preview_every, emit)
         except KeyboardInterrupt:
             status, message = "stopped", f"interrupted at step {self.step}"
         except BaseException as err:
@@ -473,33 +463,16 @@ class Trainer:
         logger.error("%s", message)
         return message
 
-    def _periodic_outputs(self, preview_every: int, timers: _OutputTimers, emit: Callable[[Event], None]) -> None:
-        """After step ``self.step``: the preview and the checkpoint, each when due."""
-        if self._preview_due(preview_every, time.perf_counter() - timers.preview_s, timers.preview_cost_s):
+    def _periodic_outputs(self, preview_every: int, emit: Callable[[Event], None]) -> None:
+        """After step ``self.step``: the preview and the checkpoint, each when due (:mod:`lucid_app.train_outputs`)."""
+        size = self._outputs.preview_size(self.step, preview_every)
+        if size is not None:
             started = time.perf_counter()
-            emit(self.preview(PREVIEW_FIRST_SIZE_PX if self._last_preview_step < 0 else PREVIEW_SIZE_PX))
-            self._last_preview_step = self.step
-            timers.preview_s = time.perf_counter()
-            timers.preview_cost_s = timers.preview_s - started
-        if self._checkpoint_due(time.monotonic() - timers.checkpoint_s):
+            emit(self.preview(size))
+            self._outputs.preview_made(self.step, started)
+        if self._outputs.checkpoint_due(self.step, self.config.export):
             self.save_checkpoint()
-            timers.checkpoint_s = time.monotonic()
-
-    def _preview_due(self, preview_every: int, since_last_s: float, cost_s: float) -> bool:
-        """After step ``self.step``: a preview after the first step of :meth:`run`, every ``preview_every`` steps, and
-        whenever :data:`PREVIEW_INTERVAL_S` (or :data:`PREVIEW_COST_RATIO` times the last preview's cost) has passed;
-        none at all with ``preview_every = 0``."""
-        if preview_every <= 0:
-            return False
-        if self._last_preview_step < 0 or self.step % preview_every == 0:
-            return True
-        return since_last_s >= max(PREVIEW_INTERVAL_S, PREVIEW_COST_RATIO * cost_s)
-
-    def _checkpoint_due(self, since_last_s: float) -> bool:
-        """After step ``self.step``: every ``export.checkpoint_every`` steps, or ``export.checkpoint_every_s``
-        seconds after the last checkpoint (0 turns either off)."""
-        every, every_s = self.config.export.checkpoint_every, self.config.export.checkpoint_every_s
-        return (every > 0 and self.step % every == 0) or (every_s > 0 and since_last_s >= every_s)
+            self._outputs.checkpoint_made()
 
     @classmethod
     def resume(
@@ -537,37 +510,11 @@ class Trainer:
                 f"{run_dir / CHECKPOINT_NAME} does not hold a state of this run ({type(err).__name__}: {err}); "
                 f"remove it to start over with generate --overwrite"
             ) from None
-        _truncate_metrics(run_dir / METRICS_NAME, trainer.step)
+        truncate_metrics(run_dir / METRICS_NAME, trainer.step)
         logger.info("resumed %s at step %d of %d", run_dir, trainer.step, config.optim.steps)
         return trainer
-
-
-@dataclass
-class _OutputTimers:
-    """When the last checkpoint (``time.monotonic``; tests replace it) and the last preview (``time.perf_counter``)
-    were made, and what that preview cost."""
-
-    checkpoint_s: float
-    preview_s: float
-    preview_cost_s: float = 0.0
 
 
 def _control_changes(before: ControlState, after: ControlState) -> dict[str, object]:
     names = ("guidance_scale", "delta_t", "delta_t_start", "preview_every", "paused", "stop")
     return {n: getattr(after, n) for n in names if getattr(after, n) != getattr(before, n)}
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only the records of steps ≤ ``last_step`` (the ones the checkpoint already contains)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if int(record.get("step", 0)) <= last_step and "status" not in record:
-            kept.append(line)
-    write_text(path, "".join(f"{line}\n" for line in kept))
-

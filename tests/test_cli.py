@@ -139,3 +139,12 @@ def test_bench_quality_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "quality", "--help"])
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_help_imports_neither_torch_nor_the_trainer() -> None:
+    """``python -m lucid_app --help`` stays light: torch, the trainer and the benchmarks load only in the commands
+    that use them (``bench`` and ``smpl-convert`` add their arguments when used)."""
+    code = ("import sys\nfrom lucid_app.cli import build_parser\nbuild_parser().format_help()\n"
+            "print([m for m in ('torch', 'lucid_app.trainer', 'lucid_app.bench_quality') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -239,10 +239,11 @@ def test_a_run_with_slider_changes_replays_exactly_from_its_config_yaml(tmp_path
 
 
 def test_previews_come_after_step_one_then_by_steps_and_by_time(tmp_path, monkeypatch) -> None:
-    from lucid_app import trainer as trainer_module
+    from lucid_app import train_outputs
     from lucid_app.events import PreviewEvent
     from lucid_app.priors import load_prior
-    from lucid_app.trainer import PREVIEW_FIRST_SIZE_PX, PREVIEW_SIZE_PX, Trainer
+    from lucid_app.train_outputs import PREVIEW_FIRST_SIZE_PX, PREVIEW_SIZE_PX
+    from lucid_app.trainer import Trainer
 
     config = _chair_config(tmp_path, steps=7, extra=("export.preview_every=5",))
     prior = load_prior(config.model.id, config.model)
@@ -253,8 +254,8 @@ def test_previews_come_after_step_one_then_by_steps_and_by_time(tmp_path, monkey
     assert previews[0].images.shape[1:] == (PREVIEW_FIRST_SIZE_PX, PREVIEW_FIRST_SIZE_PX, 3)
     assert previews[1].images.shape[1:] == (PREVIEW_SIZE_PX, PREVIEW_SIZE_PX, 3)
     # With no time between previews required, every step previews (the wall-clock rule); preview_every=0: none.
-    monkeypatch.setattr(trainer_module, "PREVIEW_INTERVAL_S", 0.0)
-    monkeypatch.setattr(trainer_module, "PREVIEW_COST_RATIO", 0.0)
+    monkeypatch.setattr(train_outputs, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(train_outputs, "PREVIEW_COST_RATIO", 0.0)
     events.clear()
     Trainer(config, prior).run(events.append)
     assert [e.step for e in events if isinstance(e, PreviewEvent)] == list(range(1, 8))

@@ -20,6 +20,7 @@ from lucid_app.cameras import sample_cameras  # noqa: E402
 from lucid_app.config import (  # noqa: E402
     PAPER_NEGATIVE,
     ConfigError,
+    GuidanceConfig,
     ModelConfig,
     PromptChange,
     PromptConfig,
@@ -27,7 +28,14 @@ from lucid_app.config import (  # noqa: E402
     to_dict,
     to_yaml,
 )
-from lucid_app.inspect import LABEL_LINE_PX, NEGATIVE_VARIANTS, InspectSettings, inspect_pseudo_gt  # noqa: E402
+from lucid_app.inspect import (  # noqa: E402
+    LABEL_LINE_PX,
+    NEGATIVE_VARIANTS,
+    InspectSettings,
+    inconsistency,
+    inspect_pseudo_gt,
+    pseudo_gts,
+)
 from lucid_app.inspect_task import InspectRequest, run_inspect  # noqa: E402
 from lucid_app.jobs import JobManager, TaskContext, TaskResult  # noqa: E402
 from lucid_app.negatives import (  # noqa: E402
@@ -41,7 +49,9 @@ from lucid_app.ply import write_gaussian_ply  # noqa: E402
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior  # noqa: E402
 from lucid_app.run_folders import JobError  # noqa: E402
 from lucid_app.runs import resolve_config  # noqa: E402
-from lucid_app.ui.ab_run import AB_FIELDS, ABHandlers, ab_configs  # noqa: E402
+from lucid_app.guidance import GUIDANCES  # noqa: E402
+from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
+from lucid_app.ui.ab_run import AB_FIELDS, AB_METHOD_PAIRS, AB_MODES, ABHandlers, ab_configs, ab_label  # noqa: E402
 from lucid_app.ui.guidance_handlers import (  # noqa: E402
     PROMPT_FIELDS,
     GuidanceHandlers,
@@ -138,6 +148,9 @@ def test_parse_int_list_and_changed_fields() -> None:
 @pytest.mark.parametrize(("mode", "field", "values"), [
     ("negative", "prompt.negative", (PAPER_NEGATIVE, "")),
     ("method", "guidance.method", ("ism", "sds")),
+    ("ism_vs_sdi", "guidance.method", ("ism", "sdi")),
+    ("sds_vs_sdi", "guidance.method", ("sds", "sdi")),
+    ("sdi_vs_naive", "guidance.method", ("sdi", "naive")),
 ])
 def test_ab_configs_differ_only_in_the_chosen_field(mode: str, field: str, values: tuple) -> None:
     base = resolve_config("demo", "a red toy car", PAPER_NEGATIVE, None, ["seed=11", "guidance.method=sds"])
@@ -146,6 +159,17 @@ def test_ab_configs_differ_only_in_the_chosen_field(mode: str, field: str, value
     assert (a[field], b[field]) == values and a["seed"] == b["seed"] == 11
     with pytest.raises(ConfigError, match="needs a negative prompt"):
         ab_configs(resolve_config("demo", "a red toy car", ""), "negative")
+
+
+def test_ab_modes_cover_every_pair_of_methods() -> None:
+    pairs = {frozenset(pair) for pair in AB_METHOD_PAIRS.values()}
+    assert pairs == {frozenset((a, b)) for a in GUIDANCES for b in GUIDANCES if a != b} and len(pairs) == 6
+    assert set(AB_MODES) == {"negative", *AB_METHOD_PAIRS} and AB_MODES["ism_vs_sdi"] == "ISM vs SDI"
+    base = resolve_config("demo", "a red toy car", PAPER_NEGATIVE)
+    a, b = ab_configs(base, "sds_vs_sdi")
+    assert (ab_label(a, "sds_vs_sdi"), ab_label(b, "sds_vs_sdi")) == ("SDS", "SDI")
+    with pytest.raises(ConfigError, match="pick one of"):
+        ab_configs(base, "ism_vs_ism")
 
 
 def test_inspect_request_errors_name_the_problem(tmp_path: Path) -> None:
@@ -185,12 +209,19 @@ def test_inspector_progress_and_negative_variants(chair_prior: MultiViewPrior) -
     settings = InspectSettings(timesteps=(200,), delta_ts=(20, 200), seeds=2, negatives=("noneg",))
     grid, numbers = inspect_pseudo_gt(chair_prior, renders, torch.tensor([0.0]), PromptConfig(text="a red chair"),
                                       settings=settings, progress=lambda done, total: calls.append((done, total)))
-    assert list(numbers) == ["sds_t200_noneg", "ism_t200_dt20_noneg", "ism_t200_dt200_noneg"]
-    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)] and settings.n_rows == 3 and grid.shape[0] == 3 * 10
+    assert list(numbers) == ["sds_t200_noneg", "sdi_t200_noneg", "ism_t200_dt20_noneg", "ism_t200_dt200_noneg"]
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)] and settings.n_rows == 4 and grid.shape[0] == 4 * 10
+    # The SDI row's value is the inconsistency of SDI's own pseudo-GTs (seeds 0, 1) with the empty negative.
+    prompts = encode_prompt_set(chair_prior, PromptConfig(text="a red chair", negative=""))
+    x0 = chair_prior.encode_images(renders)
+    sdi = pseudo_gts(chair_prior, x0, torch.tensor([0.0]), prompts, GuidanceConfig(), "sdi", 200, 0, 2)
+    assert numbers["sdi_t200_noneg"] == pytest.approx(inconsistency(sdi), abs=1e-7)
+    assert 0 < numbers["sdi_t200_noneg"] < numbers["sds_t200_noneg"]
     # Without the option the same rows come out as before, with and without the negative.
     _, both = inspect_pseudo_gt(chair_prior, renders, torch.tensor([0.0]), PromptConfig(text="a red chair"),
                                 settings=replace(settings, negatives=NEGATIVE_VARIANTS))
-    assert both["ism_t200_dt20_noneg"] == numbers["ism_t200_dt20_noneg"] and len(both) == 6
+    assert both["ism_t200_dt20_noneg"] == numbers["ism_t200_dt20_noneg"] and len(both) == 8
+    assert both["sdi_t200_noneg"] == numbers["sdi_t200_noneg"]
     with pytest.raises(ValueError, match="negatives"):
         inspect_pseudo_gt(chair_prior, renders, torch.tensor([0.0]), PromptConfig(text="a red chair"),
                           settings=replace(settings, negatives=("maybe",)))
@@ -219,9 +250,12 @@ def test_inspect_task_on_a_run_folder_with_training_views(chair_prior: MultiView
     cameras = sample_cameras(config.cameras, 600, 16, 16, torch.Generator().manual_seed(4))
     assert result.data["azimuth_deg"] == [round(float(a), 3) for a in cameras.azimuth_deg]
     assert result.data["run"] == "run" and result.data["negative"] == ""
-    assert result.data["rows"] == ["sds_t200_neg", "sds_t200_noneg", "ism_t200_dt50_neg", "ism_t200_dt50_noneg"]
-    assert result.image.dtype == np.uint8 and result.image.shape[0] == 4 * 10 + 3 * LABEL_LINE_PX  # labelled
-    assert progress[-1] == (4, 4)
+    assert result.data["rows"] == ["sds_t200_neg", "sds_t200_noneg", "sdi_t200_neg", "sdi_t200_noneg",
+                                   "ism_t200_dt50_neg", "ism_t200_dt50_noneg"]
+    sdi = result.data["by_method"]["sdi"]["t200"]["dt0"]
+    assert sdi == {v: result.data["inconsistency"][f"sdi_t200_{v}"] for v in ("neg", "noneg")} and sdi["neg"] > 0
+    assert result.image.dtype == np.uint8 and result.image.shape[0] == 6 * 10 + 3 * LABEL_LINE_PX  # labelled
+    assert progress[-1] == (6, 6)
     assert json.loads(Path(result.files["json"]).read_text()) == result.data
     assert iio.imread(result.files["png"]).shape == result.image.shape
 
@@ -319,7 +353,7 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
     grid = iio.imread(image)
     data = json.loads(numbers)
     assert data["negative"] == "a snowman" and data["azimuth_deg"] == [30.0] and data["seeds"] == 2
-    assert len(data["inconsistency"]) == 12
+    assert len(data["inconsistency"]) == 16
     by_method = data["by_method"]
     for t in ("t200", "t500"):
         assert set(by_method["sds"][t]["dt0"]) == {"neg", "noneg"}
@@ -328,8 +362,11 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
                 value = by_method["ism"][t][dt][variant]
                 assert value == data["inconsistency"][f"ism_{t}_{dt}_{variant}"] and 0 <= value < 1
         assert by_method["sds"][t]["dt0"]["neg"] > 0, "SDS pseudo-GTs change with the noise seed"
-    # 12 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
-    assert grid.shape[0] == 12 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
+        for variant in ("neg", "noneg"):
+            value = by_method["sdi"][t]["dt0"][variant]
+            assert value == data["inconsistency"][f"sdi_{t}_{variant}"] and 0 < value < by_method["sds"][t]["dt0"][variant]
+    # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
+    assert grid.shape[0] == 16 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
     assert task.files["json"].endswith("inspect.json") and json.loads(Path(task.files["json"]).read_text()) == data
 
@@ -452,7 +489,8 @@ def test_inspect_the_running_job_beside_training_then_a_past_run_by_name(app) ->
     view = next(v for v in reversed(jobs.views()) if v.kind == "train")
     # Answered while the run still trains (beside it, not after it), from its Gaussians at a step boundary.
     assert live["live_step"] >= 2 and not jobs.view(view.id).finished
-    assert iio.imread(image).shape[0] == 2 * 34 + 3 * LABEL_LINE_PX
+    assert iio.imread(image).shape[0] == 3 * 34 + 3 * LABEL_LINE_PX  # rows: SDS, SDI, ISM (with the negative)
+    assert live["rows"] == ["sds_t200_neg", "sdi_t200_neg", "ism_t200_dt50_neg"]
     assert client.predict(api_name="/stop").startswith("Stopping")
     final = [out[0] for out in run][-1]
     assert final["state"] == "done" and final["run"]

@@ -51,7 +51,7 @@ def test_pause_and_resume_racing_keep_job_state_and_controls_in_step(gated_jobs:
     """
     view = gated_jobs.submit(_config(steps=3), session="s")
     _wait_state(gated_jobs, view.id, "running")
-    controls = gated_jobs._jobs[view.id].controls
+    controls = gated_jobs._board.jobs[view.id].controls
     original = controls.pause
     others: list[threading.Thread] = []
 
@@ -221,11 +221,11 @@ def test_view_is_o1_in_the_number_of_steps(tmp_path: Path, monkeypatch: pytest.M
     try:
         job = jobs.submit(_config(), session="s")
         assert emitted.wait(WAIT_S)
-        import lucid_app.jobs as jobs_module
+        import lucid_app.job_board as job_board
 
         renders: list[int] = []
-        original_to_yaml = jobs_module.to_yaml
-        monkeypatch.setattr(jobs_module, "to_yaml", lambda config: renders.append(1) or original_to_yaml(config))
+        original_to_yaml = job_board.to_yaml
+        monkeypatch.setattr(job_board, "to_yaml", lambda config: renders.append(1) or original_to_yaml(config))
         at_n = jobs.view(job.id)
         for _ in range(200):
             jobs.view(job.id)

@@ -14,11 +14,11 @@ from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
 from scipy.stats import ncx2
 
-from lucid_app import mesh as mesh_module
 from lucid_app.cli import main
 from lucid_app.config import OptimConfig
 from lucid_app.gaussians import GaussianModel, rgb_to_sh_dc
 from lucid_app.mesh import Grid, MeshError, density_grid, mesh_from_splats, write_mesh
+from lucid_app.mesh import density as mesh_density
 from lucid_app.ply import gaussian_property_names, write_gaussian_ply
 from lucid_app.render.base import Splats
 from test_cli import TINY, dataset, last_json  # noqa: F401 - fixture
@@ -149,7 +149,7 @@ def brute_force_density(means, quats, scales, opacities, grid: Grid, cutoff: flo
 def test_density_matches_brute_force(pairs_per_chunk: int, shared_half_width: int,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Small chunks, and half-widths beyond the shared offsets (done in slabs), must not change anything.
-    monkeypatch.setattr(mesh_module, "SHARED_HALF_WIDTH", shared_half_width)
+    monkeypatch.setattr(mesh_density, "SHARED_HALF_WIDTH", shared_half_width)
     gaussians = _random_gaussians(12, seed=3)
     # A grid smaller than the Gaussians' reach, so boxes crossing its border are exercised too.
     grid = Grid(origin=np.array([-0.6, -0.5, -0.55]), voxel_size=0.07, shape=(17, 16, 15))

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig
 from lucid_app.devices import resolve_device, resolve_dtype
-from lucid_app.priors import stable_diffusion as sd
+from lucid_app.priors import sd_loading
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.stable_diffusion import StableDiffusionPrior, load_stable_diffusion
 from tests.tiny_sd import HIDDEN_SIZE, LATENT_SIZE, save_tiny_lora, save_tiny_sd_single_file
@@ -129,7 +129,7 @@ def test_folder_without_model_index_is_rejected(tmp_path: Path) -> None:
 
 def test_message_says_when_offline_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    assert "HF_HUB_OFFLINE is not set" in sd.missing_model_message("x/y", "not found")
+    assert "HF_HUB_OFFLINE is not set" in sd_loading.missing_model_message("x/y", "not found")
 
 
 def test_single_file_checkpoint_loads_the_same_model(
@@ -206,7 +206,7 @@ def test_missing_lora_is_a_prior_error(tiny_sd_dir: Path, tmp_path: Path) -> Non
 def test_lora_without_peft_names_the_package(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sd, "_peft_available", lambda: False)
+    monkeypatch.setattr(sd_loading, "_peft_available", lambda: False)
     with pytest.raises(PriorError, match=r"pip install peft=="):
         load_stable_diffusion(str(tiny_sd_dir), ModelConfig(lora=str(tmp_path)), device="cpu")
 

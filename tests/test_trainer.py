@@ -17,7 +17,7 @@ from lucid_app.config import TrainConfig, apply_overrides
 from lucid_app.controls import ControlState, LiveControls
 from lucid_app.events import DoneEvent, PreviewEvent, StepEvent
 from lucid_app.ply import read_gaussian_ply
-from lucid_app import trainer as trainer_module
+from lucid_app import train_outputs
 from lucid_app.priors import load_prior
 from lucid_app.trainer import Trainer, initial_controls
 from test_multiview import write_object
@@ -68,8 +68,8 @@ def test_multiview_run_emits_events_changes_parameters_and_writes_files(chair: s
     assert [e.step for e in steps] == list(range(1, 7))
     # After step 1 (small), then every preview_every = 2 steps (and every few seconds, which these steps never take).
     assert {1, 2, 4, 6} <= {p.step for p in previews} and previews[0].step == 1
-    assert previews[0].images.shape == (4, trainer_module.PREVIEW_FIRST_SIZE_PX, trainer_module.PREVIEW_FIRST_SIZE_PX, 3)
-    assert previews[1].images.shape[1] == trainer_module.PREVIEW_SIZE_PX and previews[0].images.dtype == np.uint8
+    assert previews[0].images.shape == (4, train_outputs.PREVIEW_FIRST_SIZE_PX, train_outputs.PREVIEW_FIRST_SIZE_PX, 3)
+    assert previews[1].images.shape[1] == train_outputs.PREVIEW_SIZE_PX and previews[0].images.dtype == np.uint8
     assert isinstance(events[-1], DoneEvent) and done.status == "done" and done.step == 6
     assert any(e.densify for e in steps), "densification was scheduled at steps 2 and 4"
     after = params(trainer)
@@ -314,7 +314,7 @@ def test_checkpoints_at_the_start_every_n_steps_and_every_n_seconds(
 
     # A clock that advances 40 s at every reading: with checkpoints every 60 s, one every other step.
     clock = iter(range(0, 10_000, 40))
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=time.perf_counter,
+    monkeypatch.setattr(train_outputs, "time", SimpleNamespace(perf_counter=time.perf_counter,
                                                                  monotonic=lambda: float(next(clock))))
     timed = Trainer(apply_overrides(config, ["export.checkpoint_every_s=60"]), prior, run_dir=tmp_path / "timed")
     saved = checkpoint_steps(timed, monkeypatch)
@@ -330,3 +330,21 @@ def test_a_new_run_starts_its_metrics_empty(chair: str, tmp_path: Path) -> None:
     run(tiny_config(chair, steps=2, extra=("densify.enabled=false",)), run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in records if "status" in r] == [{"step": 2, "status": "done", "message": ""}]
+
+
+@pytest.mark.parametrize(("anneal", "expected"), [(0, 6), (40, 40)])
+def test_sdi_anneals_over_the_run_unless_told_otherwise(
+    chair: str, monkeypatch: pytest.MonkeyPatch, anneal: int, expected: int
+) -> None:
+    config = tiny_config(chair, steps=6, extra=("guidance.method=sdi", f"guidance.sdi_anneal_steps={anneal}"))
+    trainer = Trainer(config, load_prior(config.model.id, config.model))
+    seen: list[int] = []
+    real = trainer.guidance
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the Guidance signature, passed through
+        seen.append(args[5].sdi_anneal_steps)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "guidance", spy)
+    trainer.train_step()
+    assert seen == [expected]

@@ -337,13 +337,12 @@ def cmd_smpl_convert(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_smpl_convert_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``smpl-convert`` on the CLI's sub-commands."""
-    convert = sub.add_parser(
-        "smpl-convert", help="convert the downloaded SMPL .pkl files once to the .npz files avatar mode reads",
-        description="Reads SMPL_NEUTRAL.pkl / SMPL_MALE.pkl / SMPL_FEMALE.pkl (or the official basicmodel_*.pkl) "
-                    "with a restricted unpickler that builds arrays only, and writes DST_DIR/SMPL_<GENDER>.npz.",
-    )
+def add_smpl_convert_arguments(convert: argparse.ArgumentParser) -> None:
+    """The arguments of the CLI's ``smpl-convert`` (``lucid_app.cli`` registers the command and adds these when it is
+    used: importing this module imports the avatar package, and so torch)."""
+    convert.description = ("Reads SMPL_NEUTRAL.pkl / SMPL_MALE.pkl / SMPL_FEMALE.pkl (or the official "
+                           "basicmodel_*.pkl) with a restricted unpickler that builds arrays only, and writes "
+                           "DST_DIR/SMPL_<GENDER>.npz.")
     convert.add_argument("src_dir", help="the SMPL download folder (searched with its smpl/ and models/ folders)")
     convert.add_argument("dst_dir", help="folder to write SMPL_<GENDER>.npz into (pass it as --smpl-dir)")
     convert.set_defaults(func=cmd_smpl_convert)

@@ -1,9 +1,10 @@
-"""The guidance contract: the :class:`Guidance` protocol every method (ISM, SDS, naive) implements, its
+"""The guidance contract: the :class:`Guidance` protocol every method (ISM, SDS, SDI, naive) implements, its
 :class:`GuidanceOutput`, and the steps the methods share.
 
 Conventions, stated once here for every method:
 - ``step`` is the training step as the trainer counts it, 1-based (the first optimisation step is 1); it only
-  drives the warm-up schedules of δ_T and of the t range (``ddim.delta_t_at``, ``ddim.t_bounds_at``).
+  drives the warm-up schedules of δ_T and of the t range (``ddim.delta_t_at``, ``ddim.t_bounds_at``) and SDI's
+  annealing of t (``ddim.sdi_t_bounds_at``).
 - δ_T reaches a guidance once: scheduled from ``config`` and ``step`` (the trainer puts the live δ_T into
   ``config``), unless ``delta_t`` forces it (the pseudo-GT inspector), as ``t`` forces the timestep.
 - Loss convention: the loss is ⟨grad, x₀⟩ (:func:`gradient_loss`; :mod:`lucid_app.guidance.ism` explains why).
@@ -30,7 +31,7 @@ class GuidanceOutput:
     Attributes:
         loss: scalar whose gradient w.r.t. x₀ is ``grad`` (:func:`gradient_loss`).
         grad: [C, ...] the injected gradient, detached.
-        diagnostics: ``t``, ``s``, ``delta_t`` (timestep indices; SDS reports s = t, δ_T = 0) and ``grad_norm``.
+        diagnostics: ``t``, ``s``, ``delta_t`` (timestep indices; SDS and SDI report s = t, δ_T = 0) and ``grad_norm``.
         previews: on request, x₀-space estimates [C, ...] for the caller to ``prior.decode``: ``pred_x0`` (the
             guided one-step estimate from x_t, the pseudo-GT of supplementary Fig. 1) and, for ISM,
             ``target_x0`` (the inversion's estimate at s).
@@ -55,7 +56,7 @@ class Guidance(Protocol):
         generator: the only source of randomness.
         guidance_scale: overrides ``config.guidance_scale`` (live control); None = the config's.
         delta_t: forces δ_T instead of its schedule (the inspector); None = ``delta_t_at(step, config)``.
-            Methods without an interval (SDS) ignore it.
+            Methods without an interval (SDS, SDI) ignore it.
         control: optional [C, H, W, 3] ControlNet images, or the [C, 3] camera directions of a
             camera-conditioned prior.
         return_previews: also return x̂₀ estimates (``GuidanceOutput.previews``).
@@ -93,15 +94,24 @@ def interval_for(step: int, config: GuidanceConfig, delta_t: int | None) -> int:
 
 
 def timestep_for(
-    step: int, config: GuidanceConfig, num_train_timesteps: int, generator: torch.Generator, t: int | None = None
+    step: int,
+    config: GuidanceConfig,
+    num_train_timesteps: int,
+    generator: torch.Generator,
+    t: int | None = None,
+    bounds: tuple[int, int] | None = None,
 ) -> int:
     """The timestep t: drawn from the scheduled range with ``generator``, or ``t`` itself when forced (no draw).
+
+    ``bounds`` is the method's own half-open range at ``step`` (SDI's ``ddim.sdi_t_bounds_at``); None = ISM's and
+    SDS's ``ddim.t_bounds_at``.
 
     Raises:
         ValueError: a forced ``t`` outside [0, num_train_timesteps).
     """
     if t is None:
-        return sample_timestep(*t_bounds_at(step, config, num_train_timesteps), generator=generator)
+        lo, hi = t_bounds_at(step, config, num_train_timesteps) if bounds is None else bounds
+        return sample_timestep(lo, hi, generator=generator)
     if not 0 <= int(t) < num_train_timesteps:
         raise ValueError(f"forced timestep t must be in [0, {num_train_timesteps}), got {t}")
     return int(t)
@@ -120,7 +130,7 @@ def gradient_loss(x0: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 def finish(
     x0: torch.Tensor, eps_pred: torch.Tensor, target: torch.Tensor, alpha_t: torch.Tensor, lambda_guidance: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ISM's and SDS's last step: grad = λ·w(t)·(ε̂ − target) with non-finite values zeroed; returns (loss, grad)."""
+    """ISM's, SDS's and SDI's last step: grad = λ·w(t)·(ε̂ − target) with non-finite values zeroed; returns (loss, grad)."""
     grad = lambda_guidance * snr_weight(alpha_t).to(eps_pred.dtype) * (eps_pred - target)
     grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
     return gradient_loss(x0, grad), grad

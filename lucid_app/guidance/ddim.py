@@ -1,4 +1,5 @@
-"""DDIM maths and the ISM timestep schedules, as pure functions on tensors (DESIGN §4 steps 1-3).
+"""DDIM maths, the DDIM inversion loop and the timestep schedules of ISM and SDI, as pure functions on tensors
+(DESIGN §4 steps 1-3).
 
 Conventions: ``alpha`` always means ᾱ (the cumulative product ``alphas_cumprod[t]``), given either as a Python
 float, a 0-d tensor or a [B] tensor (one value per sample; broadcast over the trailing dimensions of x).
@@ -8,6 +9,7 @@ Timesteps are integer indices 0..T-1 of the prior's training schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -90,6 +92,59 @@ def ddim_jump(
     sigma2 = torch.minimum((eta**2) * variance, 1.0 - b)
     z = randn_like(x_a, generator)
     return b.sqrt() * x0 + (1.0 - b - sigma2).sqrt() * eps + sigma2.sqrt() * z
+
+
+def reverse_step_sigma(alpha_a: torch.Tensor | float, alpha_b: torch.Tensor | float) -> torch.Tensor:
+    """σ of the DDIM *denoising* step b → a at η = 1 (DDIM eq. 16), for an inversion step a → b (ᾱ_b < ᾱ_a):
+    σ = √((1−ᾱ_a)/(1−ᾱ_b)·(1−ᾱ_b/ᾱ_a)) — the noise the matching reverse step would remove (the DDPM posterior
+    standard deviation). Scalars or 0-d tensors in, a 0-d tensor out."""
+    a = torch.as_tensor(alpha_a)
+    b = torch.as_tensor(alpha_b)
+    return ((1.0 - a) / (1.0 - b) * (1.0 - b / a)).clamp_min(0.0).sqrt()
+
+
+EtaMode = Literal["ddim", "added"]
+
+
+def ddim_invert(
+    x: torch.Tensor,
+    indices: Sequence[int],
+    alphas: torch.Tensor,
+    noise_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    eta_mode: EtaMode = "ddim",
+) -> torch.Tensor:
+    """DDIM inversion along ``indices`` (first to last): one :func:`ddim_jump` a → b per consecutive pair, with
+    ε̂ = ``noise_fn(x_a, a)`` — the loop ISM, SDI and the naive objective share.
+
+    η > 0 adds noise in one of two ways (``generator`` draws z ~ N(0, I), one draw per step):
+    - ``"ddim"``: DDIM eq. 16 inside the jump (:func:`ddim_jump`'s σ, the direction term shrunk to keep the
+      variance); ISM's ``xs_eta``;
+    - ``"added"``: the deterministic jump plus η·σ_{b→a}·z with σ_{b→a} = :func:`reverse_step_sigma` (nothing
+      shrunk), as SDI's official inversion adds it. (Eq. 16's σ for an inversion step is large — at the first
+      step it would replace the whole direction term by fresh noise, i.e. turn SDI back into SDS.)
+
+    Args:
+        x: [B, ...] the sample at ``indices[0]``.
+        indices: timestep indices, increasing; one index means no step (``x`` is returned as is).
+        alphas: [T] ᾱ of the prior's schedule.
+        noise_fn: ε̂ at (x [B, ...], index) → [B, ...], without gradient.
+
+    Returns:
+        [B, ...] the sample at ``indices[-1]``.
+    """
+    for a, b in zip(indices[:-1], indices[1:]):
+        eps = noise_fn(x, a)
+        if eta_mode == "ddim":
+            x = ddim_jump(x, eps, alphas[a], alphas[b], eta=eta, generator=generator)
+            continue
+        x = ddim_jump(x, eps, alphas[a], alphas[b])
+        if eta > 0.0:
+            if generator is None:
+                raise ValueError("ddim_invert: eta > 0 needs an explicit torch.Generator for the noise term")
+            x = x + eta * reverse_step_sigma(alphas[a], alphas[b]).to(x.dtype) * randn_like(x, generator)
+    return x
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -199,6 +254,29 @@ def t_bounds_at(step: int, config: GuidanceConfig, num_train_timesteps: int) -> 
     hi = hi + int(warmup_ratio(step, config.warmup_steps) * widen)
     hi = min(max(hi, lo + 1), T)
     return lo, hi
+
+
+def sdi_t_bounds_at(step: int, config: GuidanceConfig, num_train_timesteps: int) -> tuple[int, int]:
+    """Half-open range [lo, hi) of SDI's timestep at ``step``: linear annealing of t from the top of
+    ``sdi_t_range`` to its bottom over ``sdi_anneal_steps``, plus a jitter of one inversion interval.
+
+    lo = t_low + ⌊r·(t_high − t_low)⌋ with t_low, t_high = T·sdi_t_range and r = ``warmup_ratio(step,
+    sdi_anneal_steps)`` (1 at step 0, 0 from step ``sdi_anneal_steps`` on); hi = min(lo + ⌈T/n⌉, T), n =
+    ``sdi_inversion_steps``. With the defaults t ∈ [980, 1000) at step 0 and [250, 350) from step 5000 on.
+    The official code (threestudio ``stable-diffusion-sdi-guidance``, ``t_anneal``) anneals the same line and
+    inverts to t + δ, δ uniform in [0, T/n); here δ moves t itself (module :mod:`lucid_app.guidance.sdi`).
+    """
+    T = num_train_timesteps
+    t_low = int(round(T * config.sdi_t_range[0]))
+    t_high = min(int(round(T * config.sdi_t_range[1])), T - 1)
+    lo = t_low + int(warmup_ratio(step, config.sdi_anneal_steps) * (t_high - t_low))
+    lo = min(lo, T - 1)
+    return lo, min(lo + inversion_stride(config.sdi_inversion_steps, T), T)
+
+
+def inversion_stride(n_steps: int, num_train_timesteps: int) -> int:
+    """⌈T/n⌉: the index interval of an inversion in n steps that reaches any t < T from index 0 in at most n steps."""
+    return -(-num_train_timesteps // n_steps)
 
 
 def sample_timestep(lo: int, hi: int, generator: torch.Generator) -> int:

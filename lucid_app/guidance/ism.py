@@ -31,7 +31,14 @@ from lucid_app.guidance.base import (
     timestep_for,
 )
 from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import add_noise, ddim_jump, inversion_schedule, offset_noise_like, predict_x0
+from lucid_app.guidance.ddim import (
+    add_noise,
+    ddim_invert,
+    ddim_jump,
+    inversion_schedule,
+    offset_noise_like,
+    predict_x0,
+)
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
 
@@ -65,15 +72,16 @@ def ism_guidance(
         x = x0.detach()
         noise = offset_noise_like(x, config.offset_noise, generator)
         inv_control = inversion_control(control, config.inversion_control)
+
+        def inverse_eps(x_a: torch.Tensor, a: int) -> torch.Tensor:
+            return inversion_noise(prior, x_a, a, prompts, config.denoise_guidance_scale, inv_control)
+
         # 2. DDIM inversion x₀ → x_s.
         schedule = inversion_schedule(s, config.xs_delta_t, config.xs_inv_steps)
-        x_cur = add_noise(x, noise, alphas[schedule[0]])
-        for a, b in zip(schedule[:-1], schedule[1:]):
-            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale, inv_control)
-            x_cur = ddim_jump(x_cur, eps, alphas[a], alphas[b], eta=config.xs_eta, generator=generator)
-        x_s = x_cur
+        x_start = add_noise(x, noise, alphas[schedule[0]])
+        x_s = ddim_invert(x_start, schedule, alphas, inverse_eps, eta=config.xs_eta, generator=generator)
         # 3. s → t; the ε̂ at (x_s, s) is the target.
-        target = inversion_noise(prior, x_s, s, prompts, config.denoise_guidance_scale, inv_control)
+        target = inverse_eps(x_s, s)
         x_t = ddim_jump(x_s, target, alphas[s], alphas[t])
         # 4. Guided prediction at x_t.
         eps_pred = guided_noise(prior, x_t, t, azimuth_deg, prompts, gs, config, control)

@@ -39,7 +39,15 @@ from lucid_app.guidance.base import (
     timestep_for,
 )
 from lucid_app.guidance.cfg import guided_noise
-from lucid_app.guidance.ddim import add_noise, ddim_jump, inversion_schedule, offset_noise_like, predict_x0, snr_weight
+from lucid_app.guidance.ddim import (
+    add_noise,
+    ddim_invert,
+    ddim_jump,
+    inversion_schedule,
+    offset_noise_like,
+    predict_x0,
+    snr_weight,
+)
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.priors.base import DiffusionPrior
 
@@ -80,11 +88,12 @@ def naive_guidance(
     with torch.no_grad():
         x = x0.detach()
         x_cur = add_noise(x, offset_noise_like(x, config.offset_noise, generator), alphas[indices[0]])
+        inv_control = inversion_control(control, config.inversion_control)
         # 2. Inversion x₀ → x_t along the indices.
-        for a, b in zip(indices[:-1], indices[1:]):
-            eps = inversion_noise(prior, x_cur, a, prompts, config.denoise_guidance_scale,
-                                  inversion_control(control, config.inversion_control))
-            x_cur = ddim_jump(x_cur, eps, alphas[a], alphas[b])
+        x_cur = ddim_invert(
+            x_cur, indices, alphas,
+            lambda x_a, a: inversion_noise(prior, x_a, a, prompts, config.denoise_guidance_scale, inv_control),
+        )
         # 3. Guided denoising back: i_n → … → i₁, then x̂₀ from i₁ (from x_t itself when t = 0).
         pseudo_gt = x_cur
         denoise = indices[:0:-1] or [indices[0]]

@@ -1,9 +1,7 @@
 """Stable Diffusion 1.x / 2.x as a :class:`~lucid_app.priors.base.DiffusionPrior` (diffusers), with ControlNet.
 
-Loading (``load_stable_diffusion``) accepts a hub id, a local diffusers folder (with ``model_index.json``) or a
-single ``.safetensors``/``.ckpt`` checkpoint. Only the UNet, VAE, text encoder, tokenizer and scheduler config
-are loaded (no safety checker, no feature extractor); textual-inversion embeddings and a LoRA (fused at
-``lora_scale``, needs ``peft``) are applied at load time, an optional ControlNet is loaded beside the UNet.
+:func:`load_stable_diffusion` loads one (a hub id, a local diffusers folder or a single checkpoint file; the loading
+itself, its textual inversion, LoRA and ControlNet, and its error messages are :mod:`lucid_app.priors.sd_loading`).
 
 Runtime conventions:
 - Every weight is frozen (``requires_grad_(False)``, ``eval()``); gradients only flow from ``encode_images``'s
@@ -23,227 +21,27 @@ Runtime conventions:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from diffusers import ControlNetModel, DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
-from huggingface_hub.errors import EntryNotFoundError
 
-from lucid_app.config import DEFAULT_MODEL, ModelConfig, replace
+from lucid_app.config import ModelConfig, replace
 from lucid_app.devices import resolve_device, resolve_dtype
 from lucid_app.guidance.ddim import PredictionType, noise_from_model_output
 from lucid_app.priors.base import PriorError
-from lucid_app.trust import ALLOW_PICKLE_HINT, UnsafeWeightsError, check_weights
+from lucid_app.priors.sd_loading import apply_lora, apply_textual_inversion, load_controlnet, load_pipeline
+from lucid_app.priors.text import PromptEncoder
+from lucid_app.trust import UnsafeWeightsError, check_weights
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
-
-PAPER_MODEL = "stabilityai/stable-diffusion-2-1-base"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-PEFT_REQUIREMENT = "peft==0.21.2"
-# Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read.
-_LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def missing_model_message(model_id: str, reason: str) -> str:
-    """The one message for a model that cannot be loaded: what was tried, the alternatives, the offline flag."""
-    offline = (
-        "HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache can be loaded (unset it to "
-        "download)."
-        if _hub_offline()
-        else "HF_HUB_OFFLINE is not set, so the hub was tried: check the id and the network."
-    )
-    return (
-        f"Could not load the diffusion model {model_id!r}: {reason}\n"
-        f"The paper's {PAPER_MODEL!r} was removed from the hub in late 2025; the community mirror "
-        f"{DEFAULT_MODEL!r} holds the same weights. You can also give a local diffusers folder (with "
-        f"model_index.json) or a single .safetensors/.ckpt checkpoint file.\n{offline}"
-    )
-
-
-# Hub and diffusers failures, by phrases of their messages, and the reason we give instead: their texts advise
-# things that do not apply to our users (pass local_files_only=False, read a stack trace we do not show).
-_LIBRARY_REASONS = (
-    (("not fully cached", "cached snapshot", "outgoing traffic has been disabled", "local_files_only", "offline mode"),
-     "the model is not in the local Hugging Face cache"),
-    (("repository not found", "not a valid model identifier"),
-     "no such model on the Hugging Face hub (check the id; a private model needs `hf auth login`)"),
-    (("gated repo", "401 client error", "403 client error"),
-     "the model is gated or private: accept its terms on its hub page and log in with `hf auth login`"),
-    (("couldn't connect", "connection error", "max retries exceeded", "failed to resolve", "timed out"),
-     "the Hugging Face hub could not be reached (check the network)"),
-)
-# Advice in other library messages that we cut (sentence by sentence) rather than pass on.
-_LIBRARY_ADVICE = ("stacktrace", "stack trace", "local_files_only", "weights_only", "file an issue", "open an issue")
-
-
-def _first_line(err: BaseException) -> str:
-    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, else the error's
-    first line without the library's advice (the full error goes to the debug log)."""
-    text = str(err).strip()
-    lowered = text.lower()
-    for phrases, reason in _LIBRARY_REASONS:
-        if any(phrase in lowered for phrase in phrases):
-            return reason
-    line = text.splitlines()[0] if text else ""
-    sentences = [s for s in line.split(". ") if not any(advice in s.lower() for advice in _LIBRARY_ADVICE)]
-    return ". ".join(sentences).strip() or type(err).__name__
-
-
-def _looks_like_path(model_id: str) -> bool:
-    return (
-        model_id.startswith((".", "/", "~"))
-        or model_id.count("/") > 1
-        or (os.sep != "/" and os.sep in model_id)
-        or model_id.lower().endswith(SINGLE_FILE_SUFFIXES)
-    )
-
-
-def _check_local(name: str, what: str, need_model_index: bool) -> tuple[Path | None, str]:
-    """The local path ``name`` names (None for a hub id) and why it is unusable ("" when it is usable)."""
-    path = Path(name).expanduser()
-    if not path.exists():
-        return None, (f"no such {what} file or folder" if _looks_like_path(name) else "")
-    if path.is_dir() and need_model_index and not (path / "model_index.json").is_file():
-        return path, "the folder has no model_index.json (not a diffusers folder)"
-    if path.is_file() and not path.name.lower().endswith(SINGLE_FILE_SUFFIXES):
-        return path, f"a checkpoint file must end in {' or '.join(SINGLE_FILE_SUFFIXES)}"
-    return path, ""
-
-
-@functools.cache
-def _pipeline_class() -> type[StableDiffusionPipeline]:
-    """diffusers' ``StableDiffusionPipeline``, imported on first use.
-
-    Importing it makes transformers warn that its image processors "require torchvision" and to install it; we
-    never use those processors (no safety checker, no feature extractor) and torchvision must not be installed
-    beside the CPU torch (DESIGN §7), so that one warning is silenced during the import.
-    """
-    import transformers.utils.logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionPipeline
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return StableDiffusionPipeline
-
-
-def _load_pipeline(
-    model_id: str, dtype: torch.dtype, single_file_config: str | None, allow_pickle: bool = False
-) -> StableDiffusionPipeline:
-    """UNet, VAE, text encoder, tokenizer and scheduler in a pipeline object (used only as a loader).
-
-    Without ``allow_pickle`` a folder or hub repo is read with ``use_safetensors=True``: pickled ``.bin`` weights
-    are refused rather than unpickled (:mod:`lucid_app.trust`).
-    """
-    path, problem = _check_local(model_id, "model", need_model_index=True)
-    if problem:
-        raise PriorError(missing_model_message(model_id, problem))
-    skip = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    try:
-        if path is not None and path.is_file():
-            return _pipeline_class().from_single_file(
-                str(path), config=single_file_config, dtype=dtype, **skip
-            )
-        return _pipeline_class().from_pretrained(str(path or model_id), dtype=dtype, **_safetensors(allow_pickle),
-                                                 **skip)
-    except _LOAD_ERRORS as err:
-        logger.debug("loading %s failed", model_id, exc_info=True)
-        reason = _first_line(err)
-        if not allow_pickle and _names_pickled_weights(err):
-            reason = f"it has no .safetensors weights ({ALLOW_PICKLE_HINT})"
-        if path is not None and path.is_file() and not single_file_config:
-            reason += (
-                " (a single-file checkpoint needs its component configs: from the hub cache, or set "
-                "model.single_file_config to a diffusers folder of the same architecture)"
-            )
-        raise PriorError(missing_model_message(model_id, reason)) from None
-
-
-def _controlnet_message(controlnet_id: str, reason: str) -> str:
-    return (
-        f"Could not load the ControlNet {controlnet_id!r}: {reason}\n"
-        "Give a local diffusers ControlNet folder, a .safetensors file or a cached hub id "
-        f"(HF_HUB_OFFLINE is {'set' if _hub_offline() else 'not set'})."
-    )
-
-
-def _load_controlnet(controlnet_id: str, dtype: torch.dtype, allow_pickle: bool = False) -> ControlNetModel:
-    path, problem = _check_local(controlnet_id, "ControlNet", need_model_index=False)
-    if problem:
-        raise PriorError(_controlnet_message(controlnet_id, problem))
-    try:
-        if path is not None and path.is_file():
-            return ControlNetModel.from_single_file(str(path), dtype=dtype)
-        return ControlNetModel.from_pretrained(str(path or controlnet_id), dtype=dtype, **_safetensors(allow_pickle))
-    except _LOAD_ERRORS as err:
-        logger.debug("loading ControlNet %s failed", controlnet_id, exc_info=True)
-        raise PriorError(_controlnet_message(controlnet_id, _first_line(err))) from None
-
-
-def _peft_available() -> bool:
-    return importlib.util.find_spec("peft") is not None
-
-
-def _apply_textual_inversion(pipe: StableDiffusionPipeline, paths: tuple[str, ...], allow_pickle: bool = False) -> None:
-    """Add each embedding's token(s) to the tokenizer and its vector(s) to the text encoder's input embeddings.
-
-    Files in the diffusers format (``{token: [D] or [N, D]}``) and the A1111 format (``string_to_param``) work.
-    """
-    for path in paths:
-        try:
-            pipe.load_textual_inversion(path, **_safetensors(allow_pickle))
-        except _LOAD_ERRORS as err:
-            raise PriorError(f"Could not load the textual-inversion embedding {path!r}: {_first_line(err)}") from None
-        logger.info("textual inversion loaded from %s", path)
-
-
-def _apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float, allow_pickle: bool = False) -> None:
-    """Load a LoRA into the UNet (and text encoder, if it has layers for it) and fuse it at ``scale``."""
-    if not _peft_available():
-        raise PriorError(
-            f"LoRA {path!r} needs the optional package peft: pip install {PEFT_REQUIREMENT}, "
-            "or leave model.lora empty."
-        )
-    local = Path(path).expanduser()
-    kwargs = {"weight_name": local.name} if local.is_file() else {}
-    source = str(local.parent) if local.is_file() else path
-    try:
-        pipe.load_lora_weights(source, adapter_name="lucid", **kwargs, **_safetensors(allow_pickle))
-    except _LOAD_ERRORS as err:
-        raise PriorError(f"Could not load the LoRA {path!r}: {_first_line(err)}") from None
-    # Fusing folds scale·BA into the base weights: no extra matmuls per UNet call; unloading drops the adapters.
-    pipe.fuse_lora(lora_scale=scale)
-    pipe.unload_lora_weights()
-    logger.info("LoRA %s fused at scale %g", path, scale)
-
-
-def _safetensors(allow_pickle: bool) -> dict[str, bool]:
-    """diffusers' loader flag: ``use_safetensors=True`` refuses pickled weights; None lets it fall back to them."""
-    return {} if allow_pickle else {"use_safetensors": True}
-
-
-def _names_pickled_weights(err: BaseException) -> bool:
-    """Whether a loading error says only non-safetensors (pickled) weights were found."""
-    text = str(err).lower()
-    return "safetensors" in text
-
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.requires_grad_(False)
@@ -303,7 +101,8 @@ class StableDiffusionPrior:
         sample_size = self.unet.config.sample_size
         self.latent_size = int(sample_size if isinstance(sample_size, int) else sample_size[0])
         self.resolution_px = self.latent_size * self.vae_scale_factor
-        self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._prompts = PromptEncoder(self.tokenizer, self.text_encoder, device, self.dtype, logger,
+                                      convert=lambda texts: self._pipe.maybe_convert_prompt(texts, self.tokenizer))
 
     def _to_pixels(self, rgb: torch.Tensor) -> torch.Tensor:
         """[N, H, W, 3] in [0, 1] -> [N, 3, R, R] at ``resolution_px``, bilinear with antialias (differentiable)."""
@@ -336,43 +135,14 @@ class StableDiffusionPrior:
         image = self.vae.decode(z).sample
         return (image.float() / 2.0 + 0.5).clamp(0.0, 1.0).permute(0, 2, 3, 1)
 
-    @torch.no_grad()
     def encode_prompts(self, texts: list[str]) -> torch.Tensor:
         """Prompts -> text-encoder last hidden states [P, max_length, D] on ``device`` in the UNet dtype.
 
         ``max_length`` is the tokenizer's ``model_max_length`` (77 for CLIP). The empty string is the
-        unconditional prompt. Results are cached per text; uncached texts are encoded in one batch with the
-        text encoder moved to ``device`` for the call and back to the CPU afterwards.
+        unconditional prompt. Textual-inversion tokens are expanded first; caching, the over-length warning and
+        the encoder's CPU offload are :class:`lucid_app.priors.text.PromptEncoder`'s.
         """
-        missing = [text for text in dict.fromkeys(texts) if text not in self._prompt_cache]
-        if missing:
-            converted = self._pipe.maybe_convert_prompt(missing, self.tokenizer)
-            tokens = self.tokenizer(
-                converted,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            # Warn once per text (encodings are cached, so a text reaches this line once); one token over the limit
-            # tells a cut without the tokenizer's own too-long warning.
-            limit = self.tokenizer.model_max_length
-            for text, ids in zip(missing, self.tokenizer(converted, truncation=True, max_length=limit + 1).input_ids):
-                if len(ids) > limit:
-                    logger.warning("prompt longer than the text encoder's %d tokens, the rest is ignored: %.80r",
-                                   limit, text)
-            use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
-            self.text_encoder.to(self.device)
-            try:
-                hidden = self.text_encoder(
-                    tokens.input_ids.to(self.device),
-                    attention_mask=tokens.attention_mask.to(self.device) if use_mask else None,
-                )[0]
-            finally:
-                self.text_encoder.to("cpu")
-            for text, row in zip(missing, hidden.to(self.dtype)):
-                self._prompt_cache[text] = row
-        return torch.stack([self._prompt_cache[text] for text in texts])
+        return self._prompts.encode(texts)
 
     def _control_residuals(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, control: torch.Tensor
@@ -475,10 +245,10 @@ def load_stable_diffusion(
     except UnsafeWeightsError as err:
         raise PriorError(str(err)) from None
     logger.info("loading Stable Diffusion %s on %s in %s", model_id, target, dtype)
-    pipe = _load_pipeline(model_id, dtype, config.single_file_config or None, allow_pickle)
-    _apply_textual_inversion(pipe, tuple(config.textual_inversion), allow_pickle)
+    pipe = load_pipeline(model_id, dtype, config.single_file_config or None, allow_pickle)
+    apply_textual_inversion(pipe, tuple(config.textual_inversion), allow_pickle)
     if config.lora:
-        _apply_lora(pipe, config.lora, config.lora_scale, allow_pickle)
-    controlnet = _load_controlnet(config.controlnet, dtype, allow_pickle) if config.controlnet else None
+        apply_lora(pipe, config.lora, config.lora_scale, allow_pickle)
+    controlnet = load_controlnet(config.controlnet, dtype, allow_pickle) if config.controlnet else None
     return StableDiffusionPrior(model_id, pipe, target, controlnet, config.controlnet_scale,
                                 vae_checkpointing=config.vae_checkpointing, channels_last=config.channels_last)

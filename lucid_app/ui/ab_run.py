@@ -1,6 +1,8 @@
 """The guidance lab's A/B run: one prompt and seed queued twice, differing in one field, compared side by side.
 
-Modes: ``negative`` (A with the negative prompt, B with none — the true unconditional) and ``method`` (A ISM, B SDS).
+Modes: ``negative`` (A with the negative prompt, B with none — the true unconditional) and one mode per pair of
+guidance methods (``AB_METHOD_PAIRS``: any two of ISM, SDS, SDI and naive; ``method`` is ISM vs SDS, its name
+since before there were more).
 Both jobs go through the app's job manager like any other run (same queue, same run folders); when both finish the
 tab shows each one's first evaluation view (``views/view_000.png``) and its final metrics.
 """
@@ -8,6 +10,7 @@ tab shows each one's first evaluation view (``views/view_000.png``) and its fina
 from __future__ import annotations
 
 import html
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,15 @@ from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
 from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
 
-AB_MODES = {"negative": "With vs without the negative prompt", "method": "ISM vs SDS"}
+# The methods the A/B run compares, in the order their pairs are listed (keys of ``guidance.GUIDANCES``).
+AB_METHODS = ("ism", "sds", "sdi", "naive")
+METHOD_LABELS = {"ism": "ISM", "sds": "SDS", "sdi": "SDI", "naive": "naive"}
+AB_METHOD_PAIRS: dict[str, tuple[str, str]] = {
+    ("method" if pair == ("ism", "sds") else f"{pair[0]}_vs_{pair[1]}"): pair
+    for pair in itertools.combinations(AB_METHODS, 2)
+}
+AB_MODES = {"negative": "With vs without the negative prompt",
+            **{mode: f"{METHOD_LABELS[a]} vs {METHOD_LABELS[b]}" for mode, (a, b) in AB_METHOD_PAIRS.items()}}
 AB_FIELDS = ("prompt", "negative", "preset", "model", "mode", "steps", "seed", "extra_overrides")
 AB_OUTPUTS = ("status", "image_a", "image_b", "metrics_a", "metrics_b")
 
@@ -32,21 +43,23 @@ def ab_configs(base: TrainConfig, mode: str) -> tuple[TrainConfig, TrainConfig]:
 
     Raises:
         ConfigError: an unknown mode, or mode ``negative`` with an empty negative prompt (A and B would be equal).
+            A method pair sets ``guidance.method`` to its first method in A and its second in B.
     """
     if mode == "negative":
         if not base.prompt.negative.strip():
             raise ConfigError("A/B with vs without the negative prompt needs a negative prompt: type one first")
         return base, replace(base, prompt=replace(base.prompt, negative=""))
-    if mode == "method":
-        return (replace(base, guidance=replace(base.guidance, method="ism")),
-                replace(base, guidance=replace(base.guidance, method="sds")))
+    if mode in AB_METHOD_PAIRS:
+        method_a, method_b = AB_METHOD_PAIRS[mode]
+        return (replace(base, guidance=replace(base.guidance, method=method_a)),
+                replace(base, guidance=replace(base.guidance, method=method_b)))
     raise ConfigError(f"A/B mode: pick one of {sorted(AB_MODES)}, got {mode!r}")
 
 
 def ab_label(config: TrainConfig, mode: str) -> str:
     """What distinguishes this side: its method, or its negative prompt."""
-    if mode == "method":
-        return config.guidance.method.upper()
+    if mode in AB_METHOD_PAIRS:
+        return METHOD_LABELS.get(config.guidance.method, config.guidance.method)
     return f"negative {config.prompt.negative!r}" if config.prompt.negative else "no negative prompt"
 
 
