@@ -39,7 +39,7 @@ def psnr_to_nearest(rgb: torch.Tensor, references: torch.Tensor) -> float:
 def distill2d(
     model: str | MultiViewPrior,
     prompt: str,
-    method: Literal["ism", "sds", "naive"] = "ism",
+    method: Literal["ism", "sds", "sdi", "naive"] = "ism",
     steps: int = 500,
     seed: int = 0,
     *,
@@ -55,7 +55,7 @@ def distill2d(
     Args:
         model: ``multiview:DIR`` (or an already loaded :class:`MultiViewPrior`).
         prompt: the positive prompt (plain, no view suffix: the image has no camera; azimuth 0 is passed).
-        method: ``"ism"``, ``"sds"`` or ``"naive"`` (keys of ``lucid_app.guidance.GUIDANCES``).
+        method: ``"ism"``, ``"sds"``, ``"sdi"`` or ``"naive"`` (keys of ``lucid_app.guidance.GUIDANCES``).
         steps: optimisation steps.
         seed: seeds the one torch.Generator used for every draw.
         negative: negative prompt (default: ``PromptConfig``'s paper negative, unconditional on the multi-view
@@ -74,7 +74,9 @@ def distill2d(
     prior = load_prior(model, model_config or ModelConfig(), device) if isinstance(model, str) else model
     if not isinstance(prior, MultiViewPrior):
         raise ValueError("distill2d measures PSNR against the dataset: use a multiview:DIR model")
-    config = replace(guidance or GuidanceConfig(), method=method)
+    base = guidance or GuidanceConfig()
+    # As the trainer does: SDI's t anneals over the run unless told otherwise.
+    config = replace(base, method=method, sdi_anneal_steps=base.sdi_anneal_steps or steps)
     prompt_config = PromptConfig(text=prompt, view_dependent=False)
     if negative is not None:
         prompt_config = replace(prompt_config, negative=negative)
@@ -109,7 +111,7 @@ def add_distill2d_parser(bench_subparsers: argparse._SubParsersAction) -> argpar
     d2 = bench_subparsers.add_parser("distill2d", help="optimise a free image with ISM or SDS; PSNR to the dataset")
     d2.add_argument("--model", required=True, help="multiview:DIR")
     d2.add_argument("--prompt", default="", help="caption of the object to distil ('' = any)")
-    d2.add_argument("--method", choices=["ism", "sds", "naive"], default="ism")
+    d2.add_argument("--method", choices=sorted(GUIDANCES), default="ism")
     d2.add_argument("--steps", type=positive_int, default=500)
     d2.add_argument("--seed", type=int, default=0)
     d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
