@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,9 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
     import torch
 
     from lucid_app.bench_dataset import read_dataset, select_object_index
+    from lucid_app.bench_distill2d import psnr_to_nearest
     from lucid_app.guidance import GUIDANCES
+    from lucid_app.guidance.base import for_run
     from lucid_app.guidance.prompts import encode_prompt_set
     from lucid_app.priors import load_prior
     from lucid_app.runs import resolve_config, resolve_model_id
@@ -45,8 +46,7 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
     data = read_dataset(root, size)
     train = data.objects[select_object_index(data, args.prompt)].train_images  # [N, R, R, 3]
     guidance = GUIDANCES[method]
-    # As the trainer does: SDI's t anneals over the run unless told otherwise.
-    guidance_config = replace(config.guidance, sdi_anneal_steps=config.guidance.sdi_anneal_steps or args.steps)
+    guidance_config = for_run(config.guidance, args.steps)
     prompts = encode_prompt_set(prior, config.prompt)
     azimuth = torch.tensor(AZIMUTHS_DEG)
     pixels = torch.full((len(AZIMUTHS_DEG), size, size, 3), 0.5, requires_grad=True)
@@ -55,8 +55,7 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
     def nearest_psnr() -> float:
         x = pixels.detach().clamp(0.0, 1.0)
-        mse = (x[:, None] - train[None]).square().flatten(2).mean(-1).min(dim=1).values
-        return float((-10.0 * torch.log10(mse.clamp_min(1e-10))).mean())
+        return sum(psnr_to_nearest(image, train) for image in x) / len(x)
 
     figures = [[0, round(nearest_psnr(), 2), round(float(pixels.detach().std()), 3)]]
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from lucid_app.cli_types import positive_int
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
 from lucid_app.devices import resolve_device
 from lucid_app.guidance import GUIDANCES
+from lucid_app.guidance.base import for_run
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.priors import load_prior
 from lucid_app.priors.multiview import MultiViewPrior
@@ -74,9 +75,7 @@ def distill2d(
     prior = load_prior(model, model_config or ModelConfig(), device) if isinstance(model, str) else model
     if not isinstance(prior, MultiViewPrior):
         raise ValueError("distill2d measures PSNR against the dataset: use a multiview:DIR model")
-    base = guidance or GuidanceConfig()
-    # As the trainer does: SDI's t anneals over the run unless told otherwise.
-    config = replace(base, method=method, sdi_anneal_steps=base.sdi_anneal_steps or steps)
+    config = for_run(replace(guidance or GuidanceConfig(), method=method), steps)
     prompt_config = PromptConfig(text=prompt, view_dependent=False)
     if negative is not None:
         prompt_config = replace(prompt_config, negative=negative)

@@ -59,6 +59,7 @@ from lucid_app.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, Pr
 from lucid_app.export import MetricsLog, export_run, load_checkpoint, render_frames, save_checkpoint, write_text
 from lucid_app.gaussians import GaussianModel
 from lucid_app.guidance import GUIDANCES, GuidanceOutput
+from lucid_app.guidance.base import for_run
 from lucid_app.guidance.prompts import PromptEmbeddings
 from lucid_app.init_shapes import init_gaussians
 from lucid_app.losses import flip_views, guidance_input, sample_backgrounds, scale_noise, step_losses
@@ -281,8 +282,8 @@ class Trainer:
         image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
         x0 = self.prior.encode_images(image)
         prompt = self.prompt_state
-        guidance_cfg = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start,
-                               sdi_anneal_steps=cfg.guidance.sdi_anneal_steps or cfg.optim.steps)
+        live = replace(prompt.guidance(cfg.guidance), delta_t=snap.delta_t, delta_t_start=snap.delta_t_start)
+        guidance_cfg = for_run(live, cfg.optim.steps)
         return self.guidance(
             self.prior, x0, cams.azimuth_deg, prompt.embeddings, k, guidance_cfg, g,
             guidance_scale=snap.guidance_scale, control=control,

@@ -12,7 +12,7 @@ Conventions, stated once here for every method:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -81,6 +81,12 @@ class Guidance(Protocol):
         return_previews: bool = False,
         t: int | None = None,
     ) -> GuidanceOutput: ...
+
+
+def for_run(config: GuidanceConfig, steps: int) -> GuidanceConfig:
+    """``config`` for a run of ``steps`` steps: ``sdi_anneal_steps`` = 0 (the default) becomes the run's length, the
+    one setting a guidance cannot resolve itself (it never sees ``optim.steps``)."""
+    return replace(config, sdi_anneal_steps=config.sdi_anneal_steps or steps)
 
 
 def scale_for(config: GuidanceConfig, guidance_scale: float | None) -> float:
