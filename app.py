@@ -1,6 +1,6 @@
 """The lucid-app web app: ``python app.py [--host 127.0.0.1] [--port 7860] [--outputs outputs/app] ...``.
 
-Thin entry point: arguments → :class:`~lucid_app.jobs.JobManager` (the worker thread that owns the device, or with
+Thin entry point: arguments → :class:`~lucid_app.app.jobs.JobManager` (the worker thread that owns the device, or with
 ``--ray`` a Ray actor per job, several at once) →
 :func:`~lucid_app.ui.layout.build_demo` → launch. Gradio serves files from the outputs root only.
 """
@@ -13,11 +13,11 @@ import os
 import re
 from pathlib import Path
 
+from lucid_app.app.jobs import JobManager
 from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
-from lucid_app.cli_types import non_negative_float
+from lucid_app.cli.types import non_negative_float
 from lucid_app.config import ConfigError
-from lucid_app.jobs import JobManager
-from lucid_app.runs import check_model
+from lucid_app.train.prepare import check_model
 from lucid_app.ui.layout import APP_CSS, build_demo
 
 logger = logging.getLogger("lucid_app.app")
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
                        "a public share link" if args.share else args.host)
     executor = None
     if args.ray:
-        from lucid_app.ray_exec import RayError, RayExecutor
+        from lucid_app.app.ray_executor import RayExecutor
+        from lucid_app.batch.cluster import RayError
 
         try:
             executor = RayExecutor(args.ray, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job)

@@ -4,7 +4,7 @@ Three asymmetric objects of coloured primitives ("a potted flower", "a snowman",
 the project's torch renderer into the NeRF-synthetic layout (``<object>/transforms_{train,test}.json``, RGBA
 PNGs, ``caption.txt``). The train views are a grid over the band the demo preset samples (radius 4, fovy 0.6 rad,
 polar 60-100 degrees, all azimuths); the test views are seeded random views in the same band. See
-``lucid_app/demo_dataset.py`` for the objects and conventions.
+``lucid_app/bench/demo_dataset.py`` for the objects and conventions.
 
 Run from the repository root: ``python assets/make_demo_dataset.py`` (about a minute on two CPU cores).
 Regenerating with fewer views leaves the old extra PNGs in place; delete the folder first in that case.
@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from lucid_app import demo_dataset
+from lucid_app.bench import demo_dataset
 from lucid_app.render import make_renderer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -30,13 +30,13 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """One method's run (module docstring): its figures at every ``--every`` steps."""
     import torch
 
-    from lucid_app.bench_dataset import read_dataset, select_object_index
-    from lucid_app.bench_distill2d import psnr_to_nearest
+    from lucid_app.bench.dataset import read_dataset, select_object_index
+    from lucid_app.bench.distill2d import psnr_to_nearest
     from lucid_app.guidance import GUIDANCES
     from lucid_app.guidance.base import for_run
     from lucid_app.guidance.prompts import encode_prompt_set
     from lucid_app.priors import load_prior
-    from lucid_app.runs import resolve_config, resolve_model_id
+    from lucid_app.train.prepare import resolve_config, resolve_model_id
 
     config = resolve_config("demo", prompt=args.prompt, model=args.model,
                             overrides=[*args.set, f"guidance.method={method}", f"seed={args.seed}"])

@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
+    from lucid_app.train.prepare import resolve_config
     from tests.app_harness import launch_app  # sets Gradio's environment before gradio is imported
-
-    from lucid_app.runs import resolve_config
 
     demo, jobs, url = launch_app(Path(tempfile.mkdtemp(prefix="first-preview-")), args.device)
     try:

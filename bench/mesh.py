@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lucid_app.gaussians import rgb_to_sh_dc  # noqa: E402
 from lucid_app.mesh import DEFAULT_ISO, mesh_from_splats  # noqa: E402
 from lucid_app.render.base import Splats  # noqa: E402
+from lucid_app.scene.gaussians import rgb_to_sh_dc  # noqa: E402
 
 log = logging.getLogger("bench.mesh")
 

@@ -1,13 +1,13 @@
 """SDS vs ISM pseudo-GT inconsistency per object (supplementary Fig. 1 as numbers), with any prior.
 
 Protocol, per object of the dataset:
-1. A *partially trained* object: the supervised oracle (``lucid_app/oracle.py``) runs ``--train-steps`` steps of
+1. A *partially trained* object: the supervised oracle (``lucid_app/bench/oracle.py``) runs ``--train-steps`` steps of
    the demo preset with the dataset's camera band (``bench quality --method oracle``'s run, learning rates ending
    there). Its renders are recognisably the object but not yet its images — the state a guidance works on for most
    of a run — and they favour neither guidance (initial Gaussians, a grey ball, would make both pseudo-GTs
    content-free; a guidance-trained object would favour the guidance that trained it).
 2. Renders of it at the object's first ``--views`` *test* cameras, on white, at the render size.
-3. ``lucid_app.inspect.inspect_pseudo_gt`` (what ``python -m lucid_app inspect`` runs) on those renders with the
+3. ``lucid_app.lab.inspector.inspect_pseudo_gt`` (what ``python -m lucid_app inspect`` runs) on those renders with the
    prior ``--model``, the run's prompt and guidance settings and the prior's camera control: SDS and ISM
    pseudo-GTs (the guided x̂₀ estimate) at t = 500 and 800 (ISM with the preset's δ_T) for seeds 0, 1, 2, and
        inconsistency = mean over pixels, channels and views of the per-pixel std across the seeds.
@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lucid_app.bench_quality import (  # noqa: E402
+from lucid_app.bench.quality import (  # noqa: E402
     DEFAULT_DATASET,
     ORACLE,
     eval_schedule,
@@ -47,8 +47,8 @@ SEEDS = 3
 
 def pseudo_gt_object(args: argparse.Namespace, prompt: str | None) -> dict[str, Any]:
     """The protocol of the module docstring for one object; its figures."""
-    from lucid_app.devices import resolve_device
-    from lucid_app.inspect import InspectSettings, inspect_pseudo_gt, prior_control
+    from lucid_app.config.devices import resolve_device
+    from lucid_app.lab.inspector import InspectSettings, inspect_pseudo_gt, prior_control
     from lucid_app.priors import load_prior
 
     start = time.perf_counter()

@@ -7,7 +7,7 @@ method and eval step, the mean and the sample standard deviation over the seeds 
 s/step and Gaussian count at the end. A cell that fails is reported with its stderr tail and left out of the
 summary.
 
-``oracle`` (supervised fit of the train views, ``lucid_app/oracle.py``) is a method like the others, so the ceiling
+``oracle`` (supervised fit of the train views, ``lucid_app/bench/oracle.py``) is a method like the others, so the ceiling
 is measured once per object and seed. Beside every method's figures the summary puts the oracle's mean PSNR over
 the *same* seeds (``oracle_psnr_mean``, per eval step) and
     oracle_fraction = (psnr_mean − psnr_init_mean) / (oracle_psnr_mean − psnr_init_mean)
@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lucid_app.bench_quality import METHODS, ORACLE, oracle_fraction  # noqa: E402
+from lucid_app.bench.quality import METHODS, ORACLE, oracle_fraction  # noqa: E402
 
 DEFAULT_METHODS = ("ism", "sds", "naive", ORACLE)
 

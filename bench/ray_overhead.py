@@ -12,13 +12,14 @@ import time
 
 import ray
 
+
 def importer() -> int:
-    import lucid_app.trainer  # noqa: F401
+    import lucid_app.train.trainer  # noqa: F401
     return os.getpid()
 
 class Probe:
     def ping(self) -> int:
-        import lucid_app.trainer  # noqa: F401
+        import lucid_app.train.trainer  # noqa: F401
         return os.getpid()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -25,11 +25,12 @@ from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lucid_app.cameras import CameraBatch, orbit_cameras  # noqa: E402
 from lucid_app.render import make_renderer  # noqa: E402
 from lucid_app.render.base import Splats  # noqa: E402
+from lucid_app.render.cameras import CameraBatch, orbit_cameras  # noqa: E402
+from lucid_app.render.projection import project_gaussians  # noqa: E402
 from lucid_app.render.sh import sh_to_rgb  # noqa: E402
-from lucid_app.render.torch_ref import ALPHA_MAX, ALPHA_MIN, T_MIN, TorchRenderer, project_gaussians  # noqa: E402
+from lucid_app.render.torch_ref import ALPHA_MAX, ALPHA_MIN, T_MIN, TorchRenderer  # noqa: E402
 
 log = logging.getLogger("bench.render")
 NAIVE_MAX_ELEMENTS = 1 << 23  # pixels x Gaussians per checkpointed chunk of the naive compositor

@@ -1,7 +1,7 @@
-"""``python -m lucid_app``: see :mod:`lucid_app.cli`."""
+"""``python -m lucid_app``: see :mod:`lucid_app.cli.main`."""
 
 import sys
 
-from lucid_app.cli import main
+from lucid_app.cli.main import main
 
 sys.exit(main())

@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False):
     """Start a JobManager and the app on a free local port; returns (demo, jobs, url). Close both when done."""
-    from lucid_app.jobs import JobManager
+    from lucid_app.app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
     from lucid_app.ui.layout import APP_CSS

@@ -23,7 +23,7 @@ from lucid_app.avatar.body import (  # noqa: E402
 )
 from lucid_app.avatar.init import avatar_gaussians, sample_surface  # noqa: E402
 from lucid_app.avatar.partmap import TORSO_PARTS, part_labels, part_map, project  # noqa: E402
-from lucid_app.cameras import orbit_cameras  # noqa: E402
+from lucid_app.render.cameras import orbit_cameras  # noqa: E402
 from lucid_app.config import InitConfig, OptimConfig  # noqa: E402
 
 # Rest joints of the synthetic body in SMPL's frame (y up, facing +z, +x = the body's left), metres.
@@ -232,7 +232,7 @@ def test_part_map_occlusion_arm_in_front_of_the_torso(smpl_dir: Path, tmp_path: 
 def test_controlnet_guided_avatar_training(smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path) -> None:
     from lucid_app.avatar.partmap import control_fn_for
     from lucid_app.priors import load_prior
-    from lucid_app.trainer import Trainer
+    from lucid_app.train.trainer import Trainer
     from test_trainer import tiny_config
 
     config = tiny_config(str(tiny_sd_dir), steps=2, extra=(
@@ -272,7 +272,7 @@ def test_controlnet_guided_avatar_training(smpl_dir: Path, tiny_sd_dir: Path, ti
 
 
 def test_cli_avatar_without_smpl_files_exits_with_the_message(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    from lucid_app.cli import main
+    from lucid_app.cli.main import main
 
     code = main(["generate", "--avatar", "--smpl-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
     assert code == 2
@@ -281,7 +281,7 @@ def test_cli_avatar_without_smpl_files_exits_with_the_message(tmp_path: Path, ca
 
 
 def test_avatar_preset_loads_with_a_controlnet() -> None:
-    from lucid_app.presets import load_config
+    from lucid_app.config.presets import load_config
 
     config = load_config("avatar")
     assert config.model.controlnet and "stable-diffusion-v1-5" in config.model.id
@@ -301,10 +301,10 @@ def test_avatar_run_resumes_from_its_config_alone(
     smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
 ) -> None:
     from lucid_app.config import from_yaml
-    from lucid_app.controls import LiveControls
-    from lucid_app.events import StepEvent
+    from lucid_app.train.controls import LiveControls
+    from lucid_app.train.events import StepEvent
     from lucid_app.priors import load_prior
-    from lucid_app.trainer import Trainer, initial_controls
+    from lucid_app.train.trainer import Trainer, initial_controls
 
     config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=4)
     prior = load_prior(config.model.id, config.model)
@@ -342,7 +342,7 @@ def test_avatar_run_resumes_from_its_config_alone(
 def test_cli_avatar_flags_are_recorded_in_the_run_config(
     smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
 ) -> None:
-    from lucid_app.cli import main
+    from lucid_app.cli.main import main
     from lucid_app.config import AvatarConfig, from_yaml, replace, to_yaml
 
     config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=1)
@@ -356,7 +356,7 @@ def test_cli_avatar_flags_are_recorded_in_the_run_config(
 
 
 def test_cli_avatar_without_smpl_dir_names_the_flag(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    from lucid_app.cli import main
+    from lucid_app.cli.main import main
 
     assert main(["generate", "--avatar", "--out", str(tmp_path / "run")]) == 2
     assert "avatar.smpl_dir" in capsys.readouterr().err
@@ -368,8 +368,8 @@ def test_job_manager_runs_an_avatar_job_from_its_config(
     from dataclasses import replace
 
     from lucid_app.config import from_yaml
-    from lucid_app.jobs import JobManager
-    from lucid_app.ply import read_gaussian_ply
+    from lucid_app.app.jobs import JobManager
+    from lucid_app.io.ply import read_gaussian_ply
 
     config = _avatar_config(smpl_dir, tiny_sd_dir, tiny_controlnet_dir, steps=2)
     jobs = JobManager(tmp_path / "out", "cpu").start()

@@ -14,7 +14,7 @@ import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is i
 import gradio as gr  # noqa: E402
 
 from lucid_app.config import replace  # noqa: E402
-from lucid_app.runs import resolve_config  # noqa: E402
+from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.ui.avatar_tab import (  # noqa: E402
     AVATAR_FIELDS,
     AVATAR_PRESET,

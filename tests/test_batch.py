@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lucid_app.batch_file import read_batch
+from lucid_app.batch.prompts_file import read_batch
 from tests.app_harness import TINY_OVERRIDES
 from tests.ray_harness import local_ray
 
@@ -52,7 +52,7 @@ def test_yaml_and_csv_entries_keep_their_line_numbers(tmp_path: Path) -> None:
 
 
 def test_missing_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lucid_app.ray_exec import RayError, import_ray
+    from lucid_app.batch.cluster import RayError, import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(RayError, match="pip install ray"):
@@ -60,7 +60,7 @@ def test_missing_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_file_of_only_bad_lines_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lucid_app.cli import main
+    from lucid_app.cli.main import main
 
     path = tmp_path / "prompts.txt"
     path.write_text("a snowman | nosuchpreset\n", encoding="utf-8")
@@ -79,7 +79,7 @@ def ray_module():
 
 
 def _batch(capsys: pytest.CaptureFixture[str], prompts: Path, out: Path) -> tuple[int, dict, str]:
-    from lucid_app.cli import main
+    from lucid_app.cli.main import main
 
     args = ["batch", str(prompts), "--out", str(out), "--preset", "demo", "--ray", "local", "--retries", "1"]
     for value in SETS:
@@ -127,9 +127,9 @@ def test_batch_runs_good_lines_reports_the_bad_one_and_a_rerun_skips_finished_ru
 def test_killed_worker_resumes_from_its_checkpoint_and_ends_bit_identical(
     ray_module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lucid_app import batch
-    from lucid_app.batch import plan_runs, run_batch
-    from lucid_app.ply import read_gaussian_ply
+    from lucid_app.batch import run as batch
+    from lucid_app.batch.run import plan_runs, run_batch
+    from lucid_app.io.ply import read_gaussian_ply
 
     prompts = tmp_path / "prompts.txt"
     # The same run twice (same seed): the first is killed mid-run, the second is the uninterrupted reference.

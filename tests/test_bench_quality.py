@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from lucid_app import demo_dataset as dd
-from lucid_app.bench_dataset import azimuth_arc, band_cameras, band_overrides, camera_band, select_object
-from lucid_app.bench_quality import METHODS, add_quality_parser, eval_schedule, oracle_fraction, quality
-from lucid_app.cameras import orbit_cameras
+from lucid_app.bench import demo_dataset as dd
+from lucid_app.bench.dataset import azimuth_arc, band_cameras, band_overrides, camera_band, select_object
+from lucid_app.bench.quality import METHODS, eval_schedule, oracle_fraction, quality
+from lucid_app.cli.bench import add_quality_parser
+from lucid_app.render.cameras import orbit_cameras
 from lucid_app.config import ModelConfig
 from lucid_app.guidance import GUIDANCES
 from lucid_app.priors.multiview import load_multiview_prior
 from lucid_app.render import make_renderer
-from lucid_app.runs import resolve_config
+from lucid_app.train.prepare import resolve_config
 
 SIZE = 16
 # Tiny, fast settings on top of the demo preset (its cameras and white background stay).

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lucid_app.run_folders import list_runs
+from lucid_app.app.run_folders import list_runs
 from tests.app_harness import TINY_OVERRIDES, launch_app
 
 CHROMIUM = shutil.which("chromium")
@@ -100,7 +100,7 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from lucid_app.runs import resolve_config
+    from lucid_app.train.prepare import resolve_config
 
     demo, jobs, url = launch_app(tmp_path / "outputs")
     try:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lucid_app.cameras import (
+from lucid_app.render.cameras import (
     cameras_from_opengl_c2w,
     look_at,
     orbit_angles,

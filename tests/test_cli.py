@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lucid_app.cli import main
+from lucid_app.cli.main import main
 from lucid_app.config import DEFAULT_MODEL, OptimConfig, TrainConfig
-from lucid_app.gaussians import GaussianModel
-from lucid_app.init_shapes import sample_volume
-from lucid_app.ply import write_gaussian_ply
-from lucid_app.runs import load_run_prior, resolve_config
+from lucid_app.scene.gaussians import GaussianModel
+from lucid_app.scene.init_shapes import sample_volume
+from lucid_app.io.ply import write_gaussian_ply
+from lucid_app.train.prepare import load_run_prior, resolve_config
 from test_multiview import write_object
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_bench_quality_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
 def test_help_imports_neither_torch_nor_the_trainer() -> None:
     """``python -m lucid_app --help`` stays light: torch, the trainer and the benchmarks load only in the commands
     that use them (``bench`` and ``smpl-convert`` add their arguments when used)."""
-    code = ("import sys\nfrom lucid_app.cli import build_parser\nbuild_parser().format_help()\n"
-            "print([m for m in ('torch', 'lucid_app.trainer', 'lucid_app.bench_quality') if m in sys.modules])")
+    code = ("import sys\nfrom lucid_app.cli.main import build_parser\nbuild_parser().format_help()\n"
+            "print([m for m in ('torch', 'lucid_app.train.trainer', 'lucid_app.bench.quality') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -31,7 +31,7 @@ from lucid_app.config import (
     to_dict,
     to_yaml,
 )
-from lucid_app.presets import PRESETS_DIR, list_presets, load_config
+from lucid_app.config.presets import PRESETS_DIR, list_presets, load_config
 
 
 def test_defaults_are_the_reference_settings() -> None:

@@ -19,7 +19,7 @@ def test_schema_limits_are_at_least_as_strict_as_the_forms() -> None:
 
 
 def test_client_prompts_meet_the_schema_when_a_run_is_resolved() -> None:
-    from lucid_app.runs import resolve_config
+    from lucid_app.train.prepare import resolve_config
 
     with pytest.raises(ConfigError, match=r"^prompt\.text: must have at most 1000 characters, got 100000$"):
         resolve_config("demo", prompt="a" * 100_000)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from lucid_app.controls import ControlState, LiveControls
+from lucid_app.train.controls import ControlState, LiveControls
 
 
 def make() -> LiveControls:
@@ -167,7 +167,7 @@ def test_replace_defaults_keeps_values_the_user_set() -> None:
 
 def test_control_changes_are_recorded_once_and_merged_by_step() -> None:
     from lucid_app.config import ControlChange
-    from lucid_app.controls import record_control_change, scheduled_control_change
+    from lucid_app.train.controls import record_control_change, scheduled_control_change
 
     before = ControlState(guidance_scale=7.5, delta_t=80, delta_t_start=100, preview_every=50)
     after = ControlState(guidance_scale=12.0, delta_t=80, delta_t_start=100, preview_every=7)
@@ -205,9 +205,9 @@ def _chair_config(tmp_path, steps: int, extra: tuple[str, ...] = ()):
 
 def test_a_run_with_slider_changes_replays_exactly_from_its_config_yaml(tmp_path) -> None:
     from lucid_app.config import ControlChange, from_yaml
-    from lucid_app.events import StepEvent
+    from lucid_app.train.events import StepEvent
     from lucid_app.priors import load_prior
-    from lucid_app.trainer import Trainer, initial_controls
+    from lucid_app.train.trainer import Trainer, initial_controls
 
     config = _chair_config(tmp_path, steps=6)
     prior = load_prior(config.model.id, config.model)
@@ -239,11 +239,11 @@ def test_a_run_with_slider_changes_replays_exactly_from_its_config_yaml(tmp_path
 
 
 def test_previews_come_after_step_one_then_by_steps_and_by_time(tmp_path, monkeypatch) -> None:
-    from lucid_app import train_outputs
-    from lucid_app.events import PreviewEvent
+    from lucid_app.train import outputs as train_outputs
+    from lucid_app.train.events import PreviewEvent
     from lucid_app.priors import load_prior
-    from lucid_app.train_outputs import PREVIEW_FIRST_SIZE_PX, PREVIEW_SIZE_PX
-    from lucid_app.trainer import Trainer
+    from lucid_app.train.outputs import PREVIEW_FIRST_SIZE_PX, PREVIEW_SIZE_PX
+    from lucid_app.train.trainer import Trainer
 
     config = _chair_config(tmp_path, steps=7, extra=("export.preview_every=5",))
     prior = load_prior(config.model.id, config.model)
@@ -265,9 +265,9 @@ def test_previews_come_after_step_one_then_by_steps_and_by_time(tmp_path, monkey
 
 
 def test_snapshots_of_the_live_gaussians_are_taken_between_steps(tmp_path) -> None:
-    from lucid_app.events import ExportEvent, StepEvent
+    from lucid_app.train.events import ExportEvent, StepEvent
     from lucid_app.priors import load_prior
-    from lucid_app.trainer import Trainer
+    from lucid_app.train.trainer import Trainer
 
     config = _chair_config(tmp_path, steps=5, extra=("export.mesh=true", "export.mesh_resolution=16"))
     prior = load_prior(config.model.id, config.model)

@@ -1,4 +1,4 @@
-"""The offline demo dataset: the shipped ``assets/demo`` and its generator (``lucid_app/demo_dataset.py``)."""
+"""The offline demo dataset: the shipped ``assets/demo`` and its generator (``lucid_app/bench/demo_dataset.py``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from lucid_app import demo_dataset as dd
-from lucid_app.cameras import orbit_angles, viewmats_from_opengl_c2w
+from lucid_app.bench import demo_dataset as dd
+from lucid_app.render.cameras import orbit_angles, viewmats_from_opengl_c2w
 from lucid_app.config import ModelConfig
-from lucid_app.primitives import Primitive
+from lucid_app.scene.primitives import Primitive
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
 from lucid_app.render import make_renderer
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lucid_app.config import DensifyConfig, OptimConfig
-from lucid_app.densify import (
+from lucid_app.scene.densify import (
     Densifier,
     densify_masks,
     event_steps,
@@ -20,9 +20,9 @@ from lucid_app.densify import (
     split_samples,
     view_grad_norms,
 )
-from lucid_app.gaussians import PARAM_NAMES, GaussianModel, inverse_sigmoid
+from lucid_app.scene.gaussians import PARAM_NAMES, GaussianModel, inverse_sigmoid
 from lucid_app.render.base import RenderOutput
-from lucid_app.render.torch_ref import quat_to_rotmat
+from lucid_app.render.projection import quat_to_rotmat
 
 W, H = 64, 48
 

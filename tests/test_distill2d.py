@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lucid_app.bench_distill2d import distill2d, psnr_to_nearest
+from lucid_app.bench.distill2d import distill2d, psnr_to_nearest
 from lucid_app.config import GuidanceConfig, ModelConfig
 from test_multiview import write_object
 

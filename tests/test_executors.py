@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from lucid_app.config import TrainConfig
-from lucid_app.controls import ControlState
-from lucid_app.events import DoneEvent
-from lucid_app.executors import RunError
-from lucid_app.jobs import JobManager
+from lucid_app.train.controls import ControlState
+from lucid_app.train.events import DoneEvent
+from lucid_app.app.executors import RunError
+from lucid_app.app.jobs import JobManager
 
 WAIT_S = 10.0
 

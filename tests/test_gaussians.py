@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lucid_app.config import ConfigError, InitConfig, OptimConfig
-from lucid_app.gaussians import (
+from lucid_app.scene.gaussians import (
     PARAM_NAMES,
     SH_C0,
     GaussianModel,
@@ -21,10 +21,10 @@ from lucid_app.gaussians import (
     rgb_to_sh_dc,
     sh_dc_to_rgb,
 )
-from lucid_app.init_shapes import init_gaussians, sample_mesh_surface, sample_volume
-from lucid_app.pointe_init import resample_cloud
-from lucid_app.ply import read_gaussian_ply, write_gaussian_ply
-from lucid_app.render.torch_ref import quat_to_rotmat
+from lucid_app.scene.init_shapes import init_gaussians, sample_mesh_surface, sample_volume
+from lucid_app.scene.pointe_init import resample_cloud
+from lucid_app.io.ply import read_gaussian_ply, write_gaussian_ply
+from lucid_app.render.projection import quat_to_rotmat
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -16,7 +16,7 @@ import yaml
 
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
 
-from lucid_app.cameras import sample_cameras  # noqa: E402
+from lucid_app.render.cameras import sample_cameras  # noqa: E402
 from lucid_app.config import (  # noqa: E402
     PAPER_NEGATIVE,
     ConfigError,
@@ -28,7 +28,7 @@ from lucid_app.config import (  # noqa: E402
     to_dict,
     to_yaml,
 )
-from lucid_app.inspect import (  # noqa: E402
+from lucid_app.lab.inspector import (  # noqa: E402
     LABEL_LINE_PX,
     NEGATIVE_VARIANTS,
     InspectSettings,
@@ -36,19 +36,20 @@ from lucid_app.inspect import (  # noqa: E402
     inspect_pseudo_gt,
     pseudo_gts,
 )
-from lucid_app.inspect_task import InspectRequest, run_inspect  # noqa: E402
-from lucid_app.jobs import JobManager, TaskContext, TaskResult  # noqa: E402
-from lucid_app.negatives import (  # noqa: E402
+from lucid_app.app.inspect_task import InspectRequest, run_inspect  # noqa: E402
+from lucid_app.app.jobs import JobManager  # noqa: E402
+from lucid_app.app.tasks import TaskContext, TaskResult  # noqa: E402
+from lucid_app.config.negatives import (  # noqa: E402
     NEGATIVES_FILE,
     library_text,
     list_negatives,
     merged_negatives,
     save_negative,
 )
-from lucid_app.ply import write_gaussian_ply  # noqa: E402
+from lucid_app.io.ply import write_gaussian_ply  # noqa: E402
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior  # noqa: E402
-from lucid_app.run_folders import JobError  # noqa: E402
-from lucid_app.runs import resolve_config  # noqa: E402
+from lucid_app.app.run_folders import JobError  # noqa: E402
+from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.guidance import GUIDANCES  # noqa: E402
 from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
 from lucid_app.ui.ab_run import AB_FIELDS, AB_METHOD_PAIRS, AB_MODES, ABHandlers, ab_configs, ab_label  # noqa: E402

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from lucid_app.cli import main
+from lucid_app.cli.main import main
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.guidance.sdi import sdi_guidance
-from lucid_app.inspect import (
+from lucid_app.lab.inspector import (
     LABEL_LINE_PX,
     InspectSettings,
     inconsistency,
@@ -24,8 +24,8 @@ from lucid_app.inspect import (
     prior_control,
     row_label,
 )
-from lucid_app.metrics import psnr
-from lucid_app.ply import write_gaussian_ply
+from lucid_app.bench.metrics import psnr
+from lucid_app.io.ply import write_gaussian_ply
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
 from test_multiview import write_object
 from test_ply import random_gaussians

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from lucid_app.config import DEFAULT_MODEL, TrainConfig
-from lucid_app.controls import LiveControls
-from lucid_app.events import DoneEvent, StepEvent
-from lucid_app.jobs import JobManager, JobView, tile_views
-from lucid_app.run_folders import JobError, list_runs, resolve_run, session_folder
+from lucid_app.train.controls import LiveControls
+from lucid_app.train.events import DoneEvent, StepEvent
+from lucid_app.app.jobs import JobManager
+from lucid_app.app.job_board import JobView
+from lucid_app.app.preview_grid import tile_views
+from lucid_app.app.run_folders import JobError, list_runs, resolve_run, session_folder
 from lucid_app.priors.base import PriorError
-from lucid_app.runs import resolve_config
+from lucid_app.train.prepare import resolve_config
 from tests.app_harness import TINY_OVERRIDES
 
 WAIT_S = 20.0

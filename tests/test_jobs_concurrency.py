@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig, TrainConfig
-from lucid_app.controls import LiveControls
-from lucid_app.events import DoneEvent, StepEvent
-from lucid_app.jobs import JobManager, ModelCache
-from lucid_app.run_folders import JobError
-from lucid_app.runs import resolve_config
-from lucid_app.trainer import initial_controls
+from lucid_app.train.controls import LiveControls
+from lucid_app.train.events import DoneEvent, StepEvent
+from lucid_app.app.jobs import JobManager
+from lucid_app.app.model_cache import ModelCache
+from lucid_app.app.run_folders import JobError
+from lucid_app.train.prepare import resolve_config
+from lucid_app.train.trainer import initial_controls
 from tests.test_jobs import WAIT_S, CountingLoader, FakePrior, GatedTrainer, _config, _release, _wait_state
 
 
@@ -171,7 +172,7 @@ def test_close_that_times_out_keeps_the_worker_and_start_refuses_a_second(tmp_pa
 
 
 def test_step_views_behave_like_tuples_and_stay_frozen() -> None:
-    from lucid_app.jobs import StepLog
+    from lucid_app.app.step_log import StepLog
 
     log = StepLog()
     for k in range(1, 26):
@@ -221,7 +222,7 @@ def test_view_is_o1_in_the_number_of_steps(tmp_path: Path, monkeypatch: pytest.M
     try:
         job = jobs.submit(_config(), session="s")
         assert emitted.wait(WAIT_S)
-        import lucid_app.job_board as job_board
+        import lucid_app.app.job_board as job_board
 
         renders: list[int] = []
         original_to_yaml = job_board.to_yaml

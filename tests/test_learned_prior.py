@@ -20,18 +20,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lucid_app.cli import main as cli_main
+from lucid_app.cli.main import main as cli_main
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
-from lucid_app.demo_dataset import demo_cameras, opengl_c2w_from_viewmats, write_split
+from lucid_app.bench.demo_dataset import demo_cameras, opengl_c2w_from_viewmats, write_split
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import predict_x0
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.learned_prior.data import DROP_PROB, PLAIN_PROB, draw_batch, load_training_data
-from lucid_app.learned_prior.folder import METADATA_NAME, STATE_NAME, UNET_DIR, read_metadata
+from lucid_app.priors.learned_folder import METADATA_NAME, STATE_NAME, UNET_DIR, read_metadata
 from lucid_app.learned_prior.session import run_training
 from lucid_app.learned_prior.tokenizer import build_tokenizer, caption_words
 from lucid_app.learned_prior.train import TrainSettings
-from lucid_app.presets import load_config
+from lucid_app.config.presets import load_config
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.learned import LearnedPrior
@@ -270,7 +270,7 @@ def test_learned_demo_preset_is_the_demo_on_the_learned_prior() -> None:
 
 def test_a_relative_prior_folder_is_found_in_the_repository(trained: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import lucid_app.runs as runs
+    import lucid_app.train.prepare as runs
 
     monkeypatch.setattr(runs, "REPO_ROOT", trained.parent)
     monkeypatch.chdir(tmp_path)

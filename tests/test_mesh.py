@@ -14,12 +14,12 @@ from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
 from scipy.stats import ncx2
 
-from lucid_app.cli import main
+from lucid_app.cli.main import main
 from lucid_app.config import OptimConfig
-from lucid_app.gaussians import GaussianModel, rgb_to_sh_dc
+from lucid_app.scene.gaussians import GaussianModel, rgb_to_sh_dc
 from lucid_app.mesh import Grid, MeshError, density_grid, mesh_from_splats, write_mesh
 from lucid_app.mesh import density as mesh_density
-from lucid_app.ply import gaussian_property_names, write_gaussian_ply
+from lucid_app.io.ply import gaussian_property_names, write_gaussian_ply
 from lucid_app.render.base import Splats
 from test_cli import TINY, dataset, last_json  # noqa: F401 - fixture
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from lucid_app.metrics import mean_std, psnr, ssim
+from lucid_app.bench.metrics import mean_std, psnr, ssim
 
 
 def _image(seed: int, h: int = 32, w: int = 40) -> torch.Tensor:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lucid_app.cameras import look_at, orbit_cameras, orbit_positions
+from lucid_app.render.cameras import look_at, orbit_cameras, orbit_positions
 from lucid_app.config import ModelConfig, PromptConfig
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.priors import load_prior

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lucid_app.config import PAPER_NEGATIVE, ConfigError, PromptChange, PromptConfig, TrainConfig, replace
-from lucid_app.negatives import list_negatives, load_negatives, negative_text, resolve_negative
-from lucid_app.presets import list_presets, load_config
-from lucid_app.runs import resolve_config
+from lucid_app.config.negatives import list_negatives, load_negatives, negative_text, resolve_negative
+from lucid_app.config.presets import list_presets, load_config
+from lucid_app.train.prepare import resolve_config
 
 
 def test_library_holds_the_paper_set_and_its_variants() -> None:

@@ -11,16 +11,17 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from lucid_app.arch_sd21 import _text_encoder, _unet, _vae, build_pipeline, clip_sized_tokenizer
-from lucid_app.bench_step import STAGES, bench_step
+from lucid_app.priors.sd_architecture import _text_encoder, _unet, _vae, build_pipeline, clip_sized_tokenizer
+from lucid_app.bench.step import STAGES, bench_step
 from lucid_app.config import GuidanceConfig, PromptConfig
-from lucid_app.eta import eta_notice
+from lucid_app.train.eta import eta_notice
 from lucid_app.guidance import GUIDANCES
-from lucid_app.guidance.ddim import noise_from_model_output, offset_noise_like, predict_x0
+from lucid_app.priors.prediction import noise_from_model_output
+from lucid_app.guidance.ddim import offset_noise_like, predict_x0
 from lucid_app.guidance.base import gradient_loss
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import encode_prompt_set
-from lucid_app.losses import flip_views, minmax_disparity, total_variation
+from lucid_app.train.losses import flip_views, minmax_disparity, total_variation
 from lucid_app.priors.stable_diffusion import StableDiffusionPrior
 from test_guidance import WARM, LinearPrior
 from tiny_sd import tiny_pipeline

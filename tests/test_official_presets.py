@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lucid_app.negatives import negative_text
-from lucid_app.runs import resolve_config
+from lucid_app.config.negatives import negative_text
+from lucid_app.train.prepare import resolve_config
 
 PAPER_NEGATIVE = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, low-resolution, oversaturation."
 DARK = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, oversaturation."

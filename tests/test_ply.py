@@ -9,7 +9,7 @@ import numpy as np
 import plyfile
 import pytest
 
-from lucid_app.ply import (
+from lucid_app.io.ply import (
     GaussianPly,
     PlyError,
     gaussian_property_names,

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lucid_app.export import atomic_path, to_uint8, write_png, write_video
-from lucid_app.primitives import Primitive, primitives_to_points, sample_surface, surface_area
+from lucid_app.io.files import atomic_path
+from lucid_app.io.media import to_uint8, write_png, write_video
+from lucid_app.scene.primitives import Primitive, primitives_to_points, sample_surface, surface_area
 
 
 def test_ellipsoid_and_box_samples_lie_on_their_surfaces() -> None:

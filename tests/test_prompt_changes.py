@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from lucid_app.config import ConfigError, ModelConfig, PromptChange, PromptConfig, TrainConfig, from_yaml
-from lucid_app.controls import ControlState, LiveControls
-from lucid_app.events import StepEvent
-from lucid_app.jobs import JobManager, JobView
-from lucid_app.negatives import negative_text
+from lucid_app.train.controls import ControlState, LiveControls
+from lucid_app.train.events import StepEvent
+from lucid_app.app.jobs import JobManager
+from lucid_app.app.job_board import JobView
+from lucid_app.config.negatives import negative_text
 from lucid_app.priors import load_prior
-from lucid_app.prompt_changes import (
+from lucid_app.train.prompt_changes import (
     CHANGE_FIELDS,
     apply_change,
     check_changes,
@@ -28,8 +29,8 @@ from lucid_app.prompt_changes import (
     record_change,
     request_change,
 )
-from lucid_app.run_folders import JobError
-from lucid_app.trainer import Trainer, initial_controls
+from lucid_app.app.run_folders import JobError
+from lucid_app.train.trainer import Trainer, initial_controls
 from test_multiview import write_object
 from test_trainer import SIZE, params, tiny_config
 

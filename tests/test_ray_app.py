@@ -18,8 +18,8 @@ EXTRA = "\n".join(TINY_OVERRIDES)
 
 @pytest.fixture(scope="module")
 def ray_app(tmp_path_factory: pytest.TempPathFactory):
-    from lucid_app.jobs import JobManager
-    from lucid_app.ray_exec import RayExecutor
+    from lucid_app.app.jobs import JobManager
+    from lucid_app.app.ray_executor import RayExecutor
     from lucid_app.ui.layout import build_demo
 
     with local_ray():
@@ -91,7 +91,7 @@ def test_generate_change_controls_and_prompt_then_stop_and_result_on_a_ray_actor
 
 
 def test_a_worker_that_cannot_load_the_model_fails_the_job_clearly(ray_app) -> None:
-    from lucid_app.runs import resolve_config
+    from lucid_app.train.prepare import resolve_config
 
     jobs, _ = ray_app
     config = resolve_config("demo", overrides=[*TINY_OVERRIDES, "model.id=multiview:/no/such/folder"])

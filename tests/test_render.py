@@ -11,11 +11,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from lucid_app.cameras import CameraBatch, orbit_cameras
+from lucid_app.render.cameras import CameraBatch, orbit_cameras
 from lucid_app.render import make_renderer
 from lucid_app.render.base import Splats
 from lucid_app.render.sh import eval_sh, sh_basis
-from lucid_app.render.torch_ref import TorchRenderer, project_gaussians
+from lucid_app.render.torch_ref import TorchRenderer
+from lucid_app.render.projection import project_gaussians
 
 SH_C0 = 0.28209479177387814  # 3DGS's real-SH constants, typed here independently of lucid_app.render.sh
 SH_C1 = 0.4886025119029199

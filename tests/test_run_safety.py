@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lucid_app import runs
-from lucid_app.cli import main
+from lucid_app.train import prepare as runs
+from lucid_app.cli.main import main
 from lucid_app.config import DEFAULT_MODEL, from_yaml
-from lucid_app.export import load_checkpoint
+from lucid_app.io.checkpoints import load_checkpoint
 from lucid_app.priors import load_prior
-from lucid_app.runs import load_run_prior, resolve_config
-from lucid_app.trainer import Trainer
+from lucid_app.train.prepare import load_run_prior, resolve_config
+from lucid_app.train.trainer import Trainer
 from test_cli import TINY, dataset, last_json  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,10 +20,10 @@ import pytest
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
 import gradio as gr  # noqa: E402
 
-from lucid_app.cli import main as cli_main  # noqa: E402
+from lucid_app.cli.main import main as cli_main  # noqa: E402
 from lucid_app.config import ModelConfig  # noqa: E402
 from lucid_app.priors import PriorError, load_prior  # noqa: E402
-from lucid_app.trust import check_weights, UnsafeWeightsError  # noqa: E402
+from lucid_app.config.trust import check_weights, UnsafeWeightsError  # noqa: E402
 from lucid_app.ui.handlers import AppHandlers, check_model  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
 
@@ -194,7 +194,7 @@ def test_no_endpoint_unpickles_a_client_file(evil: SimpleNamespace, marker: Path
 
 
 def test_run_names_from_clients_are_checked(tmp_path: Path) -> None:
-    from lucid_app.run_folders import JobError, resolve_run
+    from lucid_app.app.run_folders import JobError, resolve_run
 
     outputs = tmp_path / "outputs"
     own = outputs / "sess-a" / "20260101-000000-a-cat-12345678"
@@ -277,7 +277,7 @@ def test_errors_reach_a_client_as_one_line_without_server_paths(tmp_path: Path) 
 def test_cli_allow_pickle_is_the_operators_explicit_opt_in(tiny_sd_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from lucid_app.cli import build_parser
+    from lucid_app.cli.main import build_parser
     from tests.tiny_sd import HIDDEN_SIZE
 
     embedding = tmp_path / "dog_toy.bin"

@@ -28,7 +28,7 @@ from lucid_app.avatar.smpl_convert import (
     read_smpl_pickle,
     smpl_arrays,
 )
-from lucid_app.cli import main
+from lucid_app.cli.main import main
 from tests.test_avatar import synthetic_smpl
 
 

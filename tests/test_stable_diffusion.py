@@ -11,7 +11,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import save_file
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig
-from lucid_app.devices import resolve_device, resolve_dtype
+from lucid_app.config.devices import resolve_device, resolve_dtype
 from lucid_app.priors import sd_loading
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.stable_diffusion import StableDiffusionPrior, load_stable_diffusion
@@ -162,7 +162,7 @@ def test_textual_inversion_adds_token_and_uses_its_vector(tiny_sd_dir: Path, tmp
     # A1111 layout, two vectors: the token expands to "<dog-toy> <dog-toy>_1" inside prompts.
     multi = tmp_path / "dog_toy.bin"
     torch.save({"string_to_param": {"*": torch.randn(2, HIDDEN_SIZE)}, "name": "<dog-toy>"}, multi)
-    # The A1111 file is a torch pickle: loaded only on the CLI's explicit opt-in (lucid_app.trust).
+    # The A1111 file is a torch pickle: loaded only on the CLI's explicit opt-in (lucid_app.config.trust).
     prior = load_stable_diffusion(
         str(tiny_sd_dir), ModelConfig(textual_inversion=(str(single), str(multi))), device="cpu", allow_pickle=True
     )

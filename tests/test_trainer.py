@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from lucid_app.config import TrainConfig, apply_overrides
-from lucid_app.controls import ControlState, LiveControls
-from lucid_app.events import DoneEvent, PreviewEvent, StepEvent
-from lucid_app.ply import read_gaussian_ply
-from lucid_app import train_outputs
+from lucid_app.train.controls import ControlState, LiveControls
+from lucid_app.train.events import DoneEvent, PreviewEvent, StepEvent
+from lucid_app.io.ply import read_gaussian_ply
+from lucid_app.train import outputs as train_outputs
 from lucid_app.priors import load_prior
-from lucid_app.trainer import Trainer, initial_controls
+from lucid_app.train.trainer import Trainer, initial_controls
 from test_multiview import write_object
 
 SIZE = 16

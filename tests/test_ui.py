@@ -14,11 +14,11 @@ import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is i
 import gradio as gr  # noqa: E402
 
 from lucid_app.config import PAPER_NEGATIVE  # noqa: E402
-from lucid_app.controls import ControlState  # noqa: E402
-from lucid_app.events import StepEvent  # noqa: E402
-from lucid_app.jobs import JobView  # noqa: E402
-from lucid_app.presets import load_config  # noqa: E402
-from lucid_app.runs import resolve_config  # noqa: E402
+from lucid_app.train.controls import ControlState  # noqa: E402
+from lucid_app.train.events import StepEvent  # noqa: E402
+from lucid_app.app.job_board import JobView  # noqa: E402
+from lucid_app.config.presets import load_config  # noqa: E402
+from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.ui.handlers import (  # noqa: E402
     FORM_FIELDS,
     button_states,

@@ -22,7 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from lucid_app.arch_sd21 import byte_symbols, sd21_scheduler
+from lucid_app.priors.sd_architecture import byte_symbols, sd21_scheduler
 
 HIDDEN_SIZE = 32
 LATENT_SIZE = 8

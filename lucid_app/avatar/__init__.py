@@ -17,9 +17,9 @@ import torch
 from lucid_app.avatar.body import AvatarError, Gender, Pose, build_body, find_model_file, load_pose
 from lucid_app.avatar.init import avatar_gaussians
 from lucid_app.avatar.partmap import control_fn_for, part_map
-from lucid_app.cameras import CameraBatch, orbit_cameras
 from lucid_app.config import CameraConfig, TrainConfig
-from lucid_app.gaussians import GaussianModel
+from lucid_app.render.cameras import CameraBatch, orbit_cameras
+from lucid_app.scene.gaussians import GaussianModel
 
 SMPL_DIR_HINT = ("--smpl-dir DIR on the CLI: the folder with SMPL_NEUTRAL.npz, converted once by "
                  "'python -m lucid_app smpl-convert'; see the README, Avatar mode")

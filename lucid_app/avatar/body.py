@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import yaml
 
-from lucid_app.presets import PRESETS_DIR
+from lucid_app.config.presets import PRESETS_DIR
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import torch
 
 from lucid_app.avatar.body import Body
 from lucid_app.config import InitConfig, OptimConfig
-from lucid_app.gaussians import GaussianModel
+from lucid_app.scene.gaussians import GaussianModel
 
 
 def sample_surface(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from lucid_app.avatar.body import Body
-from lucid_app.cameras import CameraBatch
+from lucid_app.render.cameras import CameraBatch
 
 NUM_PARTS = 24
 # SMPL joint index -> (back part, front part).

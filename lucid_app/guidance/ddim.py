@@ -15,14 +15,7 @@ from typing import Literal
 import torch
 
 from lucid_app.config import GuidanceConfig
-
-
-def _expand(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """ᾱ as a tensor broadcastable against ``like`` [B, ...] (a [B] tensor becomes [B, 1, ..., 1])."""
-    alpha = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
-    if alpha.dim() == 1:
-        alpha = alpha.reshape(-1, *([1] * (like.dim() - 1)))
-    return alpha
+from lucid_app.priors.prediction import broadcast_alpha
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
@@ -36,7 +29,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | float
     Returns:
         [B, ...] noisy samples x_t.
     """
-    a = _expand(alpha, x0)
+    a = broadcast_alpha(alpha, x0)
     return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
 
 
@@ -51,7 +44,7 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor | float
     Returns:
         [B, ...] x̂₀.
     """
-    a = _expand(alpha, x_t)
+    a = broadcast_alpha(alpha, x_t)
     return (x_t - (1.0 - a).sqrt() * eps) / a.sqrt()
 
 
@@ -81,8 +74,8 @@ def ddim_jump(
     Returns:
         [B, ...] x_b.
     """
-    a = _expand(alpha_a, x_a)
-    b = _expand(alpha_b, x_a)
+    a = broadcast_alpha(alpha_a, x_a)
+    b = broadcast_alpha(alpha_b, x_a)
     x0 = predict_x0(x_a, eps, a)
     if eta <= 0.0:
         return b.sqrt() * x0 + (1.0 - b).sqrt() * eps
@@ -152,9 +145,6 @@ def randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
 
 
-PredictionType = Literal["epsilon", "v_prediction", "sample"]
-
-
 def offset_noise_like(x: torch.Tensor, offset: float, generator: torch.Generator) -> torch.Tensor:
     """ε for the forward process with "offset noise", as the official LucidDreamer ``train_step`` draws it.
 
@@ -176,43 +166,6 @@ def offset_noise_like(x: torch.Tensor, offset: float, generator: torch.Generator
     o = torch.randn((1, x.shape[1], *([1] * (x.dim() - 2))), generator=generator, device=generator.device,
                     dtype=x.dtype).to(x.device)
     return z + offset * o
-
-
-def noise_from_model_output(
-    output: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor | float, prediction_type: PredictionType
-) -> torch.Tensor:
-    """ε̂ from a diffusion model's output, whatever it was trained to predict (diffusers' ``prediction_type``).
-
-    With x_t = √ᾱ·x₀ + √(1−ᾱ)·ε:
-    - ``epsilon``: the output is ε̂;
-    - ``v_prediction`` (Salimans & Ho 2022, eq. after §4: v = √ᾱ·ε − √(1−ᾱ)·x₀): ε̂ = √ᾱ·v̂ + √(1−ᾱ)·x_t;
-    - ``sample``: the output is x̂₀, so ε̂ = (x_t − √ᾱ·x̂₀)/√(1−ᾱ).
-    Computed in at least float32 and returned in ``output``'s dtype.
-
-    Args:
-        output: [B, ...] the model's output at (x_t, t).
-        x_t: [B, ...] its input.
-        alpha: ᾱ_t, scalar or [B].
-        prediction_type: what the model predicts.
-
-    Returns:
-        [B, ...] ε̂.
-
-    Raises:
-        ValueError: an unknown ``prediction_type``.
-    """
-    if prediction_type == "epsilon":
-        return output
-    wide = torch.promote_types(output.dtype, torch.float32)
-    out, x = output.to(wide), x_t.to(wide)
-    a = _expand(alpha, out)
-    if prediction_type == "v_prediction":
-        eps = a.sqrt() * out + (1.0 - a).sqrt() * x
-    elif prediction_type == "sample":
-        eps = (x - a.sqrt() * out) / (1.0 - a).sqrt()
-    else:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
-    return eps.to(output.dtype)
 
 
 def snr_weight(alpha: torch.Tensor | float) -> torch.Tensor:

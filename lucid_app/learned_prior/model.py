@@ -17,8 +17,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from lucid_app.arch_sd21 import CONTEXT_LENGTH
 from lucid_app.priors.multiview import SD_SCHEDULE
+from lucid_app.priors.sd_architecture import CONTEXT_LENGTH
 
 IMAGE_CHANNELS = 3
 TEXT_WIDTH = 64

@@ -20,9 +20,15 @@ from tqdm import tqdm
 from transformers import CLIPTokenizer
 
 from lucid_app.config import ModelConfig
-from lucid_app.export import load_checkpoint, save_checkpoint, write_png
+from lucid_app.io.checkpoints import load_checkpoint, save_checkpoint
+from lucid_app.io.media import write_png
 from lucid_app.learned_prior.data import DROP_PROB, PLAIN_PROB, VIEW_SUFFIX, load_training_data, view_caption
-from lucid_app.learned_prior.folder import (
+from lucid_app.learned_prior.model import build_scheduler
+from lucid_app.learned_prior.sampling import sample_cfg, sample_grid
+from lucid_app.learned_prior.save import remove_prior, save_weights, write_json, write_loss_log
+from lucid_app.learned_prior.tokenizer import build_tokenizer
+from lucid_app.learned_prior.train import PriorTraining, TrainSettings, train_loop
+from lucid_app.priors.learned_folder import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LOSS_NAME,
@@ -30,15 +36,7 @@ from lucid_app.learned_prior.folder import (
     SAMPLES_NAME,
     STATE_NAME,
     TOKENIZER_DIR,
-    remove_prior,
-    save_weights,
-    write_json,
-    write_loss_log,
 )
-from lucid_app.learned_prior.model import build_scheduler
-from lucid_app.learned_prior.sampling import sample_cfg, sample_grid
-from lucid_app.learned_prior.tokenizer import build_tokenizer
-from lucid_app.learned_prior.train import PriorTraining, TrainSettings, train_loop
 from lucid_app.priors.multiview import VIEW_WORDS
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import re
 
 from transformers import CLIPTokenizer
 
-from lucid_app.arch_sd21 import CONTEXT_LENGTH, byte_symbols
+from lucid_app.priors.sd_architecture import CONTEXT_LENGTH, byte_symbols
 
 END_OF_WORD = "</w>"
 BOS_TOKEN = "<|startoftext|>"

@@ -19,7 +19,7 @@ Steps (:func:`mesh_from_splats`):
 The steps live in :mod:`lucid_app.mesh.density` (1-2: the grid and the density splatted on it, and why it is
 splatted per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all) and
 :mod:`lucid_app.mesh.write` (the upright ``.glb`` / ``.obj``). This package writes files (``write_mesh``), as does
-``export.py``; everything else here is pure. Import from here: it re-exports the public names of all three.
+the end-of-run export (:mod:`lucid_app.train.export_run`); everything else here is pure. Import from here: it re-exports the public names of all three.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lucid_app.render.torch_ref import quat_to_rotmat
+from lucid_app.render.projection import quat_to_rotmat
 
 DEFAULT_RESOLUTION = 128
 MAX_RESOLUTION = 512

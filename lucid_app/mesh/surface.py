@@ -15,7 +15,6 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from lucid_app.gaussians import sh_dc_to_rgb
 from lucid_app.mesh.density import (
     DEFAULT_CUTOFF_SIGMA,
     DEFAULT_RESOLUTION,
@@ -29,6 +28,7 @@ from lucid_app.mesh.density import (
     inverse_sqrt_covariances,
 )
 from lucid_app.render.base import Splats
+from lucid_app.scene.gaussians import sh_dc_to_rgb
 
 logger = logging.getLogger(__name__)
 

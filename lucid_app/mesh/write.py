@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from lucid_app.export import atomic_path
+from lucid_app.io.files import atomic_path
 from lucid_app.mesh.density import MeshError
 
 # World frame (z up, front = +y, see cameras.py) -> glTF frame (y up, the asset's front faces +z). A proper

@@ -21,13 +21,13 @@ def load_prior(
 
     Each loader is imported only when needed, so the multi-view prior works without the others.
     ``allow_pickle`` lets it read pickle-format weights (``.ckpt``/``.bin``/``.pt``); only the CLI's explicit
-    ``--allow-pickle`` sets it (:mod:`lucid_app.trust`).
+    ``--allow-pickle`` sets it (:mod:`lucid_app.config.trust`).
     """
     if model.startswith("multiview:"):
         from lucid_app.priors.multiview import MODEL_PREFIX, load_multiview_prior
 
         return load_multiview_prior(model[len(MODEL_PREFIX) :], config, device)
-    from lucid_app.learned_prior.folder import is_prior_folder
+    from lucid_app.priors.learned_folder import is_prior_folder
 
     if is_prior_folder(model):
         from lucid_app.priors.learned import load_learned_prior

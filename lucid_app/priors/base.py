@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
-    from lucid_app.cameras import CameraBatch
+    from lucid_app.render.cameras import CameraBatch
 
 
 class PriorError(RuntimeError):

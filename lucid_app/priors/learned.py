@@ -1,13 +1,13 @@
 """The learned miniature prior (DESIGN §5b) as a :class:`~lucid_app.priors.base.DiffusionPrior`.
 
-A folder written by ``python -m lucid_app train-prior`` (format: :mod:`lucid_app.learned_prior.folder`) holds a
+A folder written by ``python -m lucid_app train-prior`` (format: :mod:`lucid_app.priors.learned_folder`) holds a
 small text-conditioned pixel-space UNet, its CLIP text encoder and tokenizer, and SD's DDPM schedule. Guidance sees
 it exactly as it sees Stable Diffusion: x₀ lives in [C, 3, R, R] pixels in [-1, 1] (no autoencoder), prompts are
 encoded by the same :class:`~lucid_app.priors.text.PromptEncoder`, ε̂ comes from one batched UNet call. It has no
 ControlNet and no camera input: a ``control`` tensor is refused.
 
 Every weight is frozen and kept in float32 (the model is small; half precision buys nothing), and is read with
-``use_safetensors=True`` only (:mod:`lucid_app.trust`); the training state in the folder is never read here.
+``use_safetensors=True`` only (:mod:`lucid_app.config.trust`); the training state in the folder is never read here.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lucid_app.config import ModelConfig
-from lucid_app.devices import resolve_device
-from lucid_app.learned_prior.folder import SCHEDULER_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR, UNET_DIR, read_metadata
+from lucid_app.config.devices import resolve_device
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.learned_folder import SCHEDULER_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR, UNET_DIR, read_metadata
 from lucid_app.priors.nerf_dataset import resize_images
 from lucid_app.priors.text import PromptEncoder
 

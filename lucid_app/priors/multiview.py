@@ -61,10 +61,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lucid_app.cameras import CameraBatch, orbit_positions
 from lucid_app.config import ModelConfig
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.nerf_dataset import MultiViewObject, load_object, object_folders, resize_images
+from lucid_app.render.cameras import CameraBatch, orbit_positions
 
 logger = logging.getLogger(__name__)
 

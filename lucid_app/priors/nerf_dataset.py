@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lucid_app.cameras import CameraBatch, cameras_from_opengl_c2w
 from lucid_app.priors.base import PriorError
+from lucid_app.render.cameras import CameraBatch, cameras_from_opengl_c2w
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A model is a hub id, a local diffusers folder (with ``model_index.json``) or a s
 checkpoint. Only the UNet, VAE, text encoder, tokenizer and scheduler config are loaded (no safety checker, no feature
 extractor); textual-inversion embeddings and a LoRA (fused at ``lora_scale``, needs ``peft``) are applied at load
 time, an optional ControlNet is loaded beside the UNet. Without ``allow_pickle`` only ``.safetensors`` weights are
-read (:mod:`lucid_app.trust`). Every failure becomes one :class:`~lucid_app.priors.base.PriorError` in our words
+read (:mod:`lucid_app.config.trust`). Every failure becomes one :class:`~lucid_app.priors.base.PriorError` in our words
 (:func:`missing_model_message`), never the hub's or diffusers' advice.
 """
 
@@ -22,8 +22,8 @@ from diffusers import ControlNetModel
 from huggingface_hub.errors import EntryNotFoundError
 
 from lucid_app.config import DEFAULT_MODEL
+from lucid_app.config.trust import ALLOW_PICKLE_HINT
 from lucid_app.priors.base import PriorError
-from lucid_app.trust import ALLOW_PICKLE_HINT
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -132,7 +132,7 @@ def load_pipeline(
     """UNet, VAE, text encoder, tokenizer and scheduler in a pipeline object (used only as a loader).
 
     Without ``allow_pickle`` a folder or hub repo is read with ``use_safetensors=True``: pickled ``.bin`` weights
-    are refused rather than unpickled (:mod:`lucid_app.trust`).
+    are refused rather than unpickled (:mod:`lucid_app.config.trust`).
     """
     path, problem = _check_local(model_id, "model", need_model_index=True)
     if problem:

@@ -31,12 +31,12 @@ from diffusers import ControlNetModel, DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from lucid_app.config import ModelConfig, replace
-from lucid_app.devices import resolve_device, resolve_dtype
-from lucid_app.guidance.ddim import PredictionType, noise_from_model_output
+from lucid_app.config.devices import resolve_device, resolve_dtype
+from lucid_app.config.trust import UnsafeWeightsError, check_weights
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.prediction import PredictionType, noise_from_model_output
 from lucid_app.priors.sd_loading import apply_lora, apply_textual_inversion, load_controlnet, load_pipeline
 from lucid_app.priors.text import PromptEncoder
-from lucid_app.trust import UnsafeWeightsError, check_weights
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -232,7 +232,7 @@ def load_stable_diffusion(
             ``config.id`` is not read.
         device: where to run; ``None`` = ``"auto"`` (CUDA if available, else CPU).
         allow_pickle: also load pickle-format weights (``.ckpt``, ``.bin``, ``.pt``); only the CLI's explicit
-            ``--allow-pickle`` sets it, since unpickling a file can run code (:mod:`lucid_app.trust`).
+            ``--allow-pickle`` sets it, since unpickling a file can run code (:mod:`lucid_app.config.trust`).
 
     Raises:
         PriorError: the model, an embedding, the LoRA or the ControlNet cannot be found or read (one message

@@ -7,7 +7,7 @@ from typing import Callable, Literal
 
 import torch
 
-from lucid_app.devices import resolve_device
+from lucid_app.config.devices import resolve_device
 from lucid_app.render.base import Renderer, RenderOutput, Splats
 from lucid_app.render.gsplat_backend import GsplatRenderer
 from lucid_app.render.inria_backend import InriaRenderer

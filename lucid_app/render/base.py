@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from lucid_app.cameras import CameraBatch
+from lucid_app.render.cameras import CameraBatch
 
 
 @dataclass

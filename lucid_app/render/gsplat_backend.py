@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from lucid_app.cameras import CameraBatch
 from lucid_app.render.base import RenderOutput, Splats
-from lucid_app.render.torch_ref import LOWPASS_PX2, NEAR_PLANE
+from lucid_app.render.cameras import CameraBatch
+from lucid_app.render.projection import LOWPASS_PX2, NEAR_PLANE
 
 INSTALL_HINT = "pip install gsplat==1.5.3 (or: pip install 'lucid-app[cuda]')"
 

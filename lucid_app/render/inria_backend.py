@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from lucid_app.cameras import CameraBatch
 from lucid_app.render.base import RenderOutput, Splats
-from lucid_app.render.torch_ref import NEAR_PLANE, project_gaussians
+from lucid_app.render.cameras import CameraBatch
+from lucid_app.render.projection import NEAR_PLANE, project_gaussians
 
 INSTALL_HINT = (
     "diff_gaussian_rasterization is not on PyPI; build it from source with CUDA: "

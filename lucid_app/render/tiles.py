@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from lucid_app.render.torch_ref import Projection
+    from lucid_app.render.projection import Projection
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Any
 
 import gradio as gr
 
+from lucid_app.app.job_board import JobView
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
-from lucid_app.jobs import JobView
-from lucid_app.run_layout import EVAL_VIEW
+from lucid_app.io.run_layout import EVAL_VIEW
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
 from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html

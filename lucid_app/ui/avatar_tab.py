@@ -22,7 +22,7 @@ import numpy as np
 from lucid_app.avatar import check_avatar, front_part_map
 from lucid_app.avatar.body import GENDERS, AvatarError, Gender, available_genders, load_pose, pose_names
 from lucid_app.config import MAX_STEPS, AvatarConfig, TrainConfig, replace
-from lucid_app.presets import load_config
+from lucid_app.config.presets import load_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import APP_EXPORTS_MESH
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, AppHandlers

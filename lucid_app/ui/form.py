@@ -15,7 +15,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig
-from lucid_app.presets import list_presets, load_config
+from lucid_app.config.presets import list_presets, load_config
 
 DEFAULT_PRESET = "demo"
 DEMO_PROMPTS = ("a red toy car", "a potted flower", "a snowman")

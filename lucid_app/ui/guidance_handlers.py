@@ -1,6 +1,6 @@
 """Handlers of the "Negative prompts & guidance lab" tab: the negative library, live prompt changes, the inspector.
 
-No tensors here: the inspector's work is a job task (:mod:`lucid_app.inspect_task`) queued on the app's worker,
+No tensors here: the inspector's work is a job task (:mod:`lucid_app.app.inspect_task`) queued on the app's worker,
 and these handlers only build its request and follow its progress. The A/B run lives in ``ab_run.py``. The user's
 own negatives are kept in ``OUTPUTS/negatives.yaml`` beside the run folders, merged with the shipped library.
 """
@@ -14,22 +14,23 @@ from typing import Any
 
 import gradio as gr
 
+from lucid_app.app.client_config import check_client_config
+from lucid_app.app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
+from lucid_app.app.job_board import JobView
+from lucid_app.app.run_folders import JobError, resolve_run
+from lucid_app.app.tasks import TaskContext
 from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, from_yaml
-from lucid_app.inspect import NEGATIVE_VARIANTS, InspectSettings
-from lucid_app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
-from lucid_app.jobs import JobView, TaskContext
-from lucid_app.negatives import (
+from lucid_app.config.negatives import (
     REFERENCE_PREFIX,
     USER_NEGATIVES_NAME,
     library_text,
     merged_negatives,
     save_negative,
 )
-from lucid_app.prompt_changes import prompt_settings
-from lucid_app.run_folders import JobError, resolve_run
-from lucid_app.run_layout import CONFIG_NAME
-from lucid_app.runs import check_model, resolve_config
-from lucid_app.trust import check_client_config
+from lucid_app.io.run_layout import CONFIG_NAME
+from lucid_app.lab.inspector import NEGATIVE_VARIANTS, InspectSettings
+from lucid_app.train.prepare import check_model, resolve_config
+from lucid_app.train.prompt_changes import prompt_settings
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.handlers import AppHandlers, session_of

@@ -14,9 +14,9 @@ from __future__ import annotations
 import gradio as gr
 
 from lucid_app.config import MAX_STEPS, PAPER_NEGATIVE
-from lucid_app.negatives import list_negatives
-from lucid_app.presets import list_presets, load_config
-from lucid_app.runs import DEMO_MODEL
+from lucid_app.config.negatives import list_negatives
+from lucid_app.config.presets import list_presets, load_config
+from lucid_app.train.prepare import DEMO_MODEL
 from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls

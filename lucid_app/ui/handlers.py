@@ -1,6 +1,6 @@
 """Event handlers of the app: form → config overrides → a job; job snapshots → component values.
 
-No tensors and no maths here: handlers translate between Gradio values and :mod:`lucid_app.jobs`. Every form
+No tensors and no maths here: handlers translate between Gradio values and :mod:`lucid_app.app.jobs`. Every form
 field becomes a ``section.key=value`` override applied by the strict config loader, so the UI can set nothing
 the CLI cannot. Jobs belong to the browser session (``gr.Request.session_hash``); the API endpoints
 ``/set_controls``, ``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the calling session's
@@ -19,12 +19,14 @@ from typing import Any
 
 import gradio as gr
 
+from lucid_app.app.client_config import check_client_config
+from lucid_app.app.job_board import JobView
+from lucid_app.app.jobs import JobManager
+from lucid_app.app.run_folders import JobError, list_runs, resolve_run
 from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, to_yaml
-from lucid_app.jobs import JobManager, JobView
-from lucid_app.presets import list_presets, load_config
-from lucid_app.run_folders import JobError, list_runs, resolve_run, run_files
-from lucid_app.runs import DEMO_MODEL, check_model, resolve_config
-from lucid_app.trust import check_client_config
+from lucid_app.config.presets import list_presets, load_config
+from lucid_app.io.run_layout import run_files
+from lucid_app.train.prepare import DEMO_MODEL, check_model, resolve_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import (
     APP_EXPORTS_MESH,

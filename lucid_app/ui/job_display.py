@@ -1,7 +1,7 @@
 """What the app shows of a job, as pure functions of its snapshot: the status line, the plots' data, the state of the
 Generate / Pause-Resume / Stop buttons, and the order in which the 3D viewers get their files (issue 14).
 
-No tensors, no I/O: :mod:`lucid_app.ui.handlers` calls these with :class:`~lucid_app.jobs.JobView` snapshots.
+No tensors, no I/O: :mod:`lucid_app.ui.handlers` calls these with :class:`~lucid_app.app.job_board.JobView` snapshots.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from lucid_app.eta import SLOW_RUN_THRESHOLD_S, format_duration
-from lucid_app.jobs import JobView
+from lucid_app.app.job_board import JobView
+from lucid_app.train.eta import SLOW_RUN_THRESHOLD_S, format_duration
 from lucid_app.ui.errors import public_text
 
 MAX_PLOT_POINTS = 600

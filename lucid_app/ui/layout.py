@@ -18,12 +18,11 @@ import typing
 
 import gradio as gr
 
+from lucid_app.app.jobs import JobManager
 from lucid_app.config import DEFAULT_MODEL, PAPER_NEGATIVE, GuidanceConfig, InitConfig
-from lucid_app.jobs import JobManager
-from lucid_app.presets import list_presets, load_config
+from lucid_app.config.presets import list_presets, load_config
+from lucid_app.train.prepare import DEMO_MODEL
 from lucid_app.ui.avatar_tab import build_avatar_tab
-from lucid_app.ui.guidance_tab import build_guidance_tab
-from lucid_app.runs import DEMO_MODEL
 from lucid_app.ui.form import (
     APP_EXPORTS_MESH,
     DEFAULT_PRESET,
@@ -33,6 +32,7 @@ from lucid_app.ui.form import (
     example_prompts,
     form_values,
 )
+from lucid_app.ui.guidance_tab import build_guidance_tab
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, RESULT_OUTPUTS, AppHandlers
 from lucid_app.ui.notices import setting_notices
 from lucid_app.ui.panels import run_outputs_panel

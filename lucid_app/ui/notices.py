@@ -12,11 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from lucid_app.config import ConfigError
-from lucid_app.presets import load_config
+from lucid_app.config.presets import load_config
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.multiview import MODEL_PREFIX, split_view_suffix
 from lucid_app.priors.nerf_dataset import object_folders
-from lucid_app.runs import resolve_model_id
+from lucid_app.train.prepare import resolve_model_id
 
 
 def run_model(model: str, preset: str) -> str:

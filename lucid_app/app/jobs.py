@@ -1,0 +1,368 @@
+"""In-process training jobs for the app: worker threads own the device and run queued jobs, one per slot.
+
+* A FIFO queue; every queued job knows its position (the number of jobs ahead of it, the running one included).
+* A model cache (``model_cache.py``), so a prior's weights load once per (model id, device, dtype, model settings);
+  it keeps the ``max_cached_models`` most recently used priors (1 by default), so new settings never pile models up
+  on the device.
+* Job states ``queued → running ⇄ paused → done | failed``, or ``queued → cancelled``; stopping a running job
+  ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
+* Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
+  ``run_folders.py``).
+* Besides training, *task* jobs (:meth:`JobManager.submit_task`, e.g. the pseudo-GT inspector) queue on the same
+  worker, so they never run beside training on the device; they report progress and end with a
+  :class:`TaskResult` (the task types live in ``tasks.py``). :meth:`JobManager.latest` returns a session's newest
+  job of one kind (training by default), so the live controls never land on a task.
+
+Where the rest lives: the jobs' records, their :class:`JobView` snapshots and the board that holds them under one
+condition (and so the lock order) in ``job_board.py``; running one job (a task, a remote or an in-process training
+run) in ``job_runner.py``; the model cache, step log, task types and preview tiling in their own modules.
+Nothing here starts a thread before :meth:`JobManager.start`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lucid_app.app.executors import JobExecutor, RunError
+from lucid_app.app.job_board import TERMINAL_STATES, TRAIN_KIND, JobBoard, JobRecord, JobView
+from lucid_app.app.job_runner import JobRunner, TrainerFactory
+from lucid_app.app.model_cache import ModelCache, PriorLoader
+from lucid_app.app.run_folders import JobError, session_folder
+from lucid_app.app.tasks import Task
+from lucid_app.config import PromptChange, TrainConfig
+from lucid_app.config.devices import resolve_device
+from lucid_app.io.run_layout import slug
+from lucid_app.priors import load_prior
+from lucid_app.train.controls import ControlState, LiveControls
+from lucid_app.train.events import GaussianSnapshot
+from lucid_app.train.prompt_changes import check_changes, request_change
+from lucid_app.train.trainer import Trainer, initial_controls
+
+logger = logging.getLogger(__name__)
+
+
+class JobManager:
+    """The app's jobs: a FIFO queue, worker threads that own the device, a model cache.
+
+    Args:
+        outputs: root folder of all run folders (``OUTPUTS/<session>/<run>/``).
+        device: where priors and training run (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        loader: loads a prior (default :func:`lucid_app.priors.load_prior`); tests count its calls.
+        trainer_factory: ``(config, prior, run_dir=, controls=, device=) → object with .run(on_event)``.
+        max_cached_models: how many loaded priors the model cache keeps (least recently used leaves first); also
+            settable later through :attr:`max_cached_models`.
+        executor: where training jobs run (``lucid_app.app.executors``): None (default) in this process, one job at a time
+            on the worker thread; else ``executor.slots`` jobs at once on it (e.g. Ray actors), one worker thread
+            each driving its job, the rest queued FIFO. Task jobs always run in this process.
+
+    Lock order (``job_board.py``): the board's ``cond`` before a job's controls lock, never the reverse.
+    """
+
+    def __init__(
+        self,
+        outputs: str | Path,
+        device: str | torch.device = "auto",
+        *,
+        loader: PriorLoader = load_prior,
+        trainer_factory: TrainerFactory = Trainer,
+        max_cached_models: int = 1,
+        executor: JobExecutor | None = None,
+    ) -> None:
+        self.outputs = Path(outputs).expanduser().resolve()
+        self.device = resolve_device(device)
+        self.cache = ModelCache(loader, max_cached_models)
+        self.executor = executor
+        self._board = JobBoard()
+        self._runner = JobRunner(self._board, self.cache, self.device, trainer_factory, executor)
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        # Serialises the encoding of live prompt changes (a fast tokenizer must not run in two threads at once).
+        self._encode_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def max_cached_models(self) -> int:
+        """How many loaded priors the model cache keeps; lowering it unloads the least recently used at once."""
+        return self.cache.max_models
+
+    @max_cached_models.setter
+    def max_cached_models(self, value: int) -> None:
+        self.cache.max_models = value
+
+    def start(self) -> JobManager:
+        """Start the worker thread (idempotent while it runs).
+
+        Raises:
+            JobError: an earlier :meth:`close` timed out and its worker is still finishing a job: a second worker
+                would train beside it on the same device, so none starts until the old one has ended.
+        """
+        with self._board.cond:
+            if any(thread.is_alive() for thread in self._threads):
+                if self._closing:
+                    raise JobError("the previous job worker is still finishing its job after close(); start the job "
+                                   "manager again once it has ended")
+                return self
+            self._closing = False
+            slots = self.executor.slots if self.executor is not None else 1
+            self._threads = [threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
+                             for _ in range(slots)]
+            for thread in self._threads:
+                thread.start()
+        return self
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        """Cancel queued jobs, stop the running one (it exports) and end the worker.
+
+        A worker still busy after ``timeout_s`` (a trainer slow to honour stop) is kept, not forgotten, so that
+        :meth:`start` cannot put a second worker beside it on the device.
+        """
+        with self._board.cond:
+            self._closing = True
+            # Under the same lock as the flag: the worker cannot pick up a queued job between the two.
+            for job_id in list(self._board.queue):
+                self.cancel(job_id)
+            running = [self._board.jobs[job_id] for job_id in self._board.running]
+            for job in running:
+                job.controls.stop()
+            self._board.cond.notify_all()
+            threads = self._threads
+        for job in running:
+            job.forward_controls()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._board.cond:
+            if any(thread.is_alive() for thread in threads):
+                logger.warning("the job worker is still running %s s after close(); it ends after its current job",
+                               timeout_s)
+            elif self._threads is threads:
+                self._threads = []
+
+    # ------------------------------------------------------------------ submitting and reading
+
+    def submit(self, config: TrainConfig, session: str = "", allow_demo: bool = True) -> JobView:
+        """Queue a run of ``config`` for ``session``; returns its first snapshot (state ``queued``)."""
+        return self._enqueue(self._record(config, session, config.prompt.text, allow_demo=allow_demo))
+
+    def submit_task(self, task: Task, config: TrainConfig, session: str = "", kind: str = "task") -> JobView:
+        """Queue ``task`` for ``session`` on the worker, behind the jobs already queued; returns its first snapshot.
+
+        ``config`` is what the task works on (its snapshot shows its prompt); the task loads what it needs
+        through its :class:`TaskContext`. Errors it raises as ``PriorError``, ``ValueError`` (``ConfigError``,
+        ``JobError``) or ``OSError`` fail the job with their message.
+        """
+        if kind == TRAIN_KIND:
+            raise ValueError(f"submit_task: kind {TRAIN_KIND!r} is reserved for training jobs")
+        return self._enqueue(self._record(config, session, kind, allow_demo=False, kind=kind, task=task))
+
+    def _record(self, config: TrainConfig, session: str, name: str, **fields: Any) -> JobRecord:
+        """A new job's record, its run folder ``OUTPUTS/<session>/<time>-<name>-<job id>/``."""
+        job_id = uuid.uuid4().hex[:8]
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = self.outputs / session_folder(session) / f"{stamp}-{slug(name)}-{job_id}"
+        return JobRecord(id=job_id, session=session, config=config, run_dir=run_dir,
+                         controls=LiveControls(initial_controls(config)), **fields)
+
+    def _enqueue(self, job: JobRecord) -> JobView:
+        job_id, session, config = job.id, job.session, job.config
+        with self._board.cond:
+            if self._closing:
+                raise JobError("the job manager is shutting down; no new jobs are accepted")
+            self._board.jobs[job_id] = job
+            self._board.queue.append(job_id)
+            self._board.touch(job)
+            view = self._board.view(job)
+        logger.info("job %s queued for session %s at position %d: %r", job_id, session or "-", view.position,
+                    config.prompt.text)
+        return view
+
+    def view(self, job_id: str) -> JobView:
+        with self._board.cond:
+            return self._board.view(self._board.job(job_id))
+
+    def views(self) -> list[JobView]:
+        """Snapshots of every job, oldest first."""
+        with self._board.cond:
+            return [self._board.view(job) for job in self._board.jobs.values()]
+
+    def latest(self, session: str, kind: str = TRAIN_KIND) -> JobView | None:
+        """The newest job of ``session`` of this ``kind`` (training by default), or None."""
+        with self._board.cond:
+            for job in reversed(list(self._board.jobs.values())):
+                if job.session == session and job.kind == kind:
+                    return self._board.view(job)
+        return None
+
+    def wait(self, job_id: str, after_version: int = -1, timeout_s: float | None = None) -> JobView:
+        """The job's next snapshot with a version above ``after_version`` (or the current one on timeout)."""
+        with self._board.cond:
+            job = self._board.job(job_id)
+            self._board.cond.wait_for(lambda: job.version > after_version, timeout_s)
+            return self._board.view(job)
+
+    # ------------------------------------------------------------------ controls
+
+    def set_controls(self, job_id: str, **changes: float | int) -> ControlState:
+        """Change live controls (``guidance_scale``, ``delta_t``, ...) of a job; they act from its next step.
+
+        Raises:
+            JobError: unknown or finished job. ValueError: unknown control or bad value (from LiveControls).
+        """
+        with self._board.cond:  # checked and changed under one lock: a job that just ended is refused, not changed
+            job = self._board.active(job_id)
+            state = job.controls.update(**changes)
+            self._board.touch(job)
+        job.forward_controls()
+        return state
+
+    def set_prompt(self, job_id: str, **changes: object) -> PromptChange:
+        """Change the negative prompt, view-prompt suffixes or Perp-Neg settings of a running job.
+
+        Valid names: ``negative`` (text or ``"@NAME"`` of the negative-prompt library), ``front_suffix``,
+        ``side_suffix``, ``back_suffix``, ``perp_neg``, ``perp_neg_weight``, ``front_decay``, ``side_decay``
+        (None = unchanged). The new prompts are encoded here, in the caller's thread, with the job's prior, then
+        swapped into the job's live controls at once; the trainer uses them from its next step, logs the change in
+        ``metrics.jsonl`` and records it in the run's ``config.yaml``.
+
+        Returns:
+            The change (negative resolved to text), its ``step`` the first step that uses it.
+
+        Raises:
+            JobError: unknown or finished job, or one that has not started training yet (its model is loading).
+            ValueError: an unknown name (the message lists the valid ones) or a bad value.
+            ConfigError: an ``@NAME`` that is not in the negative-prompt library.
+        """
+        job = self._board.active(job_id)
+        if job.task is not None:
+            raise JobError(f"job {job_id} is a {job.kind} job, not a training run: it has no prompts to change")
+        checked = check_changes(**changes)
+        with self._board.cond:
+            prior, remote = job.prior, job.remote
+        if remote is not None:
+            change, state = remote.change_prompt(checked)
+            job.controls.update_prompt(lambda _: state)
+            with self._board.cond:
+                self._board.touch(job)
+            return change
+        if prior is None or job.controls.snapshot().prompt is None:
+            raise JobError(f"job {job_id} has not started training yet (its model is still loading); prompt changes "
+                           "act on a running job: try again in a moment")
+        with self._encode_lock:
+            change = request_change(job.controls, prior, checked)
+        with self._board.cond:
+            self._board.touch(job)
+        return change
+
+    def live_gaussians(self, job_id: str, timeout_s: float = 60.0) -> GaussianSnapshot:
+        """A copy of a running training job's Gaussians, taken between two of its steps (beside training: the
+        caller waits at most one step, not for the run to end). Goes through the trainer the job holds
+        (``Trainer.request_snapshot``); an executor's remote run would answer through its trainer the same way.
+
+        Raises:
+            JobError: unknown job, not a training job, not training yet (queued, loading its model) or finished, or
+                no snapshot within ``timeout_s``.
+        """
+        with self._board.cond:
+            job = self._board.job(job_id)
+            trainer, remote = job.trainer, job.remote
+            if job.task is not None or job.state not in ("running", "paused") or (trainer is None and remote is None):
+                raise JobError(f"job {job_id} is not training right now ({job.state}); inspect a finished run from "
+                               "its folder instead")
+        if remote is not None:
+            try:
+                return remote.snapshot(timeout_s)
+            except RunError as err:
+                raise JobError(f"job {job_id}: {err}") from None
+        try:
+            return trainer.request_snapshot().result(timeout=timeout_s)
+        except TimeoutError:
+            raise JobError(f"job {job_id} did not reach a step boundary within {timeout_s:g} s") from None
+
+    def pause(self, job_id: str) -> JobView:
+        return self._set_paused(job_id, True)
+
+    def resume(self, job_id: str) -> JobView:
+        return self._set_paused(job_id, False)
+
+    def _set_paused(self, job_id: str, paused: bool) -> JobView:
+        """Pause or resume a job's trainer; a running job shows ``paused`` and back (a queued one keeps its state).
+
+        The controls and the job's state change under one lock, the state read back from the controls: with two
+        steps a concurrent pause and resume could interleave into a job shown ``paused`` whose trainer runs.
+        """
+        with self._board.cond:
+            job = self._board.active(job_id)
+            if paused:
+                job.controls.pause()
+            else:
+                job.controls.resume()
+            if job.state in ("running", "paused"):
+                job.state = "paused" if job.controls.snapshot().paused else "running"
+            self._board.touch(job)
+            view = self._board.view(job)
+        job.forward_controls()
+        return view
+
+    def cancel(self, job_id: str) -> JobView:
+        """Remove a queued job from the queue (state ``cancelled``), or stop a running / paused one (it stops after its
+        current step and exports what exists)."""
+        with self._board.cond:
+            job = self._board.job(job_id)
+            if job.id in self._board.queue:
+                self._board.queue.remove(job.id)
+                job.state = "cancelled"
+                job.message = "cancelled before it started"
+                self._board.touch_queue()
+                self._board.touch(job)
+                logger.info("job %s cancelled while queued", job_id)
+            elif job.state in ("running", "paused"):
+                job.controls.stop()
+                job.message = "stopping after the current step; exporting what exists"
+                self._board.touch(job)
+            view = self._board.view(job)
+        job.forward_controls()
+        return view
+
+    def cancel_session(self, session: str) -> int:
+        """Cancel every queued job of ``session`` and stop its running one; returns how many were affected."""
+        with self._board.cond:
+            ids = [j.id for j in self._board.jobs.values() if j.session == session and j.state not in TERMINAL_STATES]
+        for job_id in ids:
+            self.cancel(job_id)
+        if ids:
+            logger.info("session %s closed: %d job(s) cancelled or stopped", session, len(ids))
+        return len(ids)
+
+    # ------------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        while True:
+            with self._board.cond:
+                self._board.cond.wait_for(lambda: self._closing or bool(self._board.queue))
+                if not self._board.queue:
+                    return
+                job = self._board.jobs[self._board.queue.popleft()]
+                self._board.running.add(job.id)
+                job.state = "paused" if job.controls.snapshot().paused else "running"
+                self._board.touch_queue()
+                self._board.touch(job)
+            try:
+                self._runner.run(job)
+            except Exception as err:  # the worker must outlive any one job; the job records why it failed
+                logger.exception("job %s failed", job.id)
+                # The exception's text may hold server paths and internals: it goes to the log only.
+                self._board.finish(job, "failed", f"internal error ({type(err).__name__}); the server log has the "
+                                                  f"details under job {job.id}", outcome="failed")
+            finally:
+                with self._board.cond:
+                    self._board.running.discard(job.id)
+                    self._board.touch_queue()

@@ -1,0 +1,58 @@
+"""Checkpoints: ``torch.save`` atomically, and ``torch.load(weights_only=True)`` with our own messages."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lucid_app.io.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` a checkpoint atomically: a crash mid-write keeps the previous checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors, numbers, strings and dicts only).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        OSError: the file cannot be opened (e.g. no permission).
+        ValueError: the file is damaged, or not a lucid-app checkpoint (our message; torch's is in the debug log).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    # Opened here so that an unreadable file (permissions) is an OSError of its own, not a damaged checkpoint.
+    with path.open("rb") as file:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file fails anywhere in torch.load (see _unreadable)
+            raise _unreadable(path, err) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} is not a lucid-app checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    """Our message for a checkpoint ``torch.load`` refused (its own text advises retrying with weights_only=False,
+    i.e. running the file's code, or filing an issue: not our advice); the details go to the debug log."""
+    logger.debug("torch.load(%s) failed", path, exc_info=err)
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        return ValueError(
+            f"checkpoint {path} holds Python objects other than tensors, numbers and strings, so it was not written "
+            "by lucid-app; it is not loaded, since unpickling it could run code"
+        )
+    # KeyError, EOFError, RuntimeError (zip reader), OSError (seek past the end), UnpicklingError (bad opcodes), ...
+    return ValueError(f"checkpoint {path} is damaged (truncated or not a checkpoint file)")

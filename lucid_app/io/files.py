@@ -1,0 +1,113 @@
+"""Atomic writes and output checks: every writer writes a temporary file beside its target and renames it, so a
+crash or Ctrl-C never leaves a half-written result and never destroys the previous one; output folders and files are
+checked before any work starts; ``metrics.jsonl`` is appended line by line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        tmp_path.chmod(0o644)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_temp_glob(name: str) -> str:
+    """The glob of the temporary files :func:`atomic_path` makes for ``name`` (left behind only by a kill)."""
+    path = Path(name)
+    return str(path.with_name(f".{path.stem}.*{path.suffix}"))
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written, or that would overwrite a run; the message says what to do."""
+
+
+def _check_creatable_dir(folder: Path, what: str) -> None:
+    """The nearest existing folder on the way to ``folder`` is a writable folder (so ``mkdir -p`` works)."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder}: the folder {existing} is not writable")
+
+
+def check_output_dir(path: str | Path, what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is a folder that exists or can be made, and can be written in.
+
+    Args:
+        path: the output folder.
+        what: how the message names it (the flag).
+
+    Raises:
+        OutputError: ``path`` (or a folder on the way to it) is a file, or the folder is not writable.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder")
+    _check_creatable_dir(path, what)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written (replacing a file there is allowed).
+
+    Raises:
+        OutputError: ``path`` is a folder, a folder on the way to it is a file, or its folder is not writable.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    _check_creatable_dir(path.parent, what)
+    return path
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Delete these files (folders are kept, even when left empty)."""
+    for path in paths:
+        logger.debug("removing %s", path)
+        path.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (e.g. ``config.yaml``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``, flushed at once so a crash loses nothing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

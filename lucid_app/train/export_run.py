@@ -1,0 +1,104 @@
+"""The end-of-run export: a run's outputs of one state (``model.ply`` and the viewer's copy, ``turntable.mp4``,
+``views/*.png`` and, on request, ``mesh.glb``), written through :mod:`lucid_app.io` (every file atomically)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lucid_app.io.media import write_png
+from lucid_app.io.ply import GaussianPly, write_gaussian_ply
+from lucid_app.io.run_layout import MESH_NAME, PLY_NAME, TURNTABLE_NAME, VIEW_PLY_NAME, VIEWS_DIR, view_file
+from lucid_app.io.splat_view import framed_for_viewer
+from lucid_app.render.base import Renderer, Splats
+from lucid_app.render.cameras import turntable, turntable_rings
+from lucid_app.render.frames import render_frames, write_turntable
+from lucid_app.train.events import ExportEvent
+
+if TYPE_CHECKING:
+    from lucid_app.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def export_run(
+    run_dir: Path,
+    raw: GaussianPly,
+    splats: Splats,
+    renderer: Renderer,
+    config: TrainConfig,
+    on_stage: Callable[[ExportEvent], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, str]:
+    """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
+    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb``.
+
+    Args:
+        run_dir: the run's folder.
+        raw: the Gaussians as stored (``GaussianModel.to_raw()``); splats: the same, activated, for rendering.
+        renderer: renders the turntable and the views; config: the run's config (``export``, ``cameras``, ``render``).
+        on_stage: receives an :class:`ExportEvent` as each stage starts (and per turntable frame).
+        progress: called as turntable frames are rendered (``render_frames``' progress).
+
+    Returns:
+        {output name: path} of what was written.
+    """
+    stage = on_stage or (lambda event: None)
+    exp, cams = config.export, config.cameras
+    stage(ExportEvent(stage=PLY_NAME))
+    files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
+    # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
+    files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
+    files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress))
+    size = exp.turntable_size
+    ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
+    for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
+        write_png(run_dir / view_file(i), frame)
+    files["views"] = str(run_dir / VIEWS_DIR)
+    if exp.mesh:
+        mesh = _export_mesh(run_dir, splats, config, stage)
+        if mesh is not None:
+            files["mesh"] = str(mesh)
+    return files
+
+
+def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config: TrainConfig,
+                      stage: Callable[[ExportEvent], None], progress: Callable[[int], None] | None) -> Path:
+    """``turntable.mp4`` of :func:`export_run`, its frames split over ``export.turntable_rings`` orbits."""
+    exp, cams = config.export, config.cameras
+    frames = exp.turntable_frames  # split over the rings (cameras.turntable)
+    rendered = 0
+
+    def frames_done(count: int) -> None:
+        # ``render_frames`` reports each batch's size (an increment, as tqdm's ``update`` takes); the stage event
+        # carries the running total.
+        nonlocal rendered
+        rendered += count
+        stage(ExportEvent(stage="turntable", done=rendered, total=frames))
+        if progress is not None:
+            progress(count)
+
+    size = exp.turntable_size
+    rings = turntable_rings(exp.turntable_rings, cams.default_polar_deg)
+    path = turntable(exp.turntable_frames, size, size, cams.default_radius, cams.default_fovy_rad, rings)
+    stage(ExportEvent(stage="turntable", done=0, total=frames))
+    write_turntable(run_dir / TURNTABLE_NAME, renderer, splats, path, exp.turntable_fps, config.render.background,
+                    frames_done)
+    return run_dir / TURNTABLE_NAME
+
+
+def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
+                 stage: Callable[[ExportEvent], None]) -> Path | None:
+    """``mesh.glb`` of :func:`export_run`, written last: a mesh that cannot be made (e.g. nothing above the
+    iso-level) is logged and skipped (None), and every other output is already on disk."""
+    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
+    stage(ExportEvent(stage="mesh"))
+    try:
+        mesh = mesh_from_splats(splats, config.export.mesh_resolution, config.export.mesh_iso).mesh
+        return write_mesh(run_dir / MESH_NAME, mesh)
+    except (MeshError, MemoryError) as err:
+        logger.warning("mesh export skipped: %s", err)
+        return None
