@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +36,15 @@ def tiny_controlnet_dir(tmp_path_factory: pytest.TempPathFactory) -> os.PathLike
     from tests.tiny_sd import save_tiny_controlnet
 
     return save_tiny_controlnet(tmp_path_factory.mktemp("tiny_controlnet"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-object multi-view dataset ("a red chair", six 16 px views; tests.helpers.write_object). A test module
+    that needs another dataset defines its own ``dataset`` fixture, which takes precedence."""
+    from tests.helpers import write_object
+
+    root = tmp_path_factory.mktemp("ds") / "chair"
+    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 60)], seed=0, size=16)
+    return root
+
