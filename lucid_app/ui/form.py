@@ -19,6 +19,9 @@ from lucid_app.config.presets import list_presets, load_config
 
 DEFAULT_PRESET = "demo"
 DEMO_PROMPTS = ("a red toy car", "a potted flower", "a snowman")
+# The span of the guidance-scale and δ_T sliders (the form's and the live ones): the useful part of the schema's bounds
+# (up to 1000 and 999), which still apply to a value typed into the API; a test checks the spans lie within them.
+SLIDER_RANGES: dict[str, tuple[float, float]] = {"guidance_scale": (0.0, 30.0), "delta_t": (1, 200)}
 # The mesh checkbox is the app's own choice, not the preset's: the app exports a mesh by default (issue 9).
 APP_EXPORTS_MESH = True
 

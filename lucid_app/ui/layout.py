@@ -29,6 +29,7 @@ from lucid_app.ui.form import (
     FIELD,
     FORM_FIELDS,
     PRESET_FIELDS,
+    SLIDER_RANGES,
     example_prompts,
     form_values,
 )
@@ -112,9 +113,10 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                                                        precision=0, minimum=0,
                                                        info="and every few seconds; 0 = no preview")
                     with gr.Row():
-                        c["guidance_scale"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
-                                                        label="Guidance scale")
-                        c["delta_t"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (final)")
+                        c["guidance_scale"] = gr.Slider(*SLIDER_RANGES["guidance_scale"], start["guidance_scale"],
+                                                        step=0.5, label="Guidance scale")
+                        c["delta_t"] = gr.Slider(*SLIDER_RANGES["delta_t"], start["delta_t"], step=1,
+                                                 label="δ_T (final)")
                     with gr.Accordion("Advanced", open=False):
                         lo_px, hi_px = FIELD["resolution"].limits
                         with gr.Row():
@@ -148,9 +150,10 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                     c["preview"] = gr.Image(label="Current views (front, side, back, side)", type="numpy",
                                             interactive=False, elem_id="lucid-preview", height=480)
                     with gr.Row():
-                        c["gs_live"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
+                        c["gs_live"] = gr.Slider(*SLIDER_RANGES["guidance_scale"], start["guidance_scale"], step=0.5,
                                                  label="Guidance scale (live)")
-                        c["dt_live"] = gr.Slider(1, 200, start["delta_t"], step=1, label="δ_T (live)")
+                        c["dt_live"] = gr.Slider(*SLIDER_RANGES["delta_t"], start["delta_t"], step=1,
+                                                 label="δ_T (live)")
                     with gr.Row():
                         c["pause_toggle"] = gr.Button("Pause", interactive=False, elem_id="lucid-pause")
                         c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="lucid-stop")

