@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +125,8 @@ def _node() -> str:
 def _cpu_prompt(state: PromptState) -> PromptState:
     """The prompt state with its embeddings on the CPU (the app's process may have no GPU)."""
     e = state.embeddings
-    cpu = replace(e, base=e.base.cpu(), views=e.views.cpu(), negative=e.negative.cpu(), inverse=e.inverse.cpu())
-    return replace(state, embeddings=cpu)
+    cpu = dataclasses.replace(e, base=e.base.cpu(), views=e.views.cpu(), negative=e.negative.cpu(), inverse=e.inverse.cpu())
+    return dataclasses.replace(state, embeddings=cpu)
 
 
 def _control_fields(state: ControlState) -> dict[str, Any]:

@@ -6,10 +6,6 @@ enforces them. Checks across fields are the classes' ``__post_init__`` and raise
 relative to the class. Every config object is frozen: training never mutates it.
 
 Defaults are the reference settings of LucidDreamer (DESIGN.md §4).
-
-Size: this module is slightly over ~400 lines on purpose: it is the one list of every setting, read top to bottom
-(``TrainConfig`` last, holding the sections above it). Splitting it per section would scatter the schema over files
-that change together; the loader, coercion and overrides are already their own modules.
 """
 
 from __future__ import annotations

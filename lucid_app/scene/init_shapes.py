@@ -5,13 +5,12 @@ scales from the mean distance to the 3 nearest neighbours), and Point-E's text-t
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lucid_app.config import ConfigError, InitConfig, OptimConfig
+from lucid_app.config import ConfigError, InitConfig, OptimConfig, replace
 from lucid_app.io.ply import is_gaussian_ply, read_gaussian_ply, read_point_cloud
 from lucid_app.scene.gaussians import GaussianModel
 from lucid_app.scene.pointe_init import INSTALL_HINT, pointe_available, pointe_points

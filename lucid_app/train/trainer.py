@@ -17,27 +17,23 @@ checkpoints are due: :mod:`lucid_app.train.outputs`). Between two steps the loop
 Gaussians (:meth:`Trainer.request_snapshot`, the app's inspector of a running job) and at the end reports each export
 stage (``ExportEvent``).
 
-Files (only through :mod:`lucid_app.io` and ``export_run.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes (a run
-from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.checkpoint_every`` steps, whenever
-``export.checkpoint_every_s`` seconds have passed since the last one (so a kill loses at most that) and at the end,
-and at the end, however the run ends (done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and
-``views/*.png`` of the last good state. A checkpoint only ever holds the state between two steps: an interrupt in the
-middle of a step keeps the previous checkpoint, so a resume always continues bit for bit.
-
-Size: this module is over ~400 lines because the loop's state (step, generator, schedules in force, snapshot
-requests) lives in one object whose methods each do one job; what is not the loop already lives elsewhere (the end
-outputs ``export.export_run``, the loss terms ``losses.step_losses``, when previews and checkpoints are due and the
-metrics log of a resume ``train_outputs``). ``state_dict``/``resume`` stay here: they are the loop's own state.
+Files (only through :mod:`lucid_app.io` and :mod:`lucid_app.train.export_run`): ``config.yaml`` at the start,
+``metrics.jsonl`` as it goes (a run from step 0 starts it empty), ``checkpoint.pt`` at the start, every
+``export.checkpoint_every`` steps, whenever ``export.checkpoint_every_s`` seconds have passed since the last one (so a
+kill loses at most that) and at the end, and at the end, however the run ends (done, stopped, failed, Ctrl-C),
+``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state. A checkpoint only ever holds the state
+between two steps: an interrupt in the middle of a step keeps the previous checkpoint, so a resume always continues
+bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +41,7 @@ import numpy as np
 import torch
 
 from lucid_app.avatar import avatar_setup
-from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, to_yaml
+from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, replace, to_yaml
 from lucid_app.guidance import GUIDANCES, GuidanceOutput
 from lucid_app.guidance.base import for_run
 from lucid_app.guidance.prompts import PromptEmbeddings
@@ -239,7 +235,7 @@ class Trainer:
 
         # 2. Render with noisy scales.
         splats = self.gaussians.splats()
-        splats = replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
+        splats = dataclasses.replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
         out = self.renderer.render(splats, cams, backgrounds)
 
         # 3. Guidance on the colour or the disparity, plus the regularisers; one backward pass.
