@@ -21,7 +21,13 @@ from transformers import CLIPTokenizer
 
 from lucid_app.config import ModelConfig
 from lucid_app.export import load_checkpoint, save_checkpoint, write_png
-from lucid_app.learned_prior.data import DROP_PROB, PLAIN_PROB, VIEW_SUFFIX, load_training_data, view_caption
+from lucid_app.learned_prior.data import (
+    DROP_PROB,
+    PLAIN_PROB,
+    VIEW_SUFFIX,
+    load_training_data,
+    view_caption,
+)
 from lucid_app.learned_prior.folder import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -87,7 +93,7 @@ def _save(training: PriorTraining, metadata: dict[str, Any]) -> None:
     """Write the folder; ``lucid_prior.json`` last, so a folder that has one has its weights."""
     out = Path(training.settings.out)
     unet, text_encoder = training.ema_models()
-    save_weights(out, unet, text_encoder, training.tokenizer, build_scheduler())
+    save_weights(out, unet, text_encoder, training.tokenizer, build_scheduler(training.settings.prediction))
     write_loss_log(out / LOSS_NAME, training.loss_records())
     save_checkpoint(out / STATE_NAME, training.state_dict())
     write_json(out / METADATA_NAME, metadata)

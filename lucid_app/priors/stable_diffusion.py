@@ -90,7 +90,7 @@ class StableDiffusionPrior:
                     model.to(memory_format=torch.channels_last)
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        self.prediction_type: PredictionType = _prediction_type(scheduler.config)
+        self.prediction_type: PredictionType = prediction_type_of(scheduler.config)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
@@ -203,7 +203,7 @@ class StableDiffusionPrior:
         return eps.to(x_t.dtype)
 
 
-def _prediction_type(scheduler_config: Mapping[str, object]) -> PredictionType:
+def prediction_type_of(scheduler_config: Mapping[str, object]) -> PredictionType:
     """The scheduler config's ``prediction_type`` (what the UNet predicts), checked.
 
     Raises:
