@@ -1,7 +1,7 @@
 """The quality benchmark: train with a guidance (or the supervised oracle), score the object's held-out views.
 
-The run is the demo preset (``presets/demo.yaml``) trained in memory with :meth:`Trainer.train_step` (nothing is
-written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The *dataset*
+The run is a preset (``--preset``, default ``presets/demo.yaml``) trained in memory with :meth:`Trainer.train_step`
+(nothing is written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The *dataset*
 (a NeRF-synthetic style folder, DESIGN §5) is read here with the multi-view reader, whatever the model: the prompt
 selects one of its objects by the multi-view prior's own caption matching (``bench_dataset.py``), and
 1. the training cameras' band comes from that object's ``transforms_train.json`` (``bench_dataset.camera_band``:
@@ -137,6 +137,7 @@ def prepare_quality(
     seed: int = 0,
     overrides: Sequence[str] = (),
     model: str | None = None,
+    preset: str = DEMO_PRESET,
 ) -> QualitySetup:
     """Resolve a run's config and read its dataset and object (module docstring, steps 1-2).
 
@@ -148,14 +149,14 @@ def prepare_quality(
         raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
     fixed = [f"optim.steps={steps}", f"seed={seed}", *([f"guidance.method={method}"] if method in GUIDANCES else [])]
     model_id = f"{MODEL_PREFIX}{dataset}" if model is None else model
-    base = resolve_config(DEMO_PRESET, model=model_id, overrides=[*overrides, *fixed])
+    base = resolve_config(preset, model=model_id, overrides=[*overrides, *fixed])
     root = Path(resolve_model_id(f"{MODEL_PREFIX}{dataset}")[len(MODEL_PREFIX):])
     data = read_dataset(root, base.render.width)
     text = data.captions[0] if prompt is None else prompt
     index = select_object_index(data, text)
     with_test_split(data.objects[index])
     band = camera_band(band_cameras(object_folders(root)[index]))
-    config = resolve_config(DEMO_PRESET, prompt=text, model=base.model.id,
+    config = resolve_config(preset, prompt=text, model=base.model.id,
                             overrides=[*band_overrides(band), *overrides, *fixed])
     return QualitySetup(config, data, index, band)
 
@@ -253,6 +254,7 @@ def quality(
     on_step: Callable[[StepEvent], None] | None = None,
     model: str | None = None,
     with_oracle: bool = False,
+    preset: str = DEMO_PRESET,
 ) -> dict[str, Any]:
     """Train the demo preset with ``method`` and measure held-out PSNR/SSIM over the steps (module docstring).
 
@@ -269,6 +271,8 @@ def quality(
         on_step: called with each step's :class:`StepEvent` (e.g. a progress bar), the oracle's steps included.
         model: the prior (anything ``load_prior`` accepts; default ``multiview:`` + ``dataset``).
         with_oracle: also run the oracle with the same config and seed and report ``oracle_*``.
+        preset: the product settings trained (default the demo preset; e.g. ``learned_demo``), under the camera
+            band and ``overrides``.
 
     Returns:
         JSON-serialisable ``{"method", "steps", "seed", "prompt", "dataset", "model", "camera_band", "psnr_init",
@@ -282,7 +286,7 @@ def quality(
             test views (ConfigError / PriorError for bad overrides or datasets).
     """
     schedule = eval_schedule(steps, eval_steps)
-    setup = prepare_quality(dataset, prompt, method, steps, seed, overrides, model)
+    setup = prepare_quality(dataset, prompt, method, steps, seed, overrides, model, preset)
     config, obj = setup.config, setup.object
     target_device = resolve_device(device)
     prior = None if method == ORACLE else CountingPrior(load_prior(config.model.id, config.model, target_device))
@@ -293,7 +297,7 @@ def quality(
                           on_step, label)
     result: dict[str, Any] = {
         "method": method, "steps": steps, "seed": seed, "prompt": config.prompt.text, "dataset": dataset,
-        "model": config.model.id, "camera_band": setup.band, **{k: v for k, v in run.items() if k != "ssim_init"},
+        "model": config.model.id, "preset": preset, "camera_band": setup.band, **{k: v for k, v in run.items() if k != "ssim_init"},
         "overrides": list(overrides),
         # Prior evaluations per training step, in samples (one view at one timestep and prompt = 1) and in units of
         # the C views a step renders (the README's method table counts "calls of 2C" as 2).
@@ -345,8 +349,11 @@ def add_quality_parser(bench_subparsers: argparse._SubParsersAction) -> argparse
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-steps", type=_step_list, default=None, metavar="N,N,...",
                         help="steps to evaluate at (default 250,500,1000,2000 up to --steps; the last is added)")
+    parser.add_argument("--preset", default=DEMO_PRESET,
+                        help="preset trained (default demo; e.g. learned_demo); the dataset's camera band and --set "
+                             "apply on top")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override on the demo preset, e.g. guidance.lambda_guidance=1 (repeatable)")
+                        help="config override on the preset, e.g. guidance.lambda_guidance=1 (repeatable)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.set_defaults(func=cmd_bench_quality)
     return parser
@@ -365,4 +372,5 @@ def cmd_bench_quality(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix(gaussians=event.n_gaussians, refresh=False)
 
         return quality(args.dataset, args.prompt, args.method, args.steps, args.seed, args.eval_steps, args.set,
-                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle)
+                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle,
+                       preset=args.preset)
