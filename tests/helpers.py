@@ -21,6 +21,7 @@ from diffusers import DDPMScheduler
 
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
+from lucid_app.bench.demo_dataset import demo_cameras, opengl_c2w_from_viewmats, write_split
 from lucid_app.avatar.body import SMPL_NUM_JOINTS, SMPL_NUM_VERTICES
 from lucid_app.config import PromptConfig, TrainConfig, apply_overrides
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
@@ -384,3 +385,21 @@ def converted_smpl_dir(root: Path) -> Path:
         pickle.dump(synthetic_smpl(), fh, protocol=2)
     convert_smpl_folder(root / "download", root / "models")
     return root / "models"
+
+
+# write_bar_object's cameras: azimuths off the view sectors' boundaries (±45°, ±135°), plus one overhead camera.
+BAR_AZIMUTHS = (0.0, 60.0, 90.0, 120.0, 180.0, -150.0, -90.0, -30.0, 10.0)
+
+
+BAR_POLARS = (80.0,) * 8 + (20.0,)
+
+
+def write_bar_object(folder: Path, caption: str, colour: tuple[int, int, int], size: int = TRAIN_SIZE) -> None:
+    """Train views of a coloured bar whose position follows the azimuth, on white (RGBA PNGs + transforms)."""
+    cameras = demo_cameras(torch.tensor(BAR_AZIMUTHS), torch.tensor(BAR_POLARS), size)
+    images = np.full((len(BAR_AZIMUTHS), size, size, 4), 255, dtype=np.uint8)
+    for i, azimuth in enumerate(BAR_AZIMUTHS):
+        column = int((azimuth + 180.0) / 360.0 * (size - 4))
+        images[i, size // 4 : 3 * size // 4, column : column + 4, :3] = colour
+    write_split(folder, "train", images, opengl_c2w_from_viewmats(cameras.viewmats), {})
+    (folder / "caption.txt").write_text(caption + "\n")

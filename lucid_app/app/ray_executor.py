@@ -11,10 +11,10 @@ retries a task whose worker died.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-import dataclasses
 from pathlib import Path
 from typing import Any
 

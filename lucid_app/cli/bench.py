@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lucid_app.bench.distill2d import distill2d
-from lucid_app.bench.quality import DEFAULT_DATASET, METHODS, ORACLE, quality
+from lucid_app.bench.quality import DEFAULT_DATASET, DEMO_PRESET, METHODS, ORACLE, quality
 from lucid_app.bench.step import bench_step
 from lucid_app.cli.types import positive_int
 from lucid_app.config import GuidanceConfig, ModelConfig
@@ -90,8 +90,13 @@ def add_quality_parser(bench_subparsers: argparse._SubParsersAction) -> argparse
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-steps", type=_step_list, default=None, metavar="N,N,...",
                         help="steps to evaluate at (default 250,500,1000,2000 up to --steps; the last is added)")
+    parser.add_argument("--preset", default=DEMO_PRESET,
+                        help="preset trained (default demo; e.g. learned_demo); the dataset's camera band and --set "
+                             "apply on top")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override on the demo preset, e.g. guidance.lambda_guidance=1 (repeatable)")
+                        help="config override on the preset, e.g. guidance.lambda_guidance=1 (repeatable)")
+    parser.add_argument("--no-doctor", action="store_true",
+                        help="skip the prior doctor's restoring coefficient of the method (reported as \"doctor\")")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.set_defaults(func=cmd_bench_quality)
     return parser
@@ -110,7 +115,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix(gaussians=event.n_gaussians, refresh=False)
 
         return quality(args.dataset, args.prompt, args.method, args.steps, args.seed, args.eval_steps, args.set,
-                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle)
+                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle,
+                       preset=args.preset, with_doctor=not args.no_doctor)
 
 
 def add_step_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -176,9 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("smpl-convert", populate=_add_smpl_convert_arguments,
                    help="convert the downloaded SMPL .pkl files once to the .npz files avatar mode reads")
+    from lucid_app.cli.doctor import add_doctor_parser
     from lucid_app.cli.train_prior import add_train_prior_parser
 
     add_train_prior_parser(sub)
+    add_doctor_parser(sub)
     add_batch_parser(sub)
     return parser
 

@@ -18,6 +18,9 @@ from lucid_app.cli.types import non_negative_float, non_negative_int, positive_i
 logger = logging.getLogger(__name__)
 
 SIZES = (32, 64)
+# The objective of a prior saved before it was a setting (format 1 without these keys): ε-prediction, unweighted.
+LEGACY_SETTINGS = {"prediction": "epsilon", "snr_gamma": 0.0}
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
 
 def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +36,10 @@ def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="total optimisation steps to reach")
     parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of every random draw (default 0)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
+    parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
+                        help="what the UNet predicts: noise, v or the clean image x0 (default epsilon)")
+    parser.add_argument("--snr-gamma", type=non_negative_float, default=None,
+                        help="min-SNR-gamma loss weighting, x0-space weight min(SNR, gamma) (default 0 = off)")
     parser.add_argument("--sample-steps", type=non_negative_int, default=None,
                         help="DDIM steps of each samples.png image (default 50; 0 writes no samples.png)")
     parser.add_argument("--resume", action="store_true", help="continue the training saved in --out")
@@ -49,7 +56,11 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> tuple[list[Path], di
         OutputError / FileNotFoundError / PriorError: a folder that may not be written, nothing to resume.
     """
     from lucid_app.io.files import OutputError, check_output_dir
-    from lucid_app.priors.learned_folder import STATE_NAME, existing_prior_paths, read_metadata
+    from lucid_app.priors.learned_folder import (
+        STATE_NAME,
+        existing_prior_paths,
+        read_metadata,
+    )
 
     check_output_dir(out)
     if resume:
@@ -75,8 +86,9 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     change a saved setting (dataset captions are checked later) is refused."""
     from lucid_app.learned_prior.train import DEFAULT_MINUTES, TrainSettings
 
-    kept = dict((saved or {}).get("settings", {}))
-    for flag, key in (("size", "size"), ("seed", "seed"), ("batch_size", "batch_size")):
+    kept = {**LEGACY_SETTINGS, **saved.get("settings", {})} if saved is not None else {}
+    for flag, key in (("size", "size"), ("seed", "seed"), ("batch_size", "batch_size"), ("prediction", "prediction"),
+                      ("snr_gamma", "snr_gamma")):
         value = getattr(args, flag)
         if saved is not None and value is not None and value != kept.get(key):
             raise ValueError(f"--resume: --{flag.replace('_', '-')} {value} differs from the prior's {kept.get(key)}")
@@ -98,7 +110,8 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
 def command_line(settings: Any, resume: bool) -> str:
     """The command that runs this session (recorded in ``lucid_prior.json``)."""
     words = ["python", "-m", "lucid_app", "train-prior", "--dataset", settings.dataset, "--out", settings.out,
-             "--size", str(settings.size), "--seed", str(settings.seed), "--batch-size", str(settings.batch_size)]
+             "--size", str(settings.size), "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
+             "--prediction", settings.prediction, "--snr-gamma", f"{settings.snr_gamma:g}"]
     words += ["--steps", str(settings.steps)] if settings.steps is not None else []
     words += ["--minutes", f"{settings.minutes:g}"] if settings.minutes is not None else []
     return shlex.join(words + (["--resume"] if resume else []))

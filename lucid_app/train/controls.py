@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import typing
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any

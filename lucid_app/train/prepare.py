@@ -21,6 +21,7 @@ from lucid_app.config.presets import REPO_ROOT, load_config
 from lucid_app.config.trust import is_pickle_file
 from lucid_app.io.files import OutputError, atomic_temp_glob, check_output_dir
 from lucid_app.io.run_layout import RUN_OUTPUT_PATTERNS
+from lucid_app.lab.doctor.verdicts import drift_notice
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.priors.learned_folder import is_prior_folder
@@ -159,7 +160,8 @@ def check_new_run_dir(out: str | Path, overwrite: bool = False) -> tuple[Path, l
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A config and its loaded prior; ``notice`` says plainly when the offline demo replaced the request."""
+    """A config and its loaded prior; ``notice`` says plainly when the offline demo replaced the request, and when
+    the doctor measured that the run's method drifts on its model."""
 
     config: TrainConfig
     prior: DiffusionPrior
@@ -190,7 +192,7 @@ def load_run_prior(
     torch_device = resolve_device(device)
     load = loader or (lambda model, dev: load_prior(model.id, model, dev))
     try:
-        return PreparedRun(config, load(config.model, torch_device))
+        return _with_drift_notice(PreparedRun(config, load(config.model, torch_device)))
     except PriorError as err:
         # The demo has no body: an avatar run never silently becomes the demo.
         if not (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled):
@@ -219,7 +221,18 @@ def load_run_prior(
         + "."
     )
     logger.warning("%s", notice)
-    return PreparedRun(demo, prior, notice)
+    return _with_drift_notice(PreparedRun(demo, prior, notice))
+
+
+def _with_drift_notice(prepared: PreparedRun) -> PreparedRun:
+    """``prepared`` with the doctor's warning appended to its notice when its method is known to drift on its model
+    (:func:`lucid_app.lab.doctor.verdicts.drift_notice`); the CLI logs it and the app shows it before training."""
+    drift = drift_notice(prepared.config.model.id, prepared.config.guidance.method)
+    if drift is None:
+        return prepared
+    logger.warning("%s", drift)
+    notice = drift if prepared.notice is None else f"{prepared.notice} {drift}"
+    return PreparedRun(prepared.config, prepared.prior, notice)
 
 
 # Override keys that cannot apply to the offline demo: it has its own model, and no body.

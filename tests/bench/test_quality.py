@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lucid_app.bench import demo_dataset as dd
-from lucid_app.bench.dataset import azimuth_arc, band_cameras, band_overrides, camera_band, select_object
-from lucid_app.bench.quality import METHODS, eval_schedule, oracle_fraction, quality
+from lucid_app.bench.dataset import azimuth_arc, band_cameras, band_overrides, camera_band
+from lucid_app.priors.multiview import select_object
+from lucid_app.bench.quality import METHODS, eval_schedule, oracle_fraction, prepare_quality, quality
 from lucid_app.cli.bench import add_quality_parser
 from lucid_app.render.cameras import orbit_cameras
 from lucid_app.config import ModelConfig
@@ -291,3 +292,17 @@ def test_prior_evaluations_are_counted_per_step(dataset: str) -> None:
     assert ism["prior_evals_per_view"] >= 3.0  # at least one inversion step, the step s → t, and the guided call
     views = sds["prior_samples_per_step"] / 2.0
     assert ism["prior_samples_per_step"] == pytest.approx(ism["prior_evals_per_view"] * views, abs=0.05)
+
+
+def test_a_preset_is_trained_under_the_camera_band_and_the_overrides(dataset: str, tmp_path: Path) -> None:
+    """``--preset``: its settings reach the run; the dataset's band and ``--set`` still win over it."""
+    preset = tmp_path / "fast.yaml"
+    preset.write_text("base: demo\nguidance:\n  guidance_scale: 3.0\ncameras:\n  radius_range: [9.0, 9.0]\n"
+                      "densify:\n  max_gaussians: 123\n")
+    setup = prepare_quality(dataset, "a red toy car", "sds", steps=4, overrides=(*TINY, "densify.max_gaussians=77"),
+                            preset=str(preset))
+    assert setup.config.guidance.guidance_scale == 3.0 and setup.config.densify.max_gaussians == 77
+    assert list(setup.config.cameras.radius_range) == setup.band["cameras.radius_range"]
+    result = quality(dataset, "a red toy car", "sds", steps=2, seed=0, eval_steps=[], overrides=TINY,
+                     preset=str(preset))
+    assert result["preset"] == str(preset)

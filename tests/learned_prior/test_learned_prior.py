@@ -15,14 +15,12 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from lucid_app.cli.main import main as cli_main
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
-from lucid_app.bench.demo_dataset import demo_cameras, opengl_c2w_from_viewmats, write_split
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import predict_x0
 from lucid_app.guidance.prompts import encode_prompt_set
@@ -36,33 +34,19 @@ from lucid_app.priors import load_prior
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.learned import LearnedPrior
 from lucid_app.priors.multiview import VIEW_WORDS, view_sector_mask
-from tests.helpers import REPO
+from tests.helpers import BAR_AZIMUTHS, BAR_POLARS, REPO, write_bar_object
 
 SIZE = 16
-# Azimuths off the sector boundaries (±45°, ±135°), plus one overhead camera (polar < 30°).
-AZIMUTHS = (0.0, 60.0, 90.0, 120.0, 180.0, -150.0, -90.0, -30.0, 10.0)
-POLARS = (80.0,) * 8 + (20.0,)
 EXPECTED_WORDS = ("front", "side", "side", "side", "back", "back", "side", "front", "overhead")
 OBJECTS = (("car", "a red toy car", (220, 20, 20)), ("flower", "a potted flower", (20, 160, 20)))
 STEPS = 8
-
-
-def write_object(folder: Path, caption: str, colour: tuple[int, int, int], size: int = SIZE) -> None:
-    """Train views of a coloured bar whose position follows the azimuth, on white (RGBA PNGs + transforms)."""
-    cameras = demo_cameras(torch.tensor(AZIMUTHS), torch.tensor(POLARS), size)
-    images = np.full((len(AZIMUTHS), size, size, 4), 255, dtype=np.uint8)
-    for i, azimuth in enumerate(AZIMUTHS):
-        column = int((azimuth + 180.0) / 360.0 * (size - 4))
-        images[i, size // 4 : 3 * size // 4, column : column + 4, :3] = colour
-    write_split(folder, "train", images, opengl_c2w_from_viewmats(cameras.viewmats), {})
-    (folder / "caption.txt").write_text(caption + "\n")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dataset")
     for name, caption, colour in OBJECTS:
-        write_object(root / name, caption, colour)
+        write_bar_object(root / name, caption, colour)
     return root
 
 
@@ -116,14 +100,14 @@ def test_view_captions_follow_the_sector_rules_and_prompt_phrasing(dataset: Path
     data = load_training_data(dataset, SIZE)
     assert data.captions == ["a red toy car", "a potted flower"] and data.images.shape == (18, 3, SIZE, SIZE)
     assert data.images.min() >= -1 and data.images.max() <= 1
-    az, polar = torch.tensor(AZIMUTHS), torch.tensor(POLARS)
-    expected = [next(w for w in VIEW_WORDS if view_sector_mask(w, az, polar)[i]) for i in range(len(AZIMUTHS))]
+    az, polar = torch.tensor(BAR_AZIMUTHS), torch.tensor(BAR_POLARS)
+    expected = [next(w for w in VIEW_WORDS if view_sector_mask(w, az, polar)[i]) for i in range(len(BAR_AZIMUTHS))]
     assert tuple(expected) == EXPECTED_WORDS
     prompt = PromptConfig(text="a red toy car")
     suffix = {"front": prompt.front_suffix, "side": prompt.side_suffix, "back": prompt.back_suffix,
               "overhead": ", overhead view"}
     for i, word in enumerate(EXPECTED_WORDS * 2):
-        caption = data.captions[i // len(AZIMUTHS)]
+        caption = data.captions[i // len(BAR_AZIMUTHS)]
         assert data.texts[data.view_text[i]] == caption + suffix[word]
         assert data.texts[data.plain_text[i]] == caption
     assert data.texts[0] == ""
@@ -171,7 +155,7 @@ def test_a_stop_request_finishes_the_batch_and_saves(dataset: Path, tmp_path: Pa
 
 
 def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_object(tmp_path / "car", "a red toy car", (220, 20, 20), size=32)
+    write_bar_object(tmp_path / "car", "a red toy car", (220, 20, 20), size=32)
     out = tmp_path / "prior"
     base = ["train-prior", "--dataset", str(tmp_path / "car"), "--out", str(out), "--batch-size", "2",
             "--sample-steps", "1"]
