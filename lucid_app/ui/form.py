@@ -159,7 +159,7 @@ def form_overrides(form: dict[str, Any]) -> list[str]:
         text = _yaml_value(value)
         overrides.extend(f"{key}={text}" for key in field.keys)
     for key, (lo, hi) in RANGE_KEYS.items():
-        if form.get(lo) is None or form.get(hi) is None:
+        if form.get(lo) in (None, "") or form.get(hi) in (None, ""):
             continue
         low, high = form[lo], form[hi]
         if low > high:
