@@ -11,12 +11,17 @@ import argparse
 import logging
 import os
 import re
+import sys
 from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge, Gt, Le
 
 from lucid_app.app.jobs import JobManager
 from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
-from lucid_app.cli.types import non_negative_float
+from lucid_app.cli.types import bounded, non_negative_float
 from lucid_app.config import ConfigError
+from lucid_app.io.files import OutputError, writable_dir
 from lucid_app.train.prepare import check_model
 from lucid_app.ui.layout import APP_CSS, build_demo
 
@@ -26,12 +31,16 @@ AUTH_ENV = "LUCID_AUTH"
 DEFAULT_MAX_UPLOAD_MB = 200.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SMPL_DIR_ENV = "LUCID_SMPL_DIR"
+# Limits of the flags: a TCP port, loaded models kept on the device, the largest upload (1 TB).
+PORT = Annotated[int, Ge(1), Le(65535)]
+MAX_MODELS = Annotated[int, Ge(1), Le(64)]
+UPLOAD_MB = Annotated[float, Gt(0.0), Le(1_000_000.0)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=bounded(PORT), default=7860)
     parser.add_argument("--outputs", default="outputs/app", help="root folder of the per-session run folders")
     parser.add_argument("--model", default="", help="default model: hub id, local folder or multiview:DIR "
                                                     "(default: each preset's own)")
@@ -42,9 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared-runs", action="store_true",
                         help="every visitor lists and opens every run (a single-user desktop); default: each "
                              "browser session (or signed-in user) sees only its own")
-    parser.add_argument("--max-models", type=int, default=1,
+    parser.add_argument("--max-models", type=bounded(MAX_MODELS), default=1,
                         help="loaded models kept on the device (least recently used leave first)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+    parser.add_argument("--max-upload-mb", type=bounded(UPLOAD_MB), default=DEFAULT_MAX_UPLOAD_MB,
                         help="largest file a client may upload (MB)")
     parser.add_argument("--smpl-dir", default=os.environ.get(SMPL_DIR_ENV, ""), metavar="DIR",
                         help=f"the Avatar tab's SMPL models: a folder of SMPL_<GENDER>.npz written by 'python -m "
@@ -63,10 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(err))
     if args.auth and not re.fullmatch(r"[^:\s]+:\S+", args.auth):
         parser.error("--auth must look like USER:PASS (no spaces; the user name without ':')")
-    if args.max_models < 1:
-        parser.error(f"--max-models must be >= 1, got {args.max_models}")
-    if not args.max_upload_mb > 0:
-        parser.error(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if args.smpl_dir:
         # Server configuration, resolved once: jobs record this absolute folder in their config.yaml.
         args.smpl_dir = str(Path(args.smpl_dir).expanduser().resolve())
@@ -82,8 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    outputs = Path(args.outputs).expanduser().resolve()
-    outputs.mkdir(parents=True, exist_ok=True)
+    try:
+        outputs = writable_dir(Path(args.outputs).expanduser().resolve(), "--outputs")
+    except OutputError as err:
+        # A user error of the operator: one line and exit status 2, as the command line's.
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     if auth is None and (args.share or args.host not in LOCAL_HOSTS):
         logger.warning("serving on %s without --auth: anyone who can reach it can run jobs on this machine",

@@ -14,7 +14,9 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, NoReturn
+
+from annotated_types import Ge, Le
 
 # Only light modules at the top: torch, the renderers, the trainer and the benchmarks load inside the commands that
 # use them, so ``python -m lucid_app --help`` (and every parse error) starts in a fraction of a second. This module is
@@ -24,10 +26,27 @@ from lucid_app.cli.batch import add_batch_parser
 from lucid_app.cli.generate import cmd_generate
 from lucid_app.cli.inspector import cmd_inspect
 from lucid_app.cli.render import cmd_mesh, cmd_render
-from lucid_app.cli.types import int_list, positive_int, rgb_color
-from lucid_app.config import ExportConfig
+from lucid_app.cli.types import bounded, bounded_list, field_bounds, rgb_color
+from lucid_app.config import (
+    MAX_INSPECT_SEEDS,
+    MAX_INSPECT_VALUES,
+    MAX_TIMESTEP,
+    AzimuthDeg,
+    CameraConfig,
+    ElevationDeg,
+    ExportConfig,
+    Length,
+    RenderSize,
+    Timestep,
+)
 
 logger = logging.getLogger("lucid_app")
+
+# ``mesh --faces``: the mesher needs at least a tetrahedron's 4; the most is far above what a 512³ grid (the largest
+# --resolution) gives, so it never binds a real mesh but keeps the value a size.
+MESH_FACES = Annotated[int, Ge(4), Le(100_000_000)]
+# ``inspect --t``: timestep indices of the 1000-step schedule (0 included, unlike δ_T).
+TIMESTEP_INDEX = Annotated[int, Ge(0), Le(MAX_TIMESTEP)]
 
 # ValueError covers bad device names and argument values found after parsing (ConfigError, PlyError and
 # OutputError are ValueErrors too); OSError a file that cannot be read or written (missing, no permission, disk
@@ -73,19 +92,32 @@ class _Parser(argparse.ArgumentParser):
         self._populated()
         return super().format_help()
 
+    def error(self, message: str) -> NoReturn:
+        """A bad argument is one line on stderr and exit status 2, as every user error of the CLI (argparse would
+        print the whole usage, several lines for most commands, before it)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _add_render_parser(sub: argparse._SubParsersAction) -> None:
     export = ExportConfig()
     render = sub.add_parser("render", help="turntable .mp4 and PNG views of a 3DGS .ply")
     render.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
     render.add_argument("--out", required=True, help="output folder")
-    render.add_argument("--frames", type=positive_int, default=export.turntable_frames)
-    render.add_argument("--fps", type=positive_int, default=export.turntable_fps)
-    render.add_argument("--rings", type=positive_int, default=export.turntable_rings, help="orbits at 90°, 60°, ...")
-    render.add_argument("--size", type=positive_int, default=export.turntable_size, help="square frame size (px)")
-    render.add_argument("--views", type=positive_int, default=export.eval_views, help="PNG views on a ring")
-    render.add_argument("--radius", type=float, default=None, help="camera distance (default: preview radius)")
-    render.add_argument("--fovy", type=float, default=None, help="vertical field of view in radians")
+    # Every number is bounded by the config field it stands for (export.turntable_*, cameras.default_*).
+    render.add_argument("--frames", type=bounded(field_bounds(ExportConfig, "turntable_frames")),
+                        default=export.turntable_frames)
+    render.add_argument("--fps", type=bounded(field_bounds(ExportConfig, "turntable_fps")),
+                        default=export.turntable_fps)
+    render.add_argument("--rings", type=bounded(field_bounds(ExportConfig, "turntable_rings")),
+                        default=export.turntable_rings, help="orbits at 90°, 60°, ...")
+    render.add_argument("--size", type=bounded(field_bounds(ExportConfig, "turntable_size")),
+                        default=export.turntable_size, help="square frame size (px)")
+    render.add_argument("--views", type=bounded(field_bounds(ExportConfig, "eval_views")), default=export.eval_views,
+                        help="PNG views on a ring")
+    render.add_argument("--radius", type=bounded(field_bounds(CameraConfig, "default_radius")), default=None,
+                        help="camera distance (default: preview radius)")
+    render.add_argument("--fovy", type=bounded(field_bounds(CameraConfig, "default_fovy_rad")), default=None,
+                        help="vertical field of view in radians")
     render.add_argument("--background", type=rgb_color, default=(1.0, 1.0, 1.0))
     render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     render.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat", "inria"])
@@ -125,11 +157,11 @@ def _add_mesh_parser(sub: argparse._SubParsersAction) -> None:
     mesh = sub.add_parser("mesh", help="coloured surface mesh (.glb / .obj, y up) of a 3DGS .ply")
     mesh.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
     mesh.add_argument("--out", required=True, help="mesh file to write: .glb (vertex colours) or .obj")
-    mesh.add_argument("--resolution", type=positive_int, default=None,
+    mesh.add_argument("--resolution", type=bounded(field_bounds(ExportConfig, "mesh_resolution")), default=None,
                       help="grid samples along the longest side (8-512; default: lucid_app.mesh's)")
-    mesh.add_argument("--iso", type=float, default=None,
+    mesh.add_argument("--iso", type=bounded(field_bounds(ExportConfig, "mesh_iso")), default=None,
                       help="density level of the surface (default: lucid_app.mesh's)")
-    mesh.add_argument("--faces", type=positive_int, default=None,
+    mesh.add_argument("--faces", type=bounded(MESH_FACES), default=None,
                       help="at most this many faces (a coarser grid; the mesh stays watertight)")
     mesh.set_defaults(func=cmd_mesh)
 
@@ -162,13 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--model", required=True, help="hub id, local diffusers folder or multiview:DIR")
     insp.add_argument("--prompt", required=True)
     insp.add_argument("--negative", default=None, help="negative prompt or @NAME (default: the paper's)")
-    insp.add_argument("--t", type=int_list, default=(200, 500), help="timestep indices, e.g. 200,500")
-    insp.add_argument("--delta-t", type=int_list, default=(20, 200), help="ISM intervals δ_T, e.g. 20,200")
-    insp.add_argument("--seeds", type=positive_int, default=3)
-    insp.add_argument("--azimuth", default="0", help="camera azimuths in degrees, comma-separated")
-    insp.add_argument("--elevation", type=float, default=0.0, help="degrees above the horizon")
-    insp.add_argument("--radius", type=float, default=4.0)
-    insp.add_argument("--size", type=positive_int, default=64, help="render size (px)")
+    insp.add_argument("--t", type=bounded_list(TIMESTEP_INDEX, MAX_INSPECT_VALUES), default=(200, 500),
+                      help="timestep indices, e.g. 200,500")
+    insp.add_argument("--delta-t", type=bounded_list(Timestep, MAX_INSPECT_VALUES), default=(20, 200),
+                      help="ISM intervals δ_T, e.g. 20,200")
+    insp.add_argument("--seeds", type=bounded(Annotated[int, Ge(1), Le(MAX_INSPECT_SEEDS)]), default=3)
+    insp.add_argument("--azimuth", type=bounded_list(AzimuthDeg, MAX_INSPECT_VALUES), default=(0.0,),
+                      help="camera azimuths in degrees, comma-separated")
+    insp.add_argument("--elevation", type=bounded(ElevationDeg), default=0.0, help="degrees above the horizon")
+    insp.add_argument("--radius", type=bounded(Length), default=4.0)
+    insp.add_argument("--size", type=bounded(RenderSize), default=64, help="render size (px)")
     insp.add_argument("--out", required=True, help="output folder (pseudo_gt.png)")
     insp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_allow_pickle(insp)

@@ -11,9 +11,12 @@ import logging
 import shlex
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from lucid_app.cli.types import non_negative_float, non_negative_int, positive_int
+from annotated_types import Ge, Le
+
+from lucid_app.cli.types import bounded
+from lucid_app.config import MAX_SEED, MAX_TIMESTEP
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,14 @@ SIZES = (32, 64)
 # The objective of a prior saved before it was a setting (format 1 without these keys): ε-prediction, unweighted.
 LEGACY_SETTINGS = {"prediction": "epsilon", "snr_gamma": 0.0}
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
+# Named limits of the flags: a week of wall-clock time, a million optimisation steps (the shipped prior took 1,416),
+# batches that fit a large GPU at 64 px, and at most one DDIM step per training timestep for samples.png.
+MINUTES = Annotated[float, Ge(0.0), Le(7 * 24 * 60.0)]
+STEPS = Annotated[int, Ge(1), Le(1_000_000)]
+SEED = Annotated[int, Ge(0), Le(MAX_SEED)]
+BATCH_SIZE = Annotated[int, Ge(1), Le(4096)]
+SAMPLE_STEPS = Annotated[int, Ge(0), Le(MAX_TIMESTEP + 1)]
+SNR_GAMMA = Annotated[float, Ge(0.0), Le(1000.0)]
 
 
 def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,16 +42,16 @@ def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
                              "--resume, default: the dataset it was trained on)")
     parser.add_argument("--out", required=True, help="prior folder to write (then usable as --model PRIOR_DIR)")
     parser.add_argument("--size", type=int, choices=SIZES, default=None, help="pixel resolution R (default 32)")
-    parser.add_argument("--minutes", type=non_negative_float, default=None,
+    parser.add_argument("--minutes", type=bounded(MINUTES), default=None,
                         help="wall-clock limit of this session (default: 10 when --steps is not given, else none)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="total optimisation steps to reach")
-    parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of every random draw (default 0)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
+    parser.add_argument("--steps", type=bounded(STEPS), default=None, help="total optimisation steps to reach")
+    parser.add_argument("--seed", type=bounded(SEED), default=None, help="seed of every random draw (default 0)")
+    parser.add_argument("--batch-size", type=bounded(BATCH_SIZE), default=None, help="images per step (default 32)")
     parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
                         help="what the UNet predicts: noise, v or the clean image x0 (default epsilon)")
-    parser.add_argument("--snr-gamma", type=non_negative_float, default=None,
+    parser.add_argument("--snr-gamma", type=bounded(SNR_GAMMA), default=None,
                         help="min-SNR-gamma loss weighting, x0-space weight min(SNR, gamma) (default 0 = off)")
-    parser.add_argument("--sample-steps", type=non_negative_int, default=None,
+    parser.add_argument("--sample-steps", type=bounded(SAMPLE_STEPS), default=None,
                         help="DDIM steps of each samples.png image (default 50; 0 writes no samples.png)")
     parser.add_argument("--resume", action="store_true", help="continue the training saved in --out")
     parser.add_argument("--overwrite", action="store_true",

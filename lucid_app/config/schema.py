@@ -34,6 +34,9 @@ MAX_POINTS = 10_000_000
 MAX_BATCH_SIZE = 64
 # torch.Generator.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
+# The pseudo-GT inspector (CLI ``inspect`` and the app's tab): seeds per row, and values per list (t, δ_T, azimuths).
+MAX_INSPECT_SEEDS = 16
+MAX_INSPECT_VALUES = 16
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,8 @@ Length = Annotated[float, Gt(0.0), Le(1000.0)]
 Jitter = Annotated[float, Ge(0.0), Le(10.0)]
 PolarDeg = Annotated[float, Ge(0.0), Le(180.0)]
 AzimuthDeg = Annotated[float, Ge(-360.0), Le(360.0)]
+# Degrees above the horizon: polar = 90° − elevation stays in PolarDeg's [0, 180].
+ElevationDeg = Annotated[float, Ge(-90.0), Le(90.0)]
 FovyRad = Annotated[float, Gt(0.0), Lt(math.pi)]
 PerpNegWeight = Annotated[float, Ge(-100.0), Le(100.0)]
 Decay = Annotated[float, Ge(0.0), Le(100.0)]
@@ -226,6 +231,12 @@ class InitConfig:
     use_file_colors: bool = False
     opacity: OpenFraction = 0.1
     sh_degree: Annotated[int, Ge(0), Le(3)] = 0
+
+    def __post_init__(self) -> None:
+        if self.shape in ("ply", "mesh") and not self.path.strip():
+            kind = "a point cloud or 3DGS .ply" if self.shape == "ply" else "an .obj, .glb or .ply mesh"
+            raise ConfigError(f"path: empty, but init.shape={self.shape!r} reads its points from a file: set init.path "
+                              f"to {kind}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ checked before any work starts; ``metrics.jsonl`` is appended line by line."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -15,10 +16,24 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# errno values of a write that found no room: the disk (ENOSPC) or the user's quota (EDQUOT) is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(target: Path) -> OSError:
+    """The error of a write to ``target`` that found the disk full: an ``OSError(ENOSPC)`` whose text says so, and
+    that the previous file is kept (every writer here writes beside its target first)."""
+    return OSError(errno.ENOSPC, "the disk is full (no space left on device), so this file was not written (its "
+                                 "previous version, if any, is kept)", str(target))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds.
+
+    Raises:
+        OSError: :func:`disk_full`'s when the block or the move fails for lack of space (``path`` unchanged).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
@@ -28,6 +43,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         tmp_path.chmod(0o644)
         os.replace(tmp_path, target)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:
+            raise disk_full(target) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -67,6 +86,27 @@ def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder")
     _check_creatable_dir(path, what)
+    return path
+
+
+def writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """Make the folder ``path`` (and its parents) and prove that a file can be written in it, before any work.
+
+    Unlike :func:`check_output_dir` this writes (a probe file, removed at once), so it also finds a read-only file
+    system or a folder that refuses its owner, which permission bits alone do not show (e.g. to root).
+
+    Raises:
+        OutputError: the folder cannot be made or written in; the message says why.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise OutputError(f"{what} {path}: cannot write there ({reason}); choose a folder you can write") from None
     return path
 
 

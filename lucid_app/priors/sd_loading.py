@@ -14,12 +14,14 @@ import functools
 import importlib.util
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from diffusers import ControlNetModel
 from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError
 
 from lucid_app.config import DEFAULT_MODEL
 from lucid_app.config.trust import ALLOW_PICKLE_HINT
@@ -33,8 +35,12 @@ logger = logging.getLogger(__name__)
 PAPER_MODEL = "stabilityai/stable-diffusion-2-1-base"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 PEFT_REQUIREMENT = "peft==0.21.2"
-# Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read.
-_LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
+# Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read, and those
+# safetensors, torch and diffusers raise on a file of the wrong content: anything named .safetensors/.txt that is not
+# safetensors (SafetensorError), a damaged pickle with allow_pickle (UnpicklingError, EOFError, RuntimeError from the
+# zip reader), a state dict of other keys or shapes (KeyError, RuntimeError). Each becomes one PriorError line.
+_LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError, SafetensorError, pickle.UnpicklingError, EOFError,
+                RuntimeError, KeyError)
 
 
 def _hub_offline() -> bool:
@@ -74,9 +80,11 @@ _LIBRARY_ADVICE = ("stacktrace", "stack trace", "local_files_only", "weights_onl
 
 
 def _first_line(err: BaseException) -> str:
-    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, else the error's
-    first line without the library's advice (the full error goes to the debug log)."""
+    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, a file that is not
+    safetensors, else the error's first line without the library's advice (the full error goes to the debug log)."""
     text = str(err).strip()
+    if isinstance(err, SafetensorError):
+        return f"it is not a .safetensors file ({text.splitlines()[0] if text else 'unreadable header'})"
     lowered = text.lower()
     for phrases, reason in _LIBRARY_REASONS:
         if any(phrase in lowered for phrase in phrases):
@@ -192,6 +200,7 @@ def apply_textual_inversion(pipe: StableDiffusionPipeline, paths: tuple[str, ...
         try:
             pipe.load_textual_inversion(path, **_safetensors(allow_pickle))
         except _LOAD_ERRORS as err:
+            logger.debug("loading the textual inversion %s failed", path, exc_info=True)
             raise PriorError(f"Could not load the textual-inversion embedding {path!r}: {_first_line(err)}") from None
         logger.info("textual inversion loaded from %s", path)
 
@@ -209,6 +218,7 @@ def apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float, allow_pic
     try:
         pipe.load_lora_weights(source, adapter_name="lucid", **kwargs, **_safetensors(allow_pickle))
     except _LOAD_ERRORS as err:
+        logger.debug("loading the LoRA %s failed", path, exc_info=True)
         raise PriorError(f"Could not load the LoRA {path!r}: {_first_line(err)}") from None
     # Fusing folds scale·BA into the base weights: no extra matmuls per UNet call; unloading drops the adapters.
     pipe.fuse_lora(lora_scale=scale)

@@ -94,8 +94,7 @@ def init_gaussians(
     if init.shape in ("sphere", "ellipsoid", "box"):
         points = sample_volume(init.shape, init.num_points, init.size, generator)
     elif init.shape == "ply":
-        if not init.path:
-            raise ConfigError("init.shape='ply' needs init.path (a point cloud or 3DGS .ply)")
+        # InitConfig refuses ``ply`` and ``mesh`` without a path.
         if is_gaussian_ply(init.path):
             return GaussianModel.from_raw(read_gaussian_ply(init.path), optim, init.sh_degree, device)
         cloud = read_point_cloud(init.path)
@@ -103,8 +102,6 @@ def init_gaussians(
         if cloud.colors is not None:
             colors = torch.as_tensor(cloud.colors)
     elif init.shape == "mesh":
-        if not init.path:
-            raise ConfigError("init.shape='mesh' needs init.path (.obj, .glb or .ply mesh)")
         points, colors = sample_mesh_surface(init.path, init.num_points, generator)
     elif init.shape == "pointe":
         if not pointe_available():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfig, replace
+from lucid_app.config import DEFAULT_MODEL, MAX_PATH_CHARS, ConfigError, ModelConfig, TrainConfig, replace
 from lucid_app.config.devices import resolve_device
 from lucid_app.config.negatives import resolve_negative
 from lucid_app.config.presets import REPO_ROOT, load_config
@@ -80,10 +80,26 @@ def check_model(model: str) -> None:
     """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
 
     Raises:
-        ConfigError: anything else, naming what is accepted.
+        ConfigError: anything else, naming what is accepted (a name longer than a path, or one the file system
+            refuses to look up, e.g. a part longer than 255 characters, included).
     """
     if not model:
         return
+    if len(model) > MAX_PATH_CHARS:
+        raise ConfigError(f"model: at most {MAX_PATH_CHARS} characters, got {len(model)}")
+    try:
+        _check_model_name(model)
+    except OSError as err:
+        raise ConfigError(f"model {_short(model)}: not a usable name ({err.strerror or type(err).__name__})") from None
+
+
+def _short(text: str, chars: int = 60) -> str:
+    """``repr(text)``, cut to about ``chars`` characters for a message."""
+    return repr(text) if len(text) <= chars else repr(text[:chars]) + "…"
+
+
+def _check_model_name(model: str) -> None:
+    """:func:`check_model`'s checks of a model name of a reasonable length (OSError from the file system)."""
     if is_pickle_file(model):
         raise ConfigError(
             f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
@@ -91,12 +107,12 @@ def check_model(model: str) -> None:
         )
     if model.startswith(MODEL_PREFIX):
         if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
-            raise ConfigError(f"model {model!r}: no such multi-view dataset folder")
+            raise ConfigError(f"model {_short(model)}: no such multi-view dataset folder")
         return
     if Path(model).expanduser().exists() or _HUB_ID.fullmatch(model):
         return
     raise ConfigError(
-        f"unknown model {model!r}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
+        f"unknown model {_short(model)}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
         f".safetensors file, or pick the offline demo ({DEMO_MODEL})"
     )
 

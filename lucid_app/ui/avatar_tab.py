@@ -24,7 +24,7 @@ from lucid_app.avatar.body import GENDERS, AvatarError, Gender, available_gender
 from lucid_app.config import MAX_STEPS, AvatarConfig, TrainConfig, replace
 from lucid_app.config.presets import load_config
 from lucid_app.ui.errors import public_text, user_errors
-from lucid_app.ui.form import APP_EXPORTS_MESH
+from lucid_app.ui.form import APP_EXPORTS_MESH, form_number
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, AppHandlers
 from lucid_app.ui.panels import run_outputs_panel
 
@@ -55,7 +55,7 @@ def avatar_overrides(pose: str, gender: str, controlnet_scale: float | None) -> 
         f"avatar.gender={json.dumps(str(gender))}",
     ]
     if controlnet_scale is not None:
-        overrides.append(f"model.controlnet_scale={float(controlnet_scale)!r}")
+        overrides.append(f"model.controlnet_scale={form_number('controlnet_scale', controlnet_scale)!r}")
     return overrides
 
 
@@ -184,7 +184,7 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
           inputs=[c["gender"], c["pose"]], outputs=[c["pose_image"], c["pose_msg"]], api_name="avatar_preview")
     c["generate"].click(
         handlers.generate, inputs=[c[name] for name in AVATAR_FIELDS], outputs=[c[n] for n in GENERATE_OUTPUTS],
-        api_name="generate_avatar", concurrency_limit=None, show_progress="hidden",
+        api_name="generate_avatar", concurrency_limit=None, show_progress="hidden", preprocess=False,  # see layout.py
     )
     # Its own (private) name: the text-to-3D tab's ``/stop`` stays the session's stop endpoint.
     c["stop"].click(app.stop, outputs=c["control_msg"], api_name="avatar_stop", api_visibility="private",

@@ -19,7 +19,19 @@ from lucid_app.app.inspect_task import CAMERA_MODES, InspectRequest, inspect_tas
 from lucid_app.app.job_board import JobView
 from lucid_app.app.run_folders import JobError, resolve_run
 from lucid_app.app.tasks import TaskContext
-from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, from_yaml
+from lucid_app.config import (
+    MAX_INSPECT_SEEDS,
+    MAX_INSPECT_VALUES,
+    MAX_TIMESTEP,
+    AzimuthDeg,
+    ConfigError,
+    ElevationDeg,
+    GuidanceConfig,
+    Length,
+    PromptConfig,
+    TrainConfig,
+    from_yaml,
+)
 from lucid_app.config.negatives import (
     REFERENCE_PREFIX,
     USER_NEGATIVES_NAME,
@@ -27,19 +39,20 @@ from lucid_app.config.negatives import (
     merged_negatives,
     save_negative,
 )
+from lucid_app.io.ply import read_gaussian_ply
 from lucid_app.io.run_layout import CONFIG_NAME
 from lucid_app.lab.inspector import NEGATIVE_VARIANTS, InspectSettings
 from lucid_app.train.prepare import check_model, resolve_config
 from lucid_app.train.prompt_changes import prompt_settings
 from lucid_app.ui.errors import user_errors
-from lucid_app.ui.form import DEFAULT_PRESET
+from lucid_app.ui.form import DEFAULT_PRESET, bounded_number, form_number
 from lucid_app.ui.handlers import AppHandlers, session_of
 
 logger = logging.getLogger(__name__)
 
 INSPECT_KIND = "inspect"
 WAIT_S = 1.0
-MAX_SEEDS = 16
+MAX_SEEDS = MAX_INSPECT_SEEDS
 INSPECT_SOURCES = ("latest", "live", "run", "upload")
 # Longest wait for a running job to reach a step boundary (one step) before its Gaussians can be copied.
 SNAPSHOT_TIMEOUT_S = 120.0
@@ -51,15 +64,23 @@ PROMPT_FIELDS = ("negative", "perp_neg", "perp_neg_weight", "front_decay", "side
 
 
 def parse_int_list(text: str, name: str, minimum: int) -> tuple[int, ...]:
-    """"200, 500" → (200, 500); ConfigError naming ``name`` for an empty list, a non-integer or a value < minimum."""
+    """"200, 500" → (200, 500); ConfigError naming ``name`` for an empty list, more than ``MAX_INSPECT_VALUES``
+    values, a non-integer, or a value below ``minimum`` or above ``MAX_TIMESTEP``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {str(text)[:40]!r})")
+    parts = [part for part in text.replace(";", ",").split(",") if part.strip()]
+    if len(parts) > MAX_INSPECT_VALUES:
+        raise ConfigError(f"{name}: at most {MAX_INSPECT_VALUES} values, got {len(parts)}")
     try:
-        values = tuple(int(part) for part in str(text).replace(";", ",").split(",") if part.strip())
+        values = tuple(int(part) for part in parts)
     except ValueError:
-        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {text!r})") from None
+        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {text[:40]!r})") from None
     if not values:
         raise ConfigError(f"{name}: give at least one value, e.g. 200,500")
     if min(values) < minimum:
         raise ConfigError(f"{name}: values must be at least {minimum}, got {min(values)}")
+    if max(values) > MAX_TIMESTEP:
+        raise ConfigError(f"{name}: values must be at most {MAX_TIMESTEP}, got {max(values)}")
     return values
 
 
@@ -171,10 +192,13 @@ class GuidanceHandlers:
         if view is None or view.finished:
             return "No running job: start one in the Text-to-3D tab, then apply."
         try:
+            if not isinstance(perp_neg, bool):
+                raise ConfigError(f"perp_neg: expected true or false, got {str(perp_neg)[:40]!r}")
             wanted = {
-                "negative": self.resolve_negative(negative), "perp_neg": bool(perp_neg),
-                "perp_neg_weight": float(perp_neg_weight), "front_decay": float(front_decay),
-                "side_decay": float(side_decay), "front_suffix": str(front_suffix),
+                "negative": self.resolve_negative(negative), "perp_neg": perp_neg,
+                "perp_neg_weight": form_number("perp_neg_weight", perp_neg_weight),
+                "front_decay": form_number("front_decay", front_decay),
+                "side_decay": form_number("side_decay", side_decay), "front_suffix": str(front_suffix),
                 "side_suffix": str(side_suffix), "back_suffix": str(back_suffix),
             }
             changes = changed_fields(prompt_in_force(view), wanted)
@@ -288,18 +312,20 @@ class GuidanceHandlers:
             raise ConfigError(f"with/without negative: pick one of {sorted(INSPECT_VARIANTS)}, got {variants!r}")
         if camera not in CAMERA_MODES:
             raise ConfigError(f"camera: pick one of {CAMERA_MODES}, got {camera!r}")
-        n_seeds = int(seeds or 0)
+        n_seeds = form_number("seeds", seeds, integer=True)
         if not 1 <= n_seeds <= MAX_SEEDS:
             raise ConfigError(f"seeds: between 1 and {MAX_SEEDS}, got {seeds}")
         settings = InspectSettings(timesteps=parse_int_list(timesteps, "t", 0),
-                                   delta_ts=parse_int_list(delta_ts, "δ_T", 1), seeds=n_seeds,
+                                   delta_ts=parse_int_list(delta_ts, "δ_T", 1), seeds=int(n_seeds),
                                    negatives=INSPECT_VARIANTS[variants])
+        azimuth = bounded_number("azimuth", azimuth_deg, AzimuthDeg)
+        elevation = bounded_number("elevation", elevation_deg, ElevationDeg)
+        distance = bounded_number("radius", radius, Length)
         config, run_dir, ply = self._inspect_source(source, run, ply_file, prompt, model, session)
         text = str(negative or "").strip()
         return InspectRequest(
             config=config, run_dir=run_dir, ply=ply, negative=self.resolve_negative(text) if text else None,
-            camera=camera, azimuth_deg=float(azimuth_deg), elevation_deg=float(elevation_deg), radius=float(radius),
-            settings=settings,
+            camera=camera, azimuth_deg=azimuth, elevation_deg=elevation, radius=distance, settings=settings,
         )
 
     def _inspect_source(self, source: str, run: str | None, ply_file: str | None, prompt: str, model: str,
@@ -327,6 +353,8 @@ class GuidanceHandlers:
             check_model(model)
             config = resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, model or None)
             check_client_config(config, self.app.outputs, self.app.smpl_dir)
+            # Read here, before the job is queued: a file that is not 3D Gaussians, or holds NaN, is one line now.
+            read_gaussian_ply(ply_file)
             return config, None, Path(ply_file)
         raise ConfigError(f"source: pick one of {INSPECT_SOURCES}, got {source!r}")
 

@@ -139,11 +139,12 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
     c["use"].click(handlers.use_in_text_to_3d, inputs=c["negative"], outputs=[text_negative, c["library_msg"]],
                    api_visibility="private")
     c["apply"].click(handlers.set_negative, inputs=[c[name] for name in PROMPT_FIELDS], outputs=c["apply_msg"],
-                     api_name="set_negative", concurrency_limit=None, show_progress="hidden")
+                     api_name="set_negative", concurrency_limit=None, show_progress="hidden",
+                     preprocess=False)  # raw values, checked by the handler (see layout.py)
     gr.on([tab.select, c["run_refresh"].click], app.runs_choices, outputs=c["run"], api_visibility="private")
     inspect_inputs = [c["inspect_negative"] if name == "negative" else c[name] for name in INSPECT_FIELDS]
     c["inspect"].click(handlers.inspect, inputs=inspect_inputs, outputs=[c["grid"], c["numbers"]],
                        api_name="inspect", concurrency_limit=None)
     c["ab_start"].click(ab.ab_run, inputs=[c[f"ab_{name}"] for name in AB_FIELDS],
                         outputs=[c[f"ab_{name}"] for name in AB_OUTPUTS], api_name="ab_run", concurrency_limit=None,
-                        show_progress="hidden")
+                        show_progress="hidden", preprocess=False)  # raw values, checked by the handler

@@ -33,6 +33,7 @@ from lucid_app.ui.form import (
     DEFAULT_PRESET,
     FORM_FIELDS,
     PRESET_FIELDS,
+    checked_form,
     example_prompts,
     form_number,
     form_overrides,
@@ -192,6 +193,10 @@ class AppHandlers:
 
     def resolve_form(self, form: dict[str, Any]) -> TrainConfig:
         """The form's config through the strict loader; user errors become ``gr.Error`` with the reason."""
+        try:
+            form = checked_form(form)
+        except ConfigError as err:
+            raise gr.Error(str(err)) from None
         prompt = str(form.get("prompt") or "").strip()
         if not prompt:
             raise gr.Error("The prompt is empty: describe the object to generate.")

@@ -174,13 +174,17 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
             api_summary = gr.JSON(label="summary")
             c["pause"], c["resume"] = gr.Button("Pause"), gr.Button("Resume")
 
+        # preprocess=False on the events whose inputs are plain values: the handlers get what the client sent and
+        # check it themselves (form.checked_value), so 2.5 steps, NaN or "abc" get one line naming the field rather
+        # than Gradio's rounding to 2 or its unexplained error.
         c["generate"].click(
             handlers.generate, inputs=[c[name] for name in FORM_FIELDS], outputs=[c[n] for n in GENERATE_OUTPUTS],
             api_name="generate", concurrency_limit=None, show_progress="hidden", js=SCROLL_TO_STATUS_JS,
+            preprocess=False,
         )
         gr.on([c["gs_live"].release, c["dt_live"].release], handlers.set_controls,
               inputs=[c["gs_live"], c["dt_live"]], outputs=c["control_msg"], api_name="set_controls",
-              concurrency_limit=None, show_progress="hidden")
+              concurrency_limit=None, show_progress="hidden", preprocess=False)
         for action in ("pause", "resume", "stop"):
             c[action].click(getattr(handlers, action), outputs=c["control_msg"], api_name=action,
                             concurrency_limit=None, show_progress="hidden")

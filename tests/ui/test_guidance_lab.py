@@ -183,6 +183,7 @@ def test_inspect_request_errors_name_the_problem(tmp_path: Path) -> None:
         handlers.inspect_request("upload", **args)
     with pytest.raises(ConfigError, match="seeds"):
         handlers.inspect_request("upload", **{**args, "seeds": 0})
+    write_gaussian_ply(tmp_path / "x.ply", random_gaussians(20, 0))
     with pytest.raises(ConfigError, match="unknown negative prompt"):
         handlers.inspect_request("upload", **{**args, "ply_file": str(tmp_path / "x.ply"), "negative": "@nope"})
     request = handlers.inspect_request("upload", **{**args, "ply_file": str(tmp_path / "x.ply"),
