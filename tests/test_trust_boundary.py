@@ -33,7 +33,6 @@ from lucid_app.app.identity import KEY_NAME, OwnerKeys  # noqa: E402
 from lucid_app.app.model_registry import (  # noqa: E402
     DEMO_MODEL_NAME,
     LEARNED_DEMO_MODEL_NAME,
-    default_registry,
     load_models_file,
 )
 from lucid_app.app.run_folders import user_negatives_path  # noqa: E402

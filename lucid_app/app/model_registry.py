@@ -146,7 +146,8 @@ def _entry_ref(value: Any, where: str) -> ModelRef:
     """The checked reference of one entry (a string, or a mapping of :data:`ENTRY_KEYS`)."""
     fields: Mapping[str, Any] = {"model": value} if isinstance(value, str) else value
     if not isinstance(fields, Mapping) or "model" not in fields:
-        raise ConfigError(f"{where}: give a model reference, or a mapping with 'model' (and {', '.join(ENTRY_KEYS[1:])})")
+        raise ConfigError(f"{where}: give a model reference, or a mapping with 'model' (and "
+                          f"{', '.join(ENTRY_KEYS[1:])})")
     unknown = sorted(str(key) for key in fields if key not in ENTRY_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(ENTRY_KEYS)}")

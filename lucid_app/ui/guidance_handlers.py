@@ -314,8 +314,10 @@ class GuidanceHandlers:
             settings=settings,
         )
 
-    def _inspect_source(self, source: str, run: str | None, ply_file: str | None, prompt: str,
-                        ref: ModelRef | None, request: gr.Request | None) -> tuple[TrainConfig, Path | None, Path | None]:
+    def _inspect_source(
+        self, source: str, run: str | None, ply_file: str | None, prompt: str, ref: ModelRef | None,
+        request: gr.Request | None,
+    ) -> tuple[TrainConfig, Path | None, Path | None]:
         """(config, run folder, .ply) of the inspector's source; the run folder is read when the task starts. ``ref``
         is the model an uploaded ``.ply`` is inspected with (None: the default preset's).
 

@@ -8,8 +8,9 @@ presets are picked by name. Jobs and run folders belong to the caller's owner id
 signed-in user or the browser session (:mod:`lucid_app.app.identity`); the API endpoints ``/set_controls``,
 ``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the caller's own newest job, whatever
 ``--shared-runs`` lets it view. Files reach the client only as copies made after an owner check
-(:mod:`lucid_app.ui.served_files`), and what it is shown of a config names no server folder. The streamed outputs also drive the buttons: Generate shows "Queued #n" / the step while a job goes,
-the Pause/Resume toggle shows the state, Stop is enabled only while a job is queued or running.
+(:mod:`lucid_app.ui.served_files`), and what it is shown of a config names no server folder. The streamed outputs
+also drive the buttons: Generate shows "Queued #n" / the step while a job goes, the Pause/Resume toggle shows the
+state, Stop is enabled only while a job is queued or running.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Pure functions of the form's values and the server's models: which model a run would use (the form's model name in
 the server's list, else the preset's), and what that model does with the negative prompt and Perp-Neg. A name that is
-not in the list gets no notice (the run itself is refused); no client text is ever read as a path. The offline demo's multi-view prior interprets a prompt only when
-it names one of its objects (DESIGN §5: a negative prompt that matches no caption means "unconditional").
+not in the list gets no notice (the run itself is refused); no client text is ever read as a path. The offline demo's
+multi-view prior interprets a prompt only when it names one of its objects (DESIGN §5: a negative prompt that matches
+no caption means "unconditional").
 """
 
 from __future__ import annotations
