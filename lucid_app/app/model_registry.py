@@ -64,9 +64,6 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self._entries)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
     def choices(self) -> list[tuple[str, str]]:
         """The Model dropdown's (label, name) pairs: the preset's own model ("") first, then every name."""
         return [(PRESET_MODEL_LABEL, "")] + [(e.label or e.name, e.name) for e in self._entries.values()]

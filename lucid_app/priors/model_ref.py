@@ -19,13 +19,12 @@ local path, and never for a hub id — and the app parses only its own server co
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lucid_app.config import ConfigError, ModelConfig
+from lucid_app.config import ConfigError, ModelConfig, replace
 from lucid_app.config.presets import REPO_ROOT
 from lucid_app.priors.learned_folder import is_prior_folder
 
@@ -33,7 +32,6 @@ ModelKind = Literal["hub", "diffusers", "single_file", "multiview", "learned"]
 MULTIVIEW_PREFIX = "multiview:"
 # File name endings of single-file checkpoints (the pickle one only loads with --allow-pickle).
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # The kinds that load through Stable Diffusion (and so may carry a LoRA, embeddings and a ControlNet).
 SD_KINDS: tuple[ModelKind, ...] = ("hub", "diffusers", "single_file")
 
@@ -66,10 +64,6 @@ class ModelRef:
     @property
     def has_adapters(self) -> bool:
         return bool(self.lora or self.textual_inversion or self.controlnet)
-
-    def with_location(self, location: str) -> ModelRef:
-        """The same reference at another location (e.g. a path shown without its server folders)."""
-        return replace(self, location=location)
 
     def applied(self, model: ModelConfig) -> ModelConfig:
         """``model`` loading this reference: its id and adapters replace the config's (a LoRA belongs to the model
@@ -151,5 +145,5 @@ def _absolute_if_local(value: str) -> str:
     return str(found) if found is not None else value
 
 
-__all__ = ["HUB_ID", "MULTIVIEW_PREFIX", "ModelKind", "ModelRef", "SD_KINDS", "SINGLE_FILE_SUFFIXES",
+__all__ = ["MULTIVIEW_PREFIX", "ModelKind", "ModelRef", "SD_KINDS", "SINGLE_FILE_SUFFIXES",
            "looks_like_path", "model_ref_of", "multiview_ref", "parse_model_ref"]
