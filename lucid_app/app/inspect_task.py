@@ -114,7 +114,8 @@ def inspect_data(numbers: dict[str, float], settings: InspectSettings, config: T
                  run_dir: Path | None) -> dict[str, Any]:
     """The inspector's JSON: the run's folder name (None for a .ply), settings, cameras, the flat ``inconsistency``
     per grid row (as the CLI prints it) and the same numbers nested as
-    ``by_method[method]["t<t>"]["dt<δ_T>"][variant]`` (SDS and SDI have the single ``dt0``). No server paths."""
+    ``by_method[method]["t<t>"]["dt<δ_T>"][variant]`` (SDS and SDI have the single ``dt0``). The model is the config's
+    id (the app shows it to clients without server folders, ``client_config.public_path``)."""
     nested: dict[str, Any] = {}
     for label, value in numbers.items():
         method, t, *rest = label.split("_")

@@ -6,8 +6,9 @@
   on the device.
 * Job states ``queued → running ⇄ paused → done | failed``, or ``queued → cancelled``; stopping a running job
   ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
-* Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
-  ``run_folders.py``).
+* Per-owner run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
+  ``run_folders.py``), where a job's ``session`` is the owner id the app derives on the server
+  (:mod:`lucid_app.app.identity`), never a value a client sent.
 * Besides training, *task* jobs (:meth:`JobManager.submit_task`, e.g. the pseudo-GT inspector) queue on the same
   worker, so they never run beside training on the device; they report progress and end with a
   :class:`TaskResult` (the task types live in ``tasks.py``). :meth:`JobManager.latest` returns a session's newest

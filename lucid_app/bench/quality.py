@@ -41,8 +41,8 @@ from lucid_app.lab.doctor.measure import METHOD_PREVIEWS, DoctorSettings
 from lucid_app.lab.doctor.run import diagnose
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior
+from lucid_app.priors.model_ref import multiview_ref
 from lucid_app.priors.multiview import (
-    MODEL_PREFIX,
     WHITE,
     MultiViewPrior,
     read_dataset,
@@ -53,7 +53,7 @@ from lucid_app.priors.nerf_dataset import MultiViewObject, object_folders, resiz
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.render.cameras import CameraBatch
 from lucid_app.train.events import StepEvent
-from lucid_app.train.prepare import DEMO_PRESET, resolve_config, resolve_model_id
+from lucid_app.train.prepare import DEMO_PRESET, resolve_config
 
 if TYPE_CHECKING:
     from lucid_app.train.trainer import Trainer
@@ -153,9 +153,9 @@ def prepare_quality(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
     fixed = [f"optim.steps={steps}", f"seed={seed}", *([f"guidance.method={method}"] if method in GUIDANCES else [])]
-    model_id = f"{MODEL_PREFIX}{dataset}" if model is None else model
-    base = resolve_config(preset, model=model_id, overrides=[*overrides, *fixed])
-    root = Path(resolve_model_id(f"{MODEL_PREFIX}{dataset}")[len(MODEL_PREFIX):])
+    dataset_ref = multiview_ref(dataset)
+    base = resolve_config(preset, model=dataset_ref.id if model is None else model, overrides=[*overrides, *fixed])
+    root = Path(dataset_ref.location)
     data = read_dataset(root, base.render.width)
     text = data.captions[0] if prompt is None else prompt
     index = select_object_index(data, text)

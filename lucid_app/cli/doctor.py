@@ -75,13 +75,9 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
 
 def default_preset(model: str) -> str:
     """``learned_demo`` for a train-prior folder, ``demo`` for ``multiview:DIR``, else ``paper``."""
-    from lucid_app.priors.learned_folder import is_prior_folder
-    from lucid_app.priors.multiview import MODEL_PREFIX
-    from lucid_app.train.prepare import resolve_model_id
+    from lucid_app.priors.model_ref import parse_model_ref
 
-    if model.startswith(MODEL_PREFIX):
-        return "demo"
-    return "learned_demo" if is_prior_folder(resolve_model_id(model)) else "paper"
+    return {"multiview": "demo", "learned": "learned_demo"}.get(parse_model_ref(model).kind, "paper")
 
 
 def _checked_out(out: str | None) -> Path | None:
@@ -105,9 +101,8 @@ def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
     from lucid_app.lab.doctor.run import diagnose
     from lucid_app.lab.doctor.verdicts import remember
     from lucid_app.priors import load_prior
-    from lucid_app.train.prepare import check_model, resolve_config
+    from lucid_app.train.prepare import resolve_config
 
-    check_model(args.model)
     preset = args.preset or default_preset(args.model)
     config = resolve_config(preset, prompt=args.prompt, model=args.model, overrides=args.set)
     settings = DoctorSettings(timesteps=tuple(args.t), methods=tuple(args.methods), seeds=args.seeds,

@@ -22,6 +22,7 @@ from annotated_types import Ge, Le
 # use them, so ``python -m lucid_app --help`` (and every parse error) starts in a fraction of a second. This module is
 # the parser and the dispatch; each command's work is in its own module of this package (render, generate,
 # inspector, batch, train_prior, bench).
+from lucid_app.cli.add_user import add_add_user_parser
 from lucid_app.cli.batch import add_batch_parser
 from lucid_app.cli.generate import cmd_generate
 from lucid_app.cli.inspector import cmd_inspect
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_prior_parser(sub)
     add_doctor_parser(sub)
     add_batch_parser(sub)
+    add_add_user_parser(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,9 @@ def disk_full(target: Path) -> OSError:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds.
+def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` with permissions ``mode`` if
+    the block succeeds (the temporary file is private to the user until then).
 
     Raises:
         OSError: :func:`disk_full`'s when the block or the move fails for lack of space (``path`` unchanged).
@@ -41,7 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        tmp_path.chmod(0o644)
+        tmp_path.chmod(mode)
         os.replace(tmp_path, target)
     except OSError as err:
         if err.errno in DISK_FULL_ERRNOS:
@@ -130,11 +132,19 @@ def remove_files(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically (e.g. ``config.yaml``)."""
-    with atomic_path(path) as tmp:
+def write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
+    """Write a text file atomically (e.g. ``config.yaml``); ``mode`` 0o600 keeps a secret readable by its owner
+    only, from its first byte."""
+    with atomic_path(path, mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def copy_file(source: str | Path, target: str | Path) -> Path:
+    """Copy the file ``source`` to ``target`` atomically (contents only, not its permissions or times)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
 
 
 class MetricsLog:

@@ -63,12 +63,12 @@ import torch.nn.functional as F
 
 from lucid_app.config import ModelConfig
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.model_ref import ModelRef
 from lucid_app.priors.nerf_dataset import MultiViewObject, load_object, object_folders, resize_images
 from lucid_app.render.cameras import CameraBatch, orbit_positions
 
 logger = logging.getLogger(__name__)
 
-MODEL_PREFIX = "multiview:"
 # Stable Diffusion's training schedule (scaled-linear β from 0.00085 to 0.012 over 1000 steps).
 SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 OVERHEAD_MAX_POLAR_DEG = 30.0
@@ -329,7 +329,7 @@ def load_multiview_prior(
     )
     keep_t = config.multiview_keep_t if config.multiview_kernel == "snr" else None
     return MultiViewPrior(
-        objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma, keep_t=keep_t,
+        objects, name=ModelRef("multiview", str(path)).id, device=device, sigma=config.multiview_sigma, keep_t=keep_t,
         keep_sharpness=config.multiview_keep_sharpness, camera_sigma_deg=config.multiview_camera_sigma_deg,
     )
 

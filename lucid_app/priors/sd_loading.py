@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from lucid_app.config import DEFAULT_MODEL
 from lucid_app.config.trust import ALLOW_PICKLE_HINT
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.model_ref import SINGLE_FILE_SUFFIXES, looks_like_path
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PAPER_MODEL = "stabilityai/stable-diffusion-2-1-base"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 PEFT_REQUIREMENT = "peft==0.21.2"
 # Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read, and those
 # safetensors, torch and diffusers raise on a file of the wrong content: anything named .safetensors/.txt that is not
@@ -94,20 +94,11 @@ def _first_line(err: BaseException) -> str:
     return ". ".join(sentences).strip() or type(err).__name__
 
 
-def _looks_like_path(model_id: str) -> bool:
-    return (
-        model_id.startswith((".", "/", "~"))
-        or model_id.count("/") > 1
-        or (os.sep != "/" and os.sep in model_id)
-        or model_id.lower().endswith(SINGLE_FILE_SUFFIXES)
-    )
-
-
 def _check_local(name: str, what: str, need_model_index: bool) -> tuple[Path | None, str]:
     """The local path ``name`` names (None for a hub id) and why it is unusable ("" when it is usable)."""
     path = Path(name).expanduser()
     if not path.exists():
-        return None, (f"no such {what} file or folder" if _looks_like_path(name) else "")
+        return None, (f"no such {what} file or folder" if looks_like_path(name) else "")
     if path.is_dir() and need_model_index and not (path / "model_index.json").is_file():
         return path, "the folder has no model_index.json (not a diffusers folder)"
     if path.is_file() and not path.name.lower().endswith(SINGLE_FILE_SUFFIXES):

@@ -7,31 +7,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lucid_app.config import DEFAULT_MODEL, MAX_PATH_CHARS, ConfigError, ModelConfig, TrainConfig, replace
+from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfig, replace
 from lucid_app.config.devices import resolve_device
 from lucid_app.config.negatives import resolve_negative
-from lucid_app.config.presets import REPO_ROOT, load_config
-from lucid_app.config.trust import is_pickle_file
+from lucid_app.config.presets import load_config
 from lucid_app.io.files import OutputError, atomic_temp_glob, check_output_dir
 from lucid_app.io.run_layout import RUN_OUTPUT_PATTERNS
 from lucid_app.lab.doctor.verdicts import drift_notice
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
-from lucid_app.priors.learned_folder import is_prior_folder
-from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.priors.model_ref import model_ref_of, parse_model_ref
 
 logger = logging.getLogger(__name__)
 
 DEMO_PRESET = "demo"
-DEMO_MODEL = MODEL_PREFIX + "assets/demo"
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def resolve_config(
@@ -63,83 +58,33 @@ def resolve_config(
 
 
 def resolve_model_id(model_id: str) -> str:
-    """A model id whose local path is absolute, so that a run's ``config.yaml`` (and ``--resume``) works from any
-    working folder.
-
-    ``multiview:DIR`` and local folders or checkpoint files that exist relative to the working folder become
-    absolute; a relative ``multiview:`` path or learned-prior folder that does not exist there is looked up in the
-    repository (so ``presets/demo.yaml`` and ``presets/learned_demo.yaml`` work from anywhere). Hub ids, and paths
-    found nowhere (the loader names them in its error), are returned unchanged.
-    """
-    prefix = MODEL_PREFIX if model_id.startswith(MODEL_PREFIX) else ""
-    value = model_id[len(prefix):]
-    return prefix + _absolute_if_local(value, search_repo=bool(prefix) or is_prior_folder(REPO_ROOT / value))
-
-
-def check_model(model: str) -> None:
-    """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
-
-    Raises:
-        ConfigError: anything else, naming what is accepted (a name longer than a path, or one the file system
-            refuses to look up, e.g. a part longer than 255 characters, included).
-    """
-    if not model:
-        return
-    if len(model) > MAX_PATH_CHARS:
-        raise ConfigError(f"model: at most {MAX_PATH_CHARS} characters, got {len(model)}")
+    """A model id whose local path is absolute (:func:`~lucid_app.priors.model_ref.parse_model_ref`), so that a run's
+    ``config.yaml`` (and ``--resume``) works from any working folder; hub ids, and paths found nowhere (the loader
+    names them in its error), come back unchanged."""
     try:
-        _check_model_name(model)
-    except OSError as err:
-        raise ConfigError(f"model {_short(model)}: not a usable name ({err.strerror or type(err).__name__})") from None
+        return parse_model_ref(model_id).id
+    except ConfigError:
+        return model_id
 
 
-def _short(text: str, chars: int = 60) -> str:
-    """``repr(text)``, cut to about ``chars`` characters for a message."""
-    return repr(text) if len(text) <= chars else repr(text[:chars]) + "…"
-
-
-def _check_model_name(model: str) -> None:
-    """:func:`check_model`'s checks of a model name of a reasonable length (OSError from the file system)."""
-    if is_pickle_file(model):
-        raise ConfigError(
-            f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
-            "loads hub ids, diffusers folders and .safetensors files only"
-        )
-    if model.startswith(MODEL_PREFIX):
-        if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
-            raise ConfigError(f"model {_short(model)}: no such multi-view dataset folder")
-        return
-    if Path(model).expanduser().exists() or _HUB_ID.fullmatch(model):
-        return
-    raise ConfigError(
-        f"unknown model {_short(model)}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
-        f".safetensors file, or pick the offline demo ({DEMO_MODEL})"
-    )
-
-
-def _absolute_if_local(value: str, search_repo: bool = False) -> str:
-    """``value`` as an absolute path when it names an existing file or folder (or, with ``search_repo``, one in the
-    repository), else unchanged (a hub id, a preset name, empty)."""
+def _absolute_if_local(value: str) -> str:
+    """``value`` as an absolute path when it names an existing file or folder, else unchanged (a preset's pose name,
+    empty)."""
     if not value.strip():
         return value
     path = Path(value).expanduser()
-    if path.exists():
-        return os.path.abspath(path)
-    if search_repo and not path.is_absolute() and (REPO_ROOT / path).exists():
-        return str(REPO_ROOT / path)
-    return value
+    return os.path.abspath(path) if path.exists() else value
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """``config`` with every local path it names made absolute (model, embeddings, LoRA, ControlNet, single-file
-    configs, the SMPL folder and a pose file): what ``config.yaml`` records, valid from any working folder."""
-    model = config.model
-    model = replace(
-        model, id=resolve_model_id(model.id), lora=_absolute_if_local(model.lora),
-        controlnet=_absolute_if_local(model.controlnet),
-        single_file_config=_absolute_if_local(model.single_file_config),
-        textual_inversion=tuple(_absolute_if_local(p) for p in model.textual_inversion),
-    )
+    configs, the SMPL folder and a pose file): what ``config.yaml`` records, valid from any working folder.
+
+    Raises:
+        ConfigError: an empty model id.
+    """
+    model = model_ref_of(config.model).applied(config.model)
+    model = replace(model, single_file_config=_absolute_if_local(model.single_file_config))
     avatar = replace(config.avatar, smpl_dir=_absolute_if_local(config.avatar.smpl_dir),
                      pose=_absolute_if_local(config.avatar.pose))
     return replace(config, model=model, avatar=avatar)
@@ -230,7 +175,8 @@ def load_run_prior(
     captions = ", ".join(repr(c) for c in getattr(prior, "captions", []))
     notice = (
         f"No Stable Diffusion weights are available for {config.model.id!r} (offline, or not downloaded yet). "
-        f"Running the built-in offline demo instead: the multi-view prior {demo.model.id} with prompt {prompt!r} "
+        f"Running the built-in offline demo instead: the multi-view prior of the {DEMO_PRESET!r} preset with prompt "
+        f"{prompt!r} "
         f"(demo objects: {captions}); the demo preset's settings apply"
         + (f", with your overrides {', '.join(applied)}" if applied else "")
         + (f"; dropped, as they do not apply to the demo: {', '.join(dropped)}" if dropped else "")

@@ -13,7 +13,6 @@ import html
 import itertools
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,7 +22,8 @@ from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
 from lucid_app.io.run_layout import EVAL_VIEW
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
-from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
+from lucid_app.ui.handlers import AppHandlers, status_html
+from lucid_app.ui.served_files import ServedFiles
 
 # The methods the A/B run compares, in the order their pairs are listed (keys of ``guidance.GUIDANCES``).
 AB_METHODS = ("ism", "sds", "sdi", "naive")
@@ -63,13 +63,14 @@ def ab_label(config: TrainConfig, mode: str) -> str:
     return f"negative {config.prompt.negative!r}" if config.prompt.negative else "no negative prompt"
 
 
-def ab_metrics(view: JobView, outputs: Path) -> dict[str, Any]:
-    """A side's final (or current) figures: state, steps, losses, Gaussians, s/step, and its distinguishing fields."""
+def ab_metrics(view: JobView) -> dict[str, Any]:
+    """A side's final (or current) figures: state, steps, losses, Gaussians, s/step, and its distinguishing fields
+    (its run by the run folder's name)."""
     config = from_yaml(view.config_yaml)
     last = view.last_step
     timed = [e.seconds for e in view.steps]
     return {
-        "run": relative_to_outputs(view.run_dir, outputs), "state": view.state, "outcome": view.outcome,
+        "run": view.run_dir.name, "state": view.state, "outcome": view.outcome,
         "method": config.guidance.method, "negative": config.prompt.negative, "seed": config.seed,
         "step": last.step if last else 0, "total_steps": view.total_steps,
         "loss": last.losses.get("total") if last else None,
@@ -79,10 +80,11 @@ def ab_metrics(view: JobView, outputs: Path) -> dict[str, Any]:
     }
 
 
-def ab_image(view: JobView) -> Any:
-    """The side's picture: its first evaluation view once exported, else its latest preview grid (or None)."""
+def ab_image(view: JobView, served: ServedFiles, owner: str) -> Any:
+    """The side's picture: a served copy of its first evaluation view once exported, else its latest preview grid (or
+    None)."""
     path = view.run_dir / EVAL_VIEW
-    return str(path) if view.finished and path.is_file() else view.preview
+    return served.file(owner, path) if view.finished and path.is_file() else view.preview
 
 
 class ABHandlers:
@@ -107,7 +109,7 @@ class ABHandlers:
     ) -> Iterator[tuple[Any, ...]]:
         """Queue A and B for this session and stream both (``AB_OUTPUTS``) until both have ended."""
         try:
-            negative_text = self.guidance.resolve_negative(negative)
+            negative_text = self.guidance.resolve_negative(negative, request)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
         base = self.app.resolve_form({"prompt": prompt, "negative": negative_text, "preset": preset, "model": model,
@@ -117,11 +119,11 @@ class ABHandlers:
             configs = ab_configs(base, mode)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
-        session = session_of(request)
-        views = [self.app.jobs.submit(config, session=session, allow_demo=True) for config in configs]
+        owner = self.app.owner_of(request)
+        views = [self.app.jobs.submit(config, session=owner, allow_demo=True) for config in configs]
         sent = [-1, -1]
         while True:
-            yield self.render(views, mode, sent)
+            yield self.render(views, mode, sent, owner)
             if all(view.finished for view in views):
                 return
             time.sleep(self.app.stream_interval_s)
@@ -129,9 +131,9 @@ class ABHandlers:
             views[waiting] = self.app.jobs.wait(views[waiting].id, views[waiting].version, timeout_s=1.0)
             views = [self.app.jobs.view(view.id) for view in views]
 
-    def render(self, views: list[JobView], mode: str, sent: list[int]) -> tuple[Any, ...]:
-        """``AB_OUTPUTS`` for the two snapshots; until both have ended a picture is sent only when it changed
-        (``sent`` tracks that), and the last update holds both pictures (what an API caller receives)."""
+    def render(self, views: list[JobView], mode: str, sent: list[int], owner: str) -> tuple[Any, ...]:
+        """``AB_OUTPUTS`` for the two snapshots of ``owner``'s jobs; until both have ended a picture is sent only when
+        it changed (``sent`` tracks that), and the last update holds both pictures (what an API caller receives)."""
         status = "".join(
             f"<div><b>{side} — {html.escape(ab_label(from_yaml(view.config_yaml), mode))}</b>"
             f"{status_html(view)}</div>" for side, view in zip("AB", views)
@@ -140,7 +142,7 @@ class ABHandlers:
         final = all(view.finished for view in views)
         for i, view in enumerate(views):
             key = -2 if view.finished else view.preview_step
-            images.append(gr.skip() if sent[i] == key and not final else ab_image(view))
+            images.append(gr.skip() if sent[i] == key and not final else ab_image(view, self.app.served, owner))
             sent[i] = key
-        metrics = [ab_metrics(view, self.app.outputs) for view in views]
+        metrics = [ab_metrics(view) for view in views]
         return (status, *images, *metrics)

@@ -6,7 +6,9 @@ never a client's: the tab offers the genders converted there, and every job gets
 ``avatar.smpl_dir`` after the client's form is resolved. The tab's fields become ``avatar.*`` /
 ``model.controlnet_scale`` overrides on the ``avatar`` preset (so a run's ``config.yaml`` records the avatar and
 the trainer rebuilds the body from it); the pose preview is the part map of the chosen pose seen from the front,
-as an RGB array. Named API endpoints: ``/generate_avatar`` (streams) and ``/avatar_preview``.
+as an RGB array. Poses are picked by name from the shipped presets only: no client names a pose file, and an unknown
+name is refused before anything is read. Named API endpoints: ``/generate_avatar`` (streams) and
+``/avatar_preview``.
 """
 
 from __future__ import annotations
@@ -87,10 +89,14 @@ class AvatarHandlers:
 
     @user_errors
     def preview(self, gender: str, pose: str) -> tuple[np.ndarray | None, str]:
-        """The front part map of ``pose`` ([H, W, 3] uint8) and "", or None and a message saying what is wrong."""
+        """The front part map of the pose named ``pose`` ([H, W, 3] uint8) and "", or None and a message saying what
+        is wrong."""
+        name = str(pose or AvatarConfig.pose)
+        if name not in pose_names():
+            return None, f"Unknown pose: pick one of {', '.join(pose_names())}."
         try:
             body_gender = self.check_gender(gender)
-            body_pose = load_pose(pose or AvatarConfig.pose)
+            body_pose = load_pose(name)
         except AvatarError as err:
             return None, public_text(str(err))
         try:
@@ -156,8 +162,7 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                     c["gender"] = gr.Dropdown(choices, value="neutral" if "neutral" in choices else choices[0],
                                               label="Body model", interactive=len(genders) > 1, scale=0,
                                               min_width=120)
-                    c["pose"] = gr.Dropdown(pose_names(), value=start.avatar.pose, allow_custom_value=True,
-                                            label="Pose (preset, or a .npz/.json file)")
+                    c["pose"] = gr.Dropdown(pose_names(), value=start.avatar.pose, label="Pose")
                     c["pose_refresh"] = gr.Button("Preview pose", scale=0)
                 c["pose_image"] = gr.Image(label="Part map (front)", type="numpy", interactive=False, height=256)
                 c["pose_msg"] = gr.Markdown("" if genders else NO_SMPL_MODEL)

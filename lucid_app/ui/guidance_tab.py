@@ -16,7 +16,6 @@ import gradio as gr
 from lucid_app.config import MAX_STEPS, PAPER_NEGATIVE
 from lucid_app.config.negatives import list_negatives
 from lucid_app.config.presets import list_presets, load_config
-from lucid_app.train.prepare import DEMO_MODEL
 from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
@@ -33,7 +32,6 @@ INTRO = (
     "step. The inspector shows the pseudo-ground-truths SDS and ISM pull a render towards (supplementary Fig. 1) "
     "and how much they change with the noise seed; it queues behind training on the same worker."
 )
-MODEL_CHOICES = [("From the preset", ""), ("Offline demo: multi-view prior", DEMO_MODEL)]
 
 
 def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component) -> None:
@@ -84,7 +82,7 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                     c["ply_file"] = gr.File(label="3DGS .ply", file_types=[".ply"], type="filepath")
                     with gr.Row():
                         c["prompt"] = gr.Textbox(demo.prompt.text, label="Prompt (for an uploaded .ply)")
-                        c["model"] = gr.Dropdown(MODEL_CHOICES, value="", allow_custom_value=True,
+                        c["model"] = gr.Dropdown(app.models.choices(), value="", allow_custom_value=True,
                                                  label="Model (for an uploaded .ply)")
                     c["camera"] = gr.Radio([("Camera sliders", "orbit"), ("Current training views", "training")],
                                            value="orbit", label="Views")
@@ -115,7 +113,7 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                 c["ab_negative"] = gr.Textbox(PAPER_NEGATIVE, label="Negative prompt (text or @NAME)", scale=2)
             with gr.Row():
                 c["ab_preset"] = gr.Dropdown(list_presets(), value=DEFAULT_PRESET, label="Preset")
-                c["ab_model"] = gr.Dropdown(MODEL_CHOICES, value="", allow_custom_value=True, label="Model")
+                c["ab_model"] = gr.Dropdown(app.models.choices(), value="", allow_custom_value=True, label="Model")
                 c["ab_mode"] = gr.Radio([(label, mode) for mode, label in AB_MODES.items()], value="method",
                                         label="Compare")
             with gr.Row():

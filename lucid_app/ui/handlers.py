@@ -1,16 +1,21 @@
 """Event handlers of the app: form → config overrides → a job; job snapshots → component values.
 
 No tensors and no maths here: handlers translate between Gradio values and :mod:`lucid_app.app.jobs`. Every form
-field becomes a ``section.key=value`` override applied by the strict config loader, so the UI can set nothing
-the CLI cannot. Jobs belong to the browser session (``gr.Request.session_hash``); the API endpoints
-``/set_controls``, ``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the calling session's
-newest job. The streamed outputs also drive the buttons: Generate shows "Queued #n" / the step while a job goes,
-the Pause/Resume toggle shows the state, Stop is enabled only while a job is queued or running.
+field becomes a ``section.key=value`` override that must pass the client allow-list
+(:mod:`lucid_app.app.client_config`) and then the strict config loader, so the UI can set nothing the CLI cannot and
+nothing that names a server file; the model is a name from the server's list (:mod:`lucid_app.app.model_registry`),
+presets are picked by name. Jobs and run folders belong to the caller's owner id, derived on the server from the
+signed-in user or the browser session (:mod:`lucid_app.app.identity`); the API endpoints ``/set_controls``,
+``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the caller's own newest job, whatever
+``--shared-runs`` lets it view. Files reach the client only as copies made after an owner check
+(:mod:`lucid_app.ui.served_files`), and what it is shown of a config names no server folder. The streamed outputs
+also drive the buttons: Generate shows "Queued #n" / the step while a job goes, the Pause/Resume toggle shows the
+state, Stop is enabled only while a job is queued or running.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -19,14 +24,16 @@ from typing import Any
 
 import gradio as gr
 
-from lucid_app.app.client_config import check_client_config
+from lucid_app.app.client_config import check_client_config, check_client_overrides, public_config_yaml
+from lucid_app.app.identity import OwnerKeys
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
+from lucid_app.app.model_registry import ModelRegistry, default_registry
 from lucid_app.app.run_folders import JobError, list_runs, resolve_run
-from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, to_yaml
+from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, replace, to_yaml
 from lucid_app.config.presets import list_presets, load_config
 from lucid_app.io.run_layout import run_files
-from lucid_app.train.prepare import DEMO_MODEL, check_model, resolve_config
+from lucid_app.train.prepare import resolve_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import (
     APP_EXPORTS_MESH,
@@ -48,6 +55,8 @@ from lucid_app.ui.job_display import (
     status_html,
     symlog,
 )
+from lucid_app.ui.notices import setting_notices
+from lucid_app.ui.served_files import ServedFiles, gradio_served_root
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +74,9 @@ _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"),
 # ---------------------------------------------------------------------------------------------- pure helpers
 
 
-def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
-    """The machine-readable state of a job (the ``job`` JSON output); paths relative to the outputs root."""
+def job_summary(view: JobView | None) -> dict[str, Any]:
+    """The machine-readable state of the caller's own job (the ``job`` JSON output): its run is named by the run
+    folder's name alone, messages without server paths."""
     if view is None:
         return {"state": "none"}
     last = view.last_step
@@ -78,17 +88,22 @@ def job_summary(view: JobView | None, outputs: Path) -> dict[str, Any]:
         "t": last.t if last else None, "delta_t": last.delta_t if last else None,
         "step_guidance_scale": last.guidance_scale if last else None,
         "guidance_scale": view.controls.guidance_scale, "delta_t_control": view.controls.delta_t,
-        "preview_step": view.preview_step, "notice": view.notice,
-        "run": relative_to_outputs(view.run_dir, outputs), "files": sorted(view.files),
+        "preview_step": view.preview_step, "notice": public_text(view.notice or "") or None,
+        "run": view.run_dir.name, "files": sorted(view.files),
     }
 
 
-def relative_to_outputs(path: Path, root: Path) -> str:
-    """``path`` relative to the outputs ``root`` as a POSIX string ("" when it lies outside)."""
-    try:
-        return path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return ""
+def checked_preset(preset: str) -> str:
+    """``preset`` when it names a shipped preset ("" = the default); a path would make the server read any YAML file
+    it can see.
+
+    Raises:
+        ConfigError: not a preset name (the names are listed).
+    """
+    preset = str(preset or "").strip()
+    if preset and preset not in list_presets():
+        raise ConfigError(f"unknown preset {preset[:60]!r}; available presets: {', '.join(list_presets())}")
+    return preset
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -100,22 +115,34 @@ class AppHandlers:
     Args:
         jobs: the job manager (tests pass a fake with the same methods).
         stream_interval_s: least time between two streamed updates of ``generate``.
-        shared_runs: every visitor lists and opens every run (a single-user desktop); by default each session
-            (each signed-in user, with ``app.py --auth``) sees only its own runs.
+        shared_runs: every visitor lists and opens (views) every run (a single-user desktop); by default each owner
+            (each signed-in user with ``app.py --auth``, else each browser session) sees only its own runs. Controls
+            act on the caller's own jobs either way.
         smpl_dir: the server's SMPL folder (``app.py --smpl-dir``; "" = none), the only one a job may use.
+        models: the models clients pick by name (``app.py --models``; default: the built-in ones).
+        owner_keys: derives owner ids (default: the secret in the outputs folder, created when missing).
+        served: makes the copies of files a client receives (default: in Gradio's upload folder).
     """
 
     def __init__(self, jobs: JobManager, stream_interval_s: float = STREAM_INTERVAL_S, shared_runs: bool = False,
-                 smpl_dir: str = ""):
+                 smpl_dir: str = "", models: ModelRegistry | None = None, owner_keys: OwnerKeys | None = None,
+                 served: ServedFiles | None = None):
         self.jobs = jobs
         self.outputs = Path(jobs.outputs).resolve()
         self.stream_interval_s = stream_interval_s
         self.shared_runs = shared_runs
         self.smpl_dir = smpl_dir
+        self.models = models or default_registry()
+        self.owner_keys = owner_keys or OwnerKeys.for_outputs(self.outputs)
+        self.served = served or ServedFiles(gradio_served_root())
 
-    def owner(self, request: gr.Request | None) -> str | None:
-        """Whose runs ``request`` may list and open: its session's, or everyone's (None) with ``shared_runs``."""
-        return None if self.shared_runs else session_of(request)
+    def owner_of(self, request: gr.Request | None) -> str:
+        """The owner id of a request: of the signed-in user (``app.py --auth``), else of the browser session (of ""
+        without one, e.g. direct calls in tests). Jobs, controls, run folders and negatives belong to it."""
+        username = getattr(request, "username", None)
+        if username:
+            return self.owner_keys.owner(user=str(username))
+        return self.owner_keys.owner(session=str(getattr(request, "session_hash", "") or ""))
 
     # ------------------------------------------------------------------ text-to-3D
 
@@ -165,8 +192,9 @@ class AppHandlers:
         Results (viewers, downloads) are sent whenever the run's files change, so the splat viewer shows
         ``model.ply`` while the turntable and the mesh are still being exported, and the mesh as soon as it exists.
         """
-        view = self.jobs.submit(config, session=session_of(request), allow_demo=True)
-        yield self.render_job(view, results=True, generate_label=generate_label)
+        owner = self.owner_of(request)
+        view = self.jobs.submit(config, session=owner, allow_demo=True)
+        yield self.render_job(view, results=True, generate_label=generate_label, owner=owner)
         sent_preview = view.preview_step
         sent_files = dict(view.files)
         version = view.version
@@ -179,10 +207,10 @@ class AppHandlers:
             if view.finished:
                 break
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
-                                  generate_label=generate_label, splat=False)
+                                  generate_label=generate_label, splat=False, owner=owner)
             sent_preview, sent_files = view.preview_step, dict(view.files)
         yield from self._final_updates(self.render_job(view, preview=view.preview_step != sent_preview, results=True,
-                                                       generate_label=generate_label))
+                                                       generate_label=generate_label, owner=owner))
 
     def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
@@ -192,7 +220,9 @@ class AppHandlers:
         yield from mesh_before_splat(outputs, GENERATE_OUTPUTS)
 
     def resolve_form(self, form: dict[str, Any]) -> TrainConfig:
-        """The form's config through the strict loader; user errors become ``gr.Error`` with the reason."""
+        """The form's config: the form's raw values checked once (the form-field table), a preset by name, the client's
+        overrides through the allow-list, the model by name from the server's list, then the strict loader; user
+        errors become ``gr.Error`` with the reason."""
         try:
             form = checked_form(form)
         except ConfigError as err:
@@ -200,45 +230,50 @@ class AppHandlers:
         prompt = str(form.get("prompt") or "").strip()
         if not prompt:
             raise gr.Error("The prompt is empty: describe the object to generate.")
-        model = str(form.get("model") or "").strip()
-        preset = str(form.get("preset") or "").strip()
         try:
-            if preset and preset not in list_presets():
-                # A path would make the server read any YAML file it can see.
-                raise ConfigError(f"unknown preset {preset[:60]!r}; available presets: {', '.join(list_presets())}")
-            check_model(model)
-            config = resolve_config(preset or None, prompt, form.get("negative") or "", model or None,
-                                    form_overrides(form))
-            check_client_config(config, self.outputs, self.smpl_dir)
+            preset = checked_preset(form.get("preset") or "")
+            ref = self.models.resolve(form.get("model") or "")
+            overrides = form_overrides(form)
+            check_client_overrides(overrides)
+            config = resolve_config(preset or None, prompt, form.get("negative") or "", None, overrides)
+            if ref is not None:
+                config = replace(config, model=ref.applied(config.model))
+            check_client_config(config, self.smpl_dir)
             return config
         except ConfigError as err:
             raise gr.Error(str(err)) from None
 
     def render_job(self, view: JobView, preview: bool = True, results: bool = False,
-                   generate_label: str = "Generate", splat: bool = True) -> tuple[Any, ...]:
-        """``generate``'s outputs for a snapshot; unchanged previews and unfinished results are skipped."""
+                   generate_label: str = "Generate", splat: bool = True, owner: str = "") -> tuple[Any, ...]:
+        """``generate``'s outputs for a snapshot of ``owner``'s job; unchanged previews and unfinished results are
+        skipped."""
         loss, schedule = plot_frames(view)
         if loss.empty:
             # Gradio 6.31's LinePlot never draws lines when its first streamed value has no rows.
             loss = schedule = gr.skip()
         image = view.preview if preview else gr.skip()
         out: dict[str, Any] = {
-            "job": job_summary(view, self.outputs), "banner": _banner(view), "status": status_html(view),
-            "preview": image, "loss_plot": loss, "schedule_plot": schedule, "config": view.config_yaml,
+            "job": job_summary(view), "banner": _banner(view), "status": status_html(view),
+            "preview": image, "loss_plot": loss, "schedule_plot": schedule,
+            "config": self.public_yaml(view.config_yaml),
         }
-        out.update(self._results(view.files) if results else dict.fromkeys(RESULT_OUTPUTS, gr.skip()))
+        out.update(self._results(view.files, owner) if results else dict.fromkeys(RESULT_OUTPUTS, gr.skip()))
         if not splat:
             # During the export the splat viewer waits for the mesh (see _final_updates).
             out["model3d"] = gr.skip()
         out.update(button_states(view, generate_label))
         return tuple(out[name] for name in GENERATE_OUTPUTS)
 
+    def public_yaml(self, config_yaml: str) -> str:
+        """A config's YAML as a client may see it (no server folders), cached per text."""
+        return _public_yaml(config_yaml, self.outputs)
+
     # ------------------------------------------------------------------ live controls
 
     @user_errors
     def set_controls(self, guidance_scale: float, delta_t: float, request: gr.Request) -> str:
         """Change the guidance scale and δ_T of this session's job; they act from its next step."""
-        view = self.jobs.latest(session_of(request))
+        view = self.jobs.latest(self.owner_of(request))
         if view is None or view.finished:
             return "No running job to control."
         try:
@@ -259,22 +294,22 @@ class AppHandlers:
     @user_errors
     def toggle_pause(self, request: gr.Request) -> tuple[str, Any]:
         """Pause this session's running job, or resume it when it is paused; returns (message, the toggle)."""
-        view = self.jobs.latest(session_of(request))
+        view = self.jobs.latest(self.owner_of(request))
         paused = view is not None and view.controls.paused
         message = self.resume(request) if paused else self.pause(request)
-        after = self.jobs.latest(session_of(request))
+        after = self.jobs.latest(self.owner_of(request))
         return message, button_states(after)["pause_toggle"] if after is not None else gr.skip()
 
     @user_errors
     def stop(self, request: gr.Request) -> str:
-        view = self.jobs.latest(session_of(request))
+        view = self.jobs.latest(self.owner_of(request))
         if view is not None and view.state == "queued":
             return self._act(request, "cancel",
                              "Cancelled: the job left the queue before it started; nothing to export.")
         return self._act(request, "cancel", "Stopping after the current step; what exists is exported.")
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
-        view = self.jobs.latest(session_of(request))
+        view = self.jobs.latest(self.owner_of(request))
         if view is None or view.finished:
             return "No running job."
         try:
@@ -287,29 +322,38 @@ class AppHandlers:
 
     @user_errors
     def result(self, run: str, request: gr.Request) -> tuple[Any, ...]:
-        """Files of a run: ``run`` names a past run folder (as listed), or "" for this session's newest job.
+        """Files of a run: ``run`` names a past run (as listed: ``RUN``, or ``OWNER/RUN`` with ``--shared-runs``), or
+        "" for the caller's newest job.
 
         Returns (ply, video, config, mesh, summary); a missing file is None.
         """
+        owner = self.owner_of(request)
         if run:
-            try:
-                run_dir = resolve_run(self.outputs, run, self.owner(request))
-            except JobError as err:
-                raise gr.Error(str(err)) from None
-            files, summary = run_files(run_dir), {"run": relative_to_outputs(run_dir, self.outputs)}
+            run_dir = self.run_folder(run, request)
+            files, summary = run_files(run_dir), {"run": run}
         else:
-            view = self.jobs.latest(session_of(request))
+            view = self.jobs.latest(owner)
             if view is None:
                 raise gr.Error("This session has no job yet.")
-            files, summary = view.files, job_summary(view, self.outputs)
-        files = self._served(files)
-        return files.get("ply"), files.get("video"), files.get("config"), files.get("mesh"), summary
+            files, summary = view.files, job_summary(view)
+        served = self._served(files, owner)
+        return served.get("ply"), served.get("video"), served.get("config"), served.get("mesh"), summary
+
+    def run_folder(self, run: str, request: gr.Request | None) -> Path:
+        """The folder of the past run ``run`` that the caller may view: its own (``RUN``), or with ``--shared-runs``
+        any owner's (``OWNER/RUN``).
+
+        Raises:
+            JobError: not such a run (another owner's run gets the same line as a missing one).
+        """
+        return resolve_run(self.outputs, run, self.owner_of(request), shared=self.shared_runs)
 
     @user_errors
     def runs_choices(self, request: gr.Request) -> Any:
-        """The past-runs dropdown of this session's runs (every run with ``shared_runs``), newest first."""
-        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name)
-                   for r in list_runs(self.outputs, owner=self.owner(request))]
+        """The past-runs dropdown: the caller's runs by name (with ``--shared-runs`` also other owners' runs as
+        ``OWNER/RUN``), newest first."""
+        runs = list_runs(self.outputs, owner=self.owner_of(request), shared=self.shared_runs)
+        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name) for r in runs]
         return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
     @user_errors
@@ -319,15 +363,12 @@ class AppHandlers:
         The layout shows the splat (``model3d``) in a second event, after the mesh (see :func:`mesh_before_splat`)."""
         if not run:
             raise gr.Error("Pick a run from the list first.")
-        try:
-            run_dir = resolve_run(self.outputs, run, self.owner(request))
-        except JobError as err:
-            raise gr.Error(str(err)) from None
+        run_dir = self.run_folder(run, request)
         files = run_files(run_dir)
-        results = self._results(files)
-        config = Path(files["config"]).read_text(encoding="utf-8")
+        results = self._results(files, self.owner_of(request))
+        config = self.public_yaml(Path(files["config"]).read_text(encoding="utf-8"))
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
-        banner = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
+        banner = f"Showing the past run `{run}`{missing}."
         return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
 
     def splat_after_mesh(self, splat: str | None) -> Any:
@@ -336,8 +377,8 @@ class AppHandlers:
             time.sleep(SPLAT_AFTER_MESH_S)
         return splat
 
-    def _results(self, files: dict[str, str]) -> dict[str, Any]:
-        files = self._served(files)
+    def _results(self, files: dict[str, str], owner: str) -> dict[str, Any]:
+        files = self._served(files, owner)
         # The splat viewer shows the framed copy (splat_view.py) when the run has one; downloads give model.ply.
         out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")), "mesh3d": files.get("mesh"),
                                "video": files.get("video")}
@@ -345,10 +386,21 @@ class AppHandlers:
             out[name] = gr.DownloadButton(value=files.get(key), visible=key in files)
         return out
 
-    def _served(self, files: dict[str, str]) -> dict[str, str]:
-        """Only files inside the outputs root are ever handed to Gradio."""
-        return {k: v for k, v in files.items() if Path(v).resolve().is_relative_to(self.outputs)
-                and Path(v).is_file()}
+    def _served(self, files: dict[str, str], owner: str) -> dict[str, str]:
+        """Served copies (:mod:`lucid_app.ui.served_files`) of a run's files for ``owner``, who may view the run:
+        only files inside the outputs root, the config without server paths."""
+        served = {}
+        for key, value in files.items():
+            path = Path(value)
+            if not path.resolve().is_relative_to(self.outputs) or not path.is_file():
+                continue
+            if key == "config":
+                copy = self.served.text(owner, path.name, self.public_yaml(path.read_text(encoding="utf-8")))
+            else:
+                copy = self.served.file(owner, path)
+            if copy is not None:
+                served[key] = copy
+        return served
 
     # ------------------------------------------------------------------ form helpers and session end
 
@@ -356,18 +408,27 @@ class AppHandlers:
     def preset_changed(self, preset: str, prompt: str) -> tuple[Any, ...]:
         """Fill the form with the preset's values (``PRESET_FIELDS``, then the prompt when it is empty)."""
         try:
-            values = form_values(load_config(preset or None))
+            values = form_values(load_config(checked_preset(preset) or None))
         except ConfigError as err:
             raise gr.Error(str(err)) from None
         new_prompt = prompt if prompt.strip() else values["prompt"]
         return (*(values[name] for name in PRESET_FIELDS), new_prompt)
 
     def config_preview(self, preset: str) -> str:
-        """The preset's resolved config as YAML (shown read-only before a run)."""
+        """The preset's resolved config as YAML (shown read-only before a run), without server folders."""
         try:
-            return to_yaml(load_config(preset or None))
+            return self.public_yaml(to_yaml(load_config(checked_preset(preset) or None)))
         except ConfigError as err:
             return f"# {err}"
+
+    def setting_notices(self, model: str, preset: str, negative: str, perp_neg: bool) -> tuple[str, str]:
+        """The notices beside the negative prompt and Perp-Neg (:func:`lucid_app.ui.notices.setting_notices`) for
+        the form's model name and preset name."""
+        try:
+            preset = checked_preset(preset)
+        except ConfigError:
+            return "", ""
+        return setting_notices(model, preset, negative, perp_neg, self.models.refs())
 
     def unload(self, request: gr.Request) -> None:
         """The browser session ended: cancel its queued job and stop its running one.
@@ -376,22 +437,17 @@ class AppHandlers:
         """
         if getattr(request, "username", None):
             return
-        self.jobs.cancel_session(session_of(request))
+        self.jobs.cancel_session(self.owner_of(request))
 
 
-def session_of(request: gr.Request | None) -> str:
-    """Who a request acts for: the signed-in user's name (``app.py --auth``), else the browser session id ("" without
-    one, e.g. direct calls in tests). Jobs, controls and run folders belong to it."""
-    username = getattr(request, "username", None)
-    if username:
-        # Hashed: a folder name of its own for every user name, whatever characters it holds.
-        return "user-" + hashlib.sha256(str(username).encode()).hexdigest()[:16]
-    return str(getattr(request, "session_hash", "") or "")
+@functools.lru_cache(maxsize=64)
+def _public_yaml(config_yaml: str, outputs: Path) -> str:
+    return public_config_yaml(config_yaml, outputs)
 
 
 def _banner(view: JobView) -> str:
     if view.notice:
-        return f"**Offline demo.** {view.notice}"
+        return f"**Offline demo.** {public_text(view.notice)}"
     if view.state == "failed":
         return f"**The run failed.** {public_text(view.message)}"
     return ""
@@ -399,7 +455,7 @@ def _banner(view: JobView) -> str:
 
 __all__ = [
     "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
-    "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
-    "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "check_model", "example_prompts", "form_number",
+    "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
+    "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "checked_preset", "example_prompts", "form_number",
     "form_overrides", "form_values", "status_html",
 ]

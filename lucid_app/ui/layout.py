@@ -18,10 +18,11 @@ import typing
 
 import gradio as gr
 
+from lucid_app.app.identity import OwnerKeys
 from lucid_app.app.jobs import JobManager
-from lucid_app.config import DEFAULT_MODEL, PAPER_NEGATIVE, GuidanceConfig, InitConfig
+from lucid_app.app.model_registry import ModelRegistry
+from lucid_app.config import PAPER_NEGATIVE, GuidanceConfig, InitConfig
 from lucid_app.config.presets import list_presets, load_config
-from lucid_app.train.prepare import DEMO_MODEL
 from lucid_app.ui.avatar_tab import build_avatar_tab
 from lucid_app.ui.form import (
     APP_EXPORTS_MESH,
@@ -35,7 +36,6 @@ from lucid_app.ui.form import (
 )
 from lucid_app.ui.guidance_tab import build_guidance_tab
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, RESULT_OUTPUTS, AppHandlers
-from lucid_app.ui.notices import setting_notices
 from lucid_app.ui.panels import run_outputs_panel
 
 TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
@@ -54,25 +54,24 @@ SCROLL_TO_STATUS_JS = f"""(...args) => {{
   if (window.innerWidth < {NARROW_SCREEN_PX}) document.getElementById('lucid-status')?.scrollIntoView();
   return args.slice(0, {len(FORM_FIELDS)});
 }}"""
-MODEL_CHOICES = [
-    ("From the preset", ""),
-    (f"Stable Diffusion 2.1 base ({DEFAULT_MODEL})", DEFAULT_MODEL),
-    ("Offline demo: multi-view prior, no weights needed", DEMO_MODEL),
-]
 
 
 def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = DEFAULT_PRESET, *,
-               shared_runs: bool = False, smpl_dir: str = "") -> gr.Blocks:
-    """The app's ``gr.Blocks`` over ``jobs`` (launch it with ``allowed_paths=[str(jobs.outputs)]``).
+               shared_runs: bool = False, smpl_dir: str = "", models: ModelRegistry | None = None,
+               owner_keys: OwnerKeys | None = None) -> gr.Blocks:
+    """The app's ``gr.Blocks`` over ``jobs``. Launch it without ``allowed_paths``: files reach clients only through
+    the handlers (:mod:`lucid_app.ui.served_files`).
 
-    ``shared_runs``: every visitor sees every run (default: each session its own); ``smpl_dir``: the server's SMPL
-    folder for the Avatar tab ("" = none). See :class:`~lucid_app.ui.handlers.AppHandlers`.
+    ``default_model``: a name of ``models`` ("" = each preset's own); ``shared_runs``: every visitor views every run
+    (default: each owner its own); ``smpl_dir``: the server's SMPL folder for the Avatar tab ("" = none);
+    ``models``: the models clients pick by name (default: the built-in ones); ``owner_keys``: derives owner ids
+    (default: from the outputs folder's secret). See :class:`~lucid_app.ui.handlers.AppHandlers`.
     """
-    handlers = AppHandlers(jobs, shared_runs=shared_runs, smpl_dir=smpl_dir)
+    handlers = AppHandlers(jobs, shared_runs=shared_runs, smpl_dir=smpl_dir, models=models, owner_keys=owner_keys)
     start = form_values(load_config(default_preset))
     c: dict[str, gr.components.Component] = {}
 
-    notices = setting_notices(default_model, default_preset, PAPER_NEGATIVE, start["perp_neg"])
+    notices = handlers.setting_notices(default_model, default_preset, PAPER_NEGATIVE, start["perp_neg"])
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(HEADING)
@@ -88,8 +87,10 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                                                        elem_classes="lucid-notice")
                     with gr.Row():
                         c["preset"] = gr.Dropdown(list_presets(), value=default_preset, label="Preset", min_width=140)
+                        # Any text is accepted here, so an API client's unknown name gets the handler's own line.
                         c["model"] = gr.Dropdown(
-                            MODEL_CHOICES, value=default_model, allow_custom_value=True, label="Model", min_width=160,
+                            handlers.models.choices(), value=default_model, allow_custom_value=True, label="Model",
+                            min_width=160,
                         )
                     c["generate"] = gr.Button("Generate", variant="primary", elem_id="lucid-generate")
                     with gr.Accordion("Example prompts", open=False):
@@ -191,7 +192,8 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         c["pause_toggle"].click(handlers.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]],
                                 api_name="toggle_pause", concurrency_limit=None, show_progress="hidden")
         notice_inputs = [c["model"], c["preset"], c["negative"], c["perp_neg"]]
-        gr.on([c["model"].change, c["preset"].change, c["negative"].change, c["perp_neg"].change], setting_notices,
+        gr.on([c["model"].change, c["preset"].change, c["negative"].change, c["perp_neg"].change],
+              handlers.setting_notices,
               inputs=notice_inputs, outputs=[c["negative_notice"], c["perp_neg_notice"]], api_visibility="private",
               show_progress="hidden", trigger_mode="always_last")
         c["api_run"].submit(handlers.result, inputs=c["api_run"], outputs=[*api_files, api_summary],

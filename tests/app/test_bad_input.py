@@ -35,7 +35,7 @@ from lucid_app.ui.form import FORM_FIELDS, form_values  # noqa: E402
 from lucid_app.ui.guidance_handlers import GuidanceHandlers  # noqa: E402
 from lucid_app.ui.handlers import AppHandlers  # noqa: E402
 from tests.app_harness import free_port  # noqa: E402
-from tests.helpers import TINY, random_gaussians, write_object  # noqa: E402
+from tests.helpers import REQUEST, TINY, random_gaussians, write_object  # noqa: E402
 
 # What torch.save raises when its zip writer finds the disk full (torch 2.x, measured on a full 256 KB tmpfs).
 TORCH_DISK_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 534"
@@ -234,7 +234,7 @@ def test_the_inspector_refuses_a_nan_ply_before_queueing(tmp_path: Path) -> None
     handlers = GuidanceHandlers(AppHandlers(SimpleNamespace(outputs=tmp_path)))
     args = dict(run=None, ply_file=str(path), prompt="a red toy car", model="", camera="orbit", azimuth_deg=0.0,
                 elevation_deg=0.0, radius=4.0, timesteps="200", delta_ts="20", seeds=2, variants="both", negative="",
-                session="s")
+                request=REQUEST)
     with pytest.raises(PlyError, match="vertex property 'scale_0' is NaN"):
         handlers.inspect_request("upload", **args)
     write_gaussian_ply(path, random_gaussians(20, 0))
@@ -323,8 +323,9 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     ({"steps": "abc"}, "steps: expected a number, got 'abc'"),
     ({"delta_t": "abc"}, "delta_t: expected a number, got 'abc'"),
     ({"prompt": ["a", "list"]}, "prompt: expected text"),
-    ({"model": "x" * 5000}, "model: at most 4096 characters, got 5000"),
-    ({"model": "y" * 300}, "not a usable name (File name too long)"),
+    # Models are the server's names (app/model_registry.py): a long name is refused like any unknown one.
+    ({"model": "x" * 5000}, "unknown model: pick one of this server's models"),
+    ({"model": "y" * 300}, "unknown model: pick one of this server's models"),
     ({"init_shape": "ply"}, "init.path: empty, but init.shape='ply' reads its points from a file"),
     ({"extra_overrides": "seed=1\n" * 5000}, "extra_overrides: 5000 lines; at most 256 are allowed"),
     ({"extra_overrides": "x" * 200_000}, "extra_overrides: 200000 characters; at most 100000 are allowed"),

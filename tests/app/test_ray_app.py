@@ -27,8 +27,7 @@ def ray_app(tmp_path_factory: pytest.TempPathFactory):
         jobs = JobManager(tmp_path_factory.mktemp("ray-app"), "cpu", executor=executor).start()
         demo = build_demo(jobs)
         port = free_port()
-        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(jobs.outputs)])
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         try:
             yield jobs, f"http://127.0.0.1:{port}/"
         finally:

@@ -24,7 +24,7 @@ from lucid_app.cli.main import main as cli_main  # noqa: E402
 from lucid_app.config import ModelConfig  # noqa: E402
 from lucid_app.priors import PriorError, load_prior  # noqa: E402
 from lucid_app.config.trust import check_weights, UnsafeWeightsError  # noqa: E402
-from lucid_app.ui.handlers import AppHandlers, check_model  # noqa: E402
+from lucid_app.ui.handlers import AppHandlers  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
 
 
@@ -144,8 +144,14 @@ def test_app_form_refuses_pickles_and_server_paths(evil: SimpleNamespace, tmp_pa
         for value in values:
             with pytest.raises(gr.Error):
                 handlers.resolve_form({**form, field: value})
-    with pytest.raises(Exception, match="pickle"):
-        check_model(str(evil.ckpt))
+    # The server's own models file is checked too: a pickle is refused when the app starts.
+    from lucid_app.app.model_registry import load_models_file
+    from lucid_app.config import ConfigError
+
+    models = tmp_path / "models.yaml"
+    models.write_text(f"evil: {evil.ckpt}\n")
+    with pytest.raises(ConfigError, match="pickle"):
+        load_models_file(models)
     assert not marker.exists()
 
 
@@ -165,11 +171,11 @@ def test_no_endpoint_unpickles_a_client_file(evil: SimpleNamespace, marker: Path
         for kwargs in attempts:
             with pytest.raises(Exception):
                 client.predict(prompt="a red toy car", preset="demo", steps=2, api_name="/generate", **kwargs)
-        # Folders are legal models: the job is queued and fails on the missing safetensors weights.
-        for model, more in ((evil.model_dir, ""), (tiny_sd_dir, f"\nmodel.controlnet={evil.controlnet_dir}")):
-            *_, last = client.submit(prompt="a red toy car", preset="demo", steps=2, model=str(model),
-                                     extra_overrides=extra + more, api_name="/generate")
-            assert last[0]["state"] == "failed" and "safetensors" in last[0]["message"], last[0]
+        # Models are the server's, by name: a client's folder is an unknown model, its ControlNet a refused key.
+        for model, more in ((evil.model_dir, ""), ("", f"\nmodel.controlnet={evil.controlnet_dir}")):
+            with pytest.raises(Exception, match="unknown model|cannot set"):
+                client.predict(prompt="a red toy car", preset="demo", steps=2, model=str(model),
+                               extra_overrides=extra + more, api_name="/generate")
         with pytest.raises(Exception):
             client.predict(source="upload", run=None, ply_file=handle_file(str(evil.ckpt)), prompt="a cat",
                            model=str(evil.ckpt), camera="orbit", azimuth_deg=0, elevation_deg=0, radius=4.0,
@@ -223,23 +229,22 @@ def _run_folder(outputs: Path, session: str, name: str) -> Path:
 
 def test_each_session_lists_and_opens_only_its_own_runs(tmp_path: Path) -> None:
     outputs = tmp_path / "outputs"
-    _run_folder(outputs, "sess-a", "20260101-000000-a-cat-11111111")
-    _run_folder(outputs, "sess-b", "20260101-000000-a-cat-22222222")
     jobs = SimpleNamespace(outputs=outputs, latest=lambda session: None)
     alice, bob = SimpleNamespace(session_hash="sess-a"), SimpleNamespace(session_hash="sess-b")
     private, shared = AppHandlers(jobs), AppHandlers(jobs, shared_runs=True)
-    assert [name for _, name in private.runs_choices(alice).choices] == ["sess-a/20260101-000000-a-cat-11111111"]
+    a_run = "20260101-000000-a-cat-11111111"
+    _run_folder(outputs, private.owner_of(alice), a_run)
+    _run_folder(outputs, private.owner_of(bob), "20260101-000000-a-cat-22222222")
+    assert [name for _, name in private.runs_choices(alice).choices] == [a_run]
     assert len(shared.runs_choices(alice).choices) == 2
-    with pytest.raises(gr.Error, match="not a run folder of this session"):
-        private.result("sess-b/20260101-000000-a-cat-22222222", alice)
-    with pytest.raises(gr.Error, match="not a run folder of this session"):
-        private.open_run("sess-a/20260101-000000-a-cat-11111111", bob)
-    assert private.result("sess-a/20260101-000000-a-cat-11111111", alice)[0].endswith("model.ply")
+    with pytest.raises(gr.Error, match="not a run folder of yours"):
+        private.result(f"{private.owner_of(bob)}/20260101-000000-a-cat-22222222", alice)
+    with pytest.raises(gr.Error, match="not a run folder of yours"):
+        private.open_run(a_run, bob)
+    assert Path(private.result(a_run, alice)[0]).read_bytes() == b"ply\n"
     # A signed-in user is one owner across page loads, whatever characters the name holds.
-    from lucid_app.ui.handlers import session_of
-
-    first = session_of(SimpleNamespace(session_hash="x", username="a.b"))
-    assert first == session_of(SimpleNamespace(session_hash="y", username="a.b")) != session_of(
+    first = private.owner_of(SimpleNamespace(session_hash="x", username="a.b"))
+    assert first == private.owner_of(SimpleNamespace(session_hash="y", username="a.b")) != private.owner_of(
         SimpleNamespace(session_hash="x", username="ab"))
 
 

@@ -266,7 +266,7 @@ def test_doctor_on_tiny_stable_diffusion_uses_its_own_samples(tiny_sd_dir: Path,
     (["--t", "1000"], r"\[1, 1000\)"),
     (["--prompt", " "], "prompt is empty"),
     (["--prompt", "a green bicycle", "--dataset", "DATASET"], "a red toy car"),
-    (["--model", "no/such/folder/here"], "unknown model"),
+    (["--model", "no/such/folder/here"], "Could not load the diffusion model"),
 ])
 def test_bad_input_is_one_line_and_exit_2(learned: Path, dataset: Path, args: list[str], message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

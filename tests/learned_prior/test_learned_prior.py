@@ -255,10 +255,12 @@ def test_learned_demo_preset_is_the_demo_on_the_learned_prior() -> None:
 
 def test_a_relative_prior_folder_is_found_in_the_repository(trained: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import lucid_app.priors.model_ref as model_ref
     import lucid_app.train.prepare as runs
 
-    monkeypatch.setattr(runs, "REPO_ROOT", trained.parent)
+    monkeypatch.setattr(model_ref, "REPO_ROOT", trained.parent)
     monkeypatch.chdir(tmp_path)
+    assert model_ref.parse_model_ref(trained.name).kind == "learned"
     assert runs.resolve_model_id(trained.name) == str(trained)
     assert runs.resolve_model_id("owner/model") == "owner/model"
 

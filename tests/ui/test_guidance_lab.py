@@ -48,7 +48,7 @@ from lucid_app.config.negatives import (  # noqa: E402
 )
 from lucid_app.io.ply import write_gaussian_ply  # noqa: E402
 from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior  # noqa: E402
-from lucid_app.app.run_folders import JobError  # noqa: E402
+from lucid_app.app.run_folders import JobError, user_negatives_path  # noqa: E402
 from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.guidance import GUIDANCES  # noqa: E402
 from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
@@ -123,8 +123,8 @@ def test_library_handlers_show_save_and_refuse_with_a_message(tmp_path: Path) ->
     assert handlers.negative_of("paper") == PAPER_NEGATIVE
     dropdown, message = handlers.save("soft", "soft focus")
     assert "@soft" in message and dropdown.value == "soft" and "soft" in dropdown.choices[-1]
-    assert (tmp_path / "negatives.yaml").is_file()
-    assert handlers.negative_of("soft") == "soft focus" and handlers.resolve_negative("@soft") == "soft focus"
+    assert user_negatives_path(tmp_path, handlers.app.owner_of(None)).is_file()
+    assert handlers.negative_of("soft") == "soft focus" and handlers.resolve_negative("@soft", None) == "soft focus"
     assert handlers.use_in_text_to_3d("@soft") == ("soft focus", "Copied to the Text-to-3D tab's negative prompt.")
     _, refused = handlers.save("paper", "x")
     assert refused.startswith("Not saved:") and "built-in" in refused
@@ -174,7 +174,8 @@ def test_inspect_request_errors_name_the_problem(tmp_path: Path) -> None:
     handlers = GuidanceHandlers(AppHandlers(FakeJobs(tmp_path)))
     args = dict(run=None, ply_file=None, prompt="a red toy car", model="", camera="orbit", azimuth_deg=0.0,
                 elevation_deg=0.0, radius=4.0, timesteps="200", delta_ts="20", seeds=2, variants="both", negative="",
-                session="s")
+                request=None)
+    (tmp_path / "x.ply").write_bytes(b"ply\n")
     with pytest.raises(JobError, match="Pick a past run"):
         handlers.inspect_request("run", **args)
     with pytest.raises(JobError, match="not a run name"):
@@ -324,6 +325,11 @@ def test_failing_and_stopped_tasks_end_with_their_message(fake_jobs: JobManager)
 # ---------------------------------------------------------------------------------------------- through gradio_client
 
 
+def _run_dir(jobs, run: str) -> Path:
+    """The folder of the caller's run named ``run`` (the app names a client's runs without their owner folder)."""
+    return next(view.run_dir for view in jobs.views() if view.run_dir.name == run)
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
     with running_app(tmp_path_factory.mktemp("lab-outputs")) as handle:
@@ -367,7 +373,10 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
     # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
     assert grid.shape[0] == 16 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
-    assert task.files["json"].endswith("inspect.json") and json.loads(Path(task.files["json"]).read_text()) == data
+    # The server's inspect.json holds the model's real path; the client is shown it without server folders.
+    saved = json.loads(Path(task.files["json"]).read_text())
+    assert task.files["json"].endswith("inspect.json") and {**saved, "model": data["model"]} == data
+    assert data["model"] == "multiview:assets/demo" != saved["model"]
 
     with pytest.raises(Exception, match="δ_T"):
         client.predict(source="latest", run=None, ply_file=None, prompt="", model="", camera="orbit",
@@ -452,7 +461,7 @@ def test_set_negative_endpoint_logs_a_prompt_change_in_the_running_job(app) -> N
             client.predict(api_name="/resume")
     assert reply and reply.startswith("From step"), reply
     assert last["state"] == "done" and last["outcome"] == "done", last
-    records = [json.loads(line) for line in (jobs.outputs / last["run"] / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (_run_dir(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
     (change,) = [r for r in records if "prompt_change" in r]
     assert change["prompt_change"] == {"negative": "a snowman", "perp_neg": True, "perp_neg_weight": -1.5}
     assert 1 < change["step"] <= 40

