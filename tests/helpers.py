@@ -27,7 +27,9 @@ from lucid_app.config import PromptConfig, TrainConfig, apply_overrides
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set
 from lucid_app.io.ply import GaussianPly
 from lucid_app.priors.base import PriorError
+from lucid_app.render.base import Splats
 from lucid_app.render.cameras import look_at, orbit_positions
+from lucid_app.scene.gaussians import rgb_to_sh_dc
 from lucid_app.train.controls import ControlState, LiveControls
 from lucid_app.train.events import DoneEvent, StepEvent
 from lucid_app.train.prepare import resolve_config
@@ -144,7 +146,8 @@ TINY = ["render.width=16", "render.height=16", "model.multiview_resolution=16", 
 
 def tiny_config(model: str, steps: int = 6, extra: tuple[str, ...] = ()) -> TrainConfig:
     return apply_overrides(TrainConfig(), [
-        f"model.id={model}", f"model.multiview_resolution={TRAIN_SIZE}", f"render.width={TRAIN_SIZE}", f"render.height={TRAIN_SIZE}",
+        f"model.id={model}", f"model.multiview_resolution={TRAIN_SIZE}", f"render.width={TRAIN_SIZE}",
+        f"render.height={TRAIN_SIZE}",
         "cameras.batch_size=2", "init.shape=sphere", "init.num_points=200", "init.size=[0.8, 0.8, 0.8]",
         f"optim.steps={steps}", "prompt.text=a red chair", "prompt.negative=", "guidance.warmup_steps=4",
         "densify.start_step=2", "densify.stop_step=4", "densify.every=2", "densify.opacity_reset_every=3",
@@ -403,3 +406,24 @@ def write_bar_object(folder: Path, caption: str, colour: tuple[int, int, int], s
         images[i, size // 4 : 3 * size // 4, column : column + 4, :3] = colour
     write_split(folder, "train", images, opengl_c2w_from_viewmats(cameras.viewmats), {})
     (folder / "caption.txt").write_text(caption + "\n")
+
+
+# Balls of isotropic Gaussians on a cubic lattice (the mesh tests): centre spacing, their σ and opacity.
+BALL_SPACING = 0.1
+BALL_SIGMA = 0.1
+BALL_OPACITY = 0.5
+
+
+def lattice_ball(radius: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """[N, 3] points of the cubic lattice of spacing BALL_SPACING inside the ball."""
+    axis = torch.arange(-radius, radius + 1e-6, BALL_SPACING)
+    points = torch.cartesian_prod(axis, axis, axis)
+    return points[points.norm(dim=1) <= radius + 1e-6] + torch.tensor(centre)
+
+
+def splats_at(points: torch.Tensor, rgb: tuple[float, float, float] = (1.0, 0.0, 0.0),
+              opacity: float = BALL_OPACITY) -> Splats:
+    n = points.shape[0]
+    quats = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))  # isotropic: rotations are irrelevant
+    return Splats(means=points, quats=quats, scales=torch.full((n, 3), BALL_SIGMA), opacities=torch.full((n,), opacity),
+                  sh=rgb_to_sh_dc(torch.tensor(rgb)).expand(n, 1, 3).clone(), sh_degree=0)

@@ -54,6 +54,8 @@ TIMESTEP_INDEX = Annotated[int, Ge(0), Le(MAX_TIMESTEP)]
 # full); PriorError (see _user_errors) a model that cannot be loaded or used; ``--verbose`` logs the traceback of any
 # of them.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+# ``mesh --texture`` without a size (issue 26); the end-of-run export's size is ``export.mesh_texture``.
+MESH_COMMAND_TEXTURE_PX = 512
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -164,6 +166,12 @@ def _add_mesh_parser(sub: argparse._SubParsersAction) -> None:
                       help="density level of the surface (default: lucid_app.mesh's)")
     mesh.add_argument("--faces", type=bounded(MESH_FACES), default=None,
                       help="at most this many faces (a coarser grid; the mesh stays watertight)")
+    mesh.add_argument("--texture", type=int, nargs="?", const=MESH_COMMAND_TEXTURE_PX, default=None, metavar="SIZE",
+                      help=f"bake a SIZE x SIZE px texture (16-8192; {MESH_COMMAND_TEXTURE_PX} without SIZE); .obj also "
+                           "writes .mtl and .png beside it (default: vertex colours only)")
+    mesh.add_argument("--bake", default=None, metavar="METHOD",
+                      help="texture bake: normal (the Gaussians along each texel's normal; default) or views "
+                           "(projected renders)")
     mesh.set_defaults(func=cmd_mesh)
 
 

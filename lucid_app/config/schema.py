@@ -32,6 +32,8 @@ MAX_PATH_CHARS = 4096
 MAX_TIMESTEP = 999
 MAX_POINTS = 10_000_000
 MAX_BATCH_SIZE = 64
+# A baked mesh texture's side (px); the mesh command and export.mesh_texture share it (lucid_app/mesh/uv.py).
+MESH_TEXTURE_RANGE_PX = (16, 8192)
 # torch.Generator.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
 # The pseudo-GT inspector (CLI ``inspect`` and the app's tab): seeds per row, and values per list (t, δ_T, azimuths).
@@ -328,6 +330,10 @@ class ExportConfig:
     # Density grid resolution (mesh.py's range, 8..MAX_RESOLUTION) and iso-level of the mesh.
     mesh_resolution: Annotated[int, Ge(8), Le(512)] = 128
     mesh_iso: Annotated[float, Gt(0.0), Le(100.0)] = 0.5
+    # At most this many faces (a coarser grid, still watertight; 0 = no budget), and the side of the baked colour
+    # texture in px (0 = vertex colours only, else within MESH_TEXTURE_RANGE_PX): light by default (issue 26).
+    mesh_faces: Annotated[int, Ge(0), Le(10_000_000)] = 20_000
+    mesh_texture: Annotated[int, Ge(0), Le(MESH_TEXTURE_RANGE_PX[1])] = 1024
     # 0 = never.
     checkpoint_every: StepIndex = 500
     # Also checkpoint when this many seconds have passed since the last one (0 = steps only): a kill loses at most this.
@@ -335,6 +341,11 @@ class ExportConfig:
     # 0 = never.
     preview_every: StepIndex = 50
     log_every: Annotated[int, Ge(1), Le(MAX_STEPS)] = 10
+
+    def __post_init__(self) -> None:
+        if 0 < self.mesh_texture < MESH_TEXTURE_RANGE_PX[0]:
+            raise ConfigError(f"mesh_texture: 0 (vertex colours) or {MESH_TEXTURE_RANGE_PX[0]}.."
+                              f"{MESH_TEXTURE_RANGE_PX[1]} px, got {self.mesh_texture}")
 
 
 @dataclass(frozen=True)

@@ -91,14 +91,16 @@ def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config:
 
 def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
                  stage: Callable[[ExportEvent], None]) -> Path | None:
-    """``mesh.glb`` of :func:`export_run`, written last: a mesh that cannot be made (e.g. nothing above the
-    iso-level) is logged and skipped (None), and every other output is already on disk."""
-    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+    """``mesh.glb`` of :func:`export_run` (at most ``export.mesh_faces`` faces, textured unless ``export.mesh_texture``
+    is 0), written last: a mesh that cannot be made (e.g. nothing above the iso-level) is logged and skipped (None),
+    and every other output is already on disk."""
+    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh_files
 
     stage(ExportEvent(stage="mesh"))
+    exp = config.export
     try:
-        mesh = mesh_from_splats(splats, config.export.mesh_resolution, config.export.mesh_iso).mesh
-        return write_mesh(run_dir / MESH_NAME, mesh)
+        mesh = mesh_from_splats(splats, exp.mesh_resolution, exp.mesh_iso, max_faces=exp.mesh_faces or None).mesh
+        return Path(write_mesh_files(run_dir / MESH_NAME, mesh, splats, exp.mesh_texture)["files"][0])
     except (MeshError, MemoryError) as err:
         logger.warning("mesh export skipped: %s", err)
         return None

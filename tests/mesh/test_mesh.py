@@ -21,28 +21,10 @@ from lucid_app.mesh import Grid, MeshError, density_grid, mesh_from_splats, writ
 from lucid_app.mesh import density as mesh_density
 from lucid_app.io.ply import gaussian_property_names, write_gaussian_ply
 from lucid_app.render.base import Splats
-from tests.helpers import TINY, last_json
+from tests.helpers import BALL_OPACITY, BALL_SIGMA, BALL_SPACING, TINY, last_json, lattice_ball, splats_at
 
-SPACING = 0.1  # lattice of centres in the test balls
-SIGMA = 0.1
-OPACITY = 0.5
 ISO = 2.0
 RESOLUTION = 48
-
-
-def lattice_ball(radius: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
-    """[N, 3] points of the cubic lattice of spacing SPACING inside the ball."""
-    axis = torch.arange(-radius, radius + 1e-6, SPACING)
-    points = torch.cartesian_prod(axis, axis, axis)
-    return points[points.norm(dim=1) <= radius + 1e-6] + torch.tensor(centre)
-
-
-def splats_at(points: torch.Tensor, rgb: tuple[float, float, float] = (1.0, 0.0, 0.0),
-              opacity: float = OPACITY) -> Splats:
-    n = points.shape[0]
-    quats = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))  # isotropic: rotations are irrelevant
-    return Splats(means=points, quats=quats, scales=torch.full((n, 3), SIGMA), opacities=torch.full((n,), opacity),
-                  sh=rgb_to_sh_dc(torch.tensor(rgb)).expand(n, 1, 3).clone(), sh_degree=0)
 
 
 def expected_iso_radius(n_points: int) -> float:
@@ -51,11 +33,11 @@ def expected_iso_radius(n_points: int) -> float:
     D(r) = rho o (2 pi sigma^2)^(3/2) P(|X| <= R), X ~ N(r e, sigma^2 I): P is a non-central chi-square CDF. R is
     the radius of the ball with the lattice's volume (n spacing^3).
     """
-    big_r = (3.0 * n_points * SPACING**3 / (4.0 * np.pi)) ** (1.0 / 3.0)
-    peak = OPACITY * (2.0 * np.pi) ** 1.5 * SIGMA**3 / SPACING**3
+    big_r = (3.0 * n_points * BALL_SPACING**3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    peak = BALL_OPACITY * (2.0 * np.pi) ** 1.5 * BALL_SIGMA**3 / BALL_SPACING**3
 
     def excess(r: float) -> float:
-        return peak * ncx2.cdf((big_r / SIGMA) ** 2, 3, (r / SIGMA) ** 2) - ISO
+        return peak * ncx2.cdf((big_r / BALL_SIGMA) ** 2, 3, (r / BALL_SIGMA) ** 2) - ISO
 
     return brentq(excess, 0.5, 2.0)
 
@@ -109,7 +91,7 @@ def test_two_balls_are_two_components_and_a_floater_is_dropped() -> None:
     colors = [(1.0, 0.0, 0.0)] * len(left) + [(0.0, 0.0, 1.0)] * len(right) + [(0.0, 1.0, 0.0)] * 2
     splats = splats_at(points)
     splats.sh = rgb_to_sh_dc(torch.tensor(colors))[:, None, :]
-    splats.opacities = torch.cat([torch.full((len(points) - 2,), OPACITY), torch.full((2,), 1.0)])
+    splats.opacities = torch.cat([torch.full((len(points) - 2,), BALL_OPACITY), torch.full((2,), 1.0)])
     result = mesh_from_splats(splats, resolution=RESOLUTION, iso=ISO / 2)
     assert result.components_found == 3 and result.components_kept == 2
     parts = result.mesh.split(only_watertight=False)
