@@ -38,13 +38,13 @@ def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False):
     from lucid_app.app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
-    from lucid_app.ui.layout import APP_CSS
+    from lucid_app.ui.layout import APP_CSS, ZOOM_JS
 
     jobs = JobManager(outputs, device).start()
     demo = build_demo(jobs, shared_runs=shared_runs)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(jobs.outputs)], css=APP_CSS)
+                        allowed_paths=[str(jobs.outputs)], css=APP_CSS, js=ZOOM_JS)
     return demo, jobs, f"http://127.0.0.1:{port}/"
 
 

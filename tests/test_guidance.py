@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
 from lucid_app.guidance import GUIDANCES
@@ -21,6 +20,8 @@ class LinearPrior(torch.nn.Module):
     """ε(x, t, c) = k·(1 + t/1000)·x + c (c broadcast over the spatial dims): an analytic, learnable-looking prior."""
 
     def __init__(self) -> None:
+        from diffusers import DDPMScheduler
+
         super().__init__()
         self.name = "linear"
         self.device = torch.device("cpu")

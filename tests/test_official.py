@@ -9,9 +9,7 @@ import os
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
 
-from lucid_app.priors.sd_architecture import _text_encoder, _unet, _vae, build_pipeline, clip_sized_tokenizer
 from lucid_app.bench.step import STAGES, bench_step
 from lucid_app.config import GuidanceConfig, PromptConfig
 from lucid_app.train.eta import eta_notice
@@ -22,9 +20,7 @@ from lucid_app.guidance.base import gradient_loss
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.train.losses import flip_views, minmax_disparity, total_variation
-from lucid_app.priors.stable_diffusion import StableDiffusionPrior
 from test_guidance import WARM, LinearPrior
-from tiny_sd import tiny_pipeline
 
 # The full-size step (SD 2.1 base at 512², 4 views) takes minutes on a CPU: run only with LUCID_FULL_SIZE=1.
 FULL_SIZE = os.environ.get("LUCID_FULL_SIZE") == "1"
@@ -49,6 +45,10 @@ def test_noise_from_model_output_recovers_eps_exactly(kind: str) -> None:
 
 def test_v_prediction_prior_matches_diffusers_ddim_x0() -> None:
     """A tiny v-prediction UNet: the prior's ε̂ gives the x̂₀ that diffusers' DDIMScheduler.step computes."""
+    from diffusers import DDIMScheduler
+    from lucid_app.priors.stable_diffusion import StableDiffusionPrior
+    from tiny_sd import tiny_pipeline
+
     pipe = tiny_pipeline()
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
     prior = StableDiffusionPrior("tiny-v", pipe, torch.device("cpu"))
@@ -85,6 +85,9 @@ def test_gradient_loss_sums_in_fp32_and_keeps_the_exact_gradient() -> None:
 
 
 def test_ism_on_a_tiny_fp16_model_has_a_finite_loss() -> None:
+    from lucid_app.priors.stable_diffusion import StableDiffusionPrior
+    from tiny_sd import tiny_pipeline
+
     pipe = tiny_pipeline().to(torch.float16)
     prior = StableDiffusionPrior("tiny-fp16", pipe, torch.device("cpu"))
     prompts = encode_prompt_set(prior, PromptConfig(text="a cat", negative="blurry"))
@@ -198,6 +201,8 @@ def test_minmax_disparity_spans_zero_to_one_per_view() -> None:
 
 def test_full_size_architecture_has_sd21_base_parameter_counts() -> None:
     """Built on the meta device (no memory, no time): the counts of stabilityai/stable-diffusion-2-1-base."""
+    from lucid_app.priors.sd_architecture import _text_encoder, _unet, _vae, clip_sized_tokenizer
+
     tokenizer = clip_sized_tokenizer()
     assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
     with torch.device("meta"):
@@ -209,6 +214,8 @@ def test_full_size_architecture_has_sd21_base_parameter_counts() -> None:
 
 
 def test_bench_step_reports_every_stage_on_the_mini_arch() -> None:
+    from lucid_app.priors.sd_architecture import build_pipeline
+
     report = bench_step(arch="mini", views=1, size_px=32, device="cpu", steps=1, gaussians=300)
     assert report["losses_finite"] and report["dtype"] == "float32" and report["device"] == "cpu"
     stages = report["stage_s"]

@@ -39,6 +39,8 @@ CameraMode = Literal["orbit", "training"]
 CAMERA_MODES: tuple[str, ...] = ("orbit", "training")
 GRID_NAME = "pseudo_gt.png"
 NUMBERS_NAME = "inspect.json"
+# The pseudo-GT grid's tiles are enlarged to at least this height (issue 27: 64 px tiles showed as ~60 px thumbnails).
+INSPECT_TILE_MIN_PX = 160
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,12 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     data = inspect_data(numbers, request.settings, config, cameras, request.run_dir)
     if request.snapshot is not None:
         data["live_step"] = step
-    image = label_grid(grid.cpu().numpy(), list(numbers), len(cameras), request.settings.seeds,
+    tiles = grid.cpu().numpy()
+    # Each tile at least INSPECT_TILE_MIN_PX high (nearest neighbour, whole factors): a 64 px render is a readable
+    # picture, not a thumbnail, and the labels stay sharp (drawn after).
+    factor = max(1, -(-INSPECT_TILE_MIN_PX // max(config.render.height, 1)))
+    tiles = tiles.repeat(factor, axis=0).repeat(factor, axis=1)
+    image = label_grid(tiles, list(numbers), len(cameras), request.settings.seeds,
                        grid_title(config, step if request.snapshot is not None else None))
     files = {
         "png": str(write_png(context.folder / GRID_NAME, image)),

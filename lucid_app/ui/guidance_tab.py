@@ -21,6 +21,7 @@ from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
 from lucid_app.ui.handlers import AppHandlers
+from lucid_app.ui.panels import ZOOM_CLASS
 
 TAB_TITLE = "Negative prompts & guidance lab"
 DEFAULT_NEGATIVE_NAME = "paper"
@@ -34,6 +35,7 @@ INTRO = (
     "and how much they change with the noise seed; it queues behind training on the same worker."
 )
 MODEL_CHOICES = [("From the preset", ""), ("Offline demo: multi-view prior", DEMO_MODEL)]
+AB_IMAGE_HEIGHT_PX = 560
 
 
 def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component) -> None:
@@ -104,8 +106,11 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                         c["inspect_negative"] = gr.Textbox(label="Negative to inspect (text or @NAME; empty = the run's)")
                     c["inspect"] = gr.Button("Inspect", variant="primary", elem_id="lucid-inspect")
                 with gr.Column(scale=3):
-                    c["grid"] = gr.Image(label="Pseudo-GTs (rows: method, t, δ_T, negative; per view: render x0, seeds)",
-                                         type="numpy", interactive=False, elem_id="lucid-inspect-grid")
+                    gr.Markdown("**Pseudo-GTs** (rows: method, t, δ_T, negative; per view: render x0, seeds). Click "
+                                "the grid to see it on the whole window.")
+                    c["grid"] = gr.Image(show_label=False, type="numpy", interactive=False,
+                                         elem_id="lucid-inspect-grid", elem_classes=ZOOM_CLASS,
+                                         buttons=["download", "fullscreen"])
                     c["numbers"] = gr.Code(language="json", label="Inconsistency (mean per-pixel std across seeds)",
                                            interactive=False)
 
@@ -124,12 +129,16 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
             c["ab_extra_overrides"] = gr.Textbox(label="More overrides (one section.key=value per line)", lines=2)
             c["ab_start"] = gr.Button("Run A and B", variant="primary", elem_id="lucid-ab-run")
             c["ab_status"] = gr.HTML()
-            with gr.Row():
-                c["ab_image_a"] = gr.Image(label="A", type="numpy", interactive=False)
-                c["ab_image_b"] = gr.Image(label="B", type="numpy", interactive=False)
-            with gr.Row():
-                c["ab_metrics_a"] = gr.JSON(label="A: final metrics")
-                c["ab_metrics_b"] = gr.JSON(label="B: final metrics")
+            with gr.Row(equal_height=True):
+                c["ab_image_a"] = gr.Image(label="A: final views (click to enlarge)", type="numpy", interactive=False,
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-a", elem_classes=ZOOM_CLASS)
+                c["ab_image_b"] = gr.Image(label="B: final views (click to enlarge)", type="numpy", interactive=False,
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-b", elem_classes=ZOOM_CLASS)
+            c["ab_table"] = gr.Dataframe(label="A and B", interactive=False, elem_id="lucid-ab-table", wrap=True)
+            with gr.Accordion("A and B as JSON", open=False):
+                with gr.Row():
+                    c["ab_metrics_a"] = gr.JSON(label="A: final metrics")
+                    c["ab_metrics_b"] = gr.JSON(label="B: final metrics")
 
     gr.on([tab.select, c["library_refresh"].click], handlers.library_choices, inputs=c["library"],
           outputs=c["library"], api_visibility="private")

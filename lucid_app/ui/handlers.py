@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ import gradio as gr
 from lucid_app.app.client_config import check_client_config
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
+from lucid_app.app.past_runs import read_run, views_image
 from lucid_app.app.run_folders import JobError, list_runs, resolve_run
-from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, to_yaml
+from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, from_yaml, to_yaml
 from lucid_app.config.presets import list_presets, load_config
 from lucid_app.io.run_layout import run_files
 from lucid_app.train.prepare import DEMO_MODEL, check_model, resolve_config
@@ -38,15 +39,17 @@ from lucid_app.ui.form import (
     form_overrides,
     form_values,
 )
+from lucid_app.train.events import StepEvent
 from lucid_app.ui.job_display import (
-    LOSS_AXIS,
+    LOSS_PLOTS,
     SPLAT_AFTER_MESH_S,
     button_states,
     mesh_before_splat,
     plot_frames,
+    record_status_html,
     status_html,
-    symlog,
 )
+from lucid_app.ui.panels import plot_key
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +57,16 @@ STREAM_INTERVAL_S = 0.3
 # The form's limits are the schema's; this name stays for callers that read the form's resolution range here.
 RESOLUTION_RANGE_PX = RENDER_SIZE_RANGE_PX
 
-# Order of ``generate``'s outputs (the layout creates these components).
-GENERATE_OUTPUTS = ("job", "banner", "status", "preview", "loss_plot", "schedule_plot", "config", "model3d",
-                    "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh", "generate", "pause_toggle", "stop")
+PLOT_OUTPUTS = tuple(plot_key(name) for name in (*LOSS_PLOTS, "schedule"))
+# Order of ``generate``'s outputs (the layout creates these components; a tab without live sliders passes States).
+# ``prompt`` and the live sliders change only when the run's own values differ from the form's (the offline demo
+# stood in); ``control_msg`` is cleared when a run starts and ends.
+GENERATE_OUTPUTS = ("job", "banner", "status", "preview", *PLOT_OUTPUTS, "config", "model3d", "mesh3d", "video",
+                    "dl_ply", "dl_video", "dl_config", "dl_mesh", "control_msg", "prompt", "gs_live", "dt_live",
+                    "generate", "pause_toggle", "stop")
 RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
+# Order of ``open_run``'s outputs: what a live run showed, then the config and the banner.
+OPEN_OUTPUTS = ("status", "preview", *PLOT_OUTPUTS, *RESULT_OUTPUTS, "config", "banner")
 _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
 
 
@@ -111,6 +120,10 @@ class AppHandlers:
         self.stream_interval_s = stream_interval_s
         self.shared_runs = shared_runs
         self.smpl_dir = smpl_dir
+        # Per session: which loss plots show their raw values too, and the steps its plots show now (a live job's or
+        # a reopened run's), so a toggle redraws its plot at once.
+        self._raw: dict[str, dict[str, bool]] = {}
+        self._shown_steps: dict[str, Sequence[StepEvent]] = {}
 
     def owner(self, request: gr.Request | None) -> str | None:
         """Whose runs ``request`` may list and open: its session's, or everyone's (None) with ``shared_runs``."""
@@ -163,9 +176,13 @@ class AppHandlers:
 
         Results (viewers, downloads) are sent whenever the run's files change, so the splat viewer shows
         ``model.ply`` while the turntable and the mesh are still being exported, and the mesh as soon as it exists.
+        The prompt box and the live sliders follow the run when its values change from those it was queued with
+        (the offline demo stood in with its own prompt and δ_T); at the end the preview box shows the final views.
         """
-        view = self.jobs.submit(config, session=session_of(request), allow_demo=True)
-        yield self.render_job(view, results=True, generate_label=generate_label)
+        session = session_of(request)
+        view = self.jobs.submit(config, session=session, allow_demo=True)
+        sent = {"prompt": view.prompt, "controls": _slider_values(view)}
+        yield self.render_job(view, results=True, generate_label=generate_label, session=session, control_msg="")
         sent_preview = view.preview_step
         sent_files = dict(view.files)
         version = view.version
@@ -178,10 +195,10 @@ class AppHandlers:
             if view.finished:
                 break
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
-                                  generate_label=generate_label, splat=False)
+                                  generate_label=generate_label, splat=False, session=session, sent=sent)
             sent_preview, sent_files = view.preview_step, dict(view.files)
-        yield from self._final_updates(self.render_job(view, preview=view.preview_step != sent_preview, results=True,
-                                                       generate_label=generate_label))
+        yield from self._final_updates(self.render_job(view, preview=True, results=True, generate_label=generate_label,
+                                                       session=session, sent=sent, control_msg=""))
 
     def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
@@ -210,23 +227,54 @@ class AppHandlers:
             raise gr.Error(str(err)) from None
 
     def render_job(self, view: JobView, preview: bool = True, results: bool = False,
-                   generate_label: str = "Generate", splat: bool = True) -> tuple[Any, ...]:
-        """``generate``'s outputs for a snapshot; unchanged previews and unfinished results are skipped."""
-        loss, schedule = plot_frames(view)
-        if loss.empty:
-            # Gradio 6.31's LinePlot never draws lines when its first streamed value has no rows.
-            loss = schedule = gr.skip()
-        image = view.preview if preview else gr.skip()
+                   generate_label: str = "Generate", splat: bool = True, session: str | None = None,
+                   sent: dict[str, Any] | None = None, control_msg: str | None = None) -> tuple[Any, ...]:
+        """``generate``'s outputs for a snapshot; unchanged previews and unfinished results are skipped.
+
+        ``session``: whose plot settings apply (and whose shown steps this becomes); ``sent``: the prompt and slider
+        values the page shows, updated here when the run's differ; ``control_msg``: a new line under the controls
+        (None keeps it). A finished run's preview is its final views (``views/``, at the export's size)."""
+        if session is not None:
+            self._shown_steps[session] = view.steps
+        plots = self._plots(view.steps, session)
+        image: Any = gr.skip()
+        if preview:
+            final = views_image(read_run(view.run_dir).views) if view.finished else None
+            image = final if final is not None else view.preview
         out: dict[str, Any] = {
             "job": job_summary(view, self.outputs), "banner": _banner(view), "status": status_html(view),
-            "preview": image, "loss_plot": loss, "schedule_plot": schedule, "config": view.config_yaml,
+            "preview": image, **plots, "config": view.config_yaml,
+            "control_msg": gr.skip() if control_msg is None else control_msg,
+            "prompt": gr.skip(), "gs_live": gr.skip(), "dt_live": gr.skip(),
         }
+        if sent is not None:
+            if view.prompt != sent["prompt"]:
+                out["prompt"] = sent["prompt"] = view.prompt
+            sliders = _slider_values(view)
+            if sliders != sent["controls"]:
+                out["gs_live"], out["dt_live"] = sent["controls"] = sliders
         out.update(self._results(view.files) if results else dict.fromkeys(RESULT_OUTPUTS, gr.skip()))
         if not splat:
             # During the export the splat viewer waits for the mesh (see _final_updates).
             out["model3d"] = gr.skip()
         out.update(button_states(view, generate_label))
         return tuple(out[name] for name in GENERATE_OUTPUTS)
+
+    def _plots(self, steps: Sequence[StepEvent], session: str | None) -> dict[str, Any]:
+        """The plots' values (``PLOT_OUTPUTS``) for ``steps`` with the session's raw-value toggles; skipped while
+        empty (Gradio 6.31's LinePlot never draws lines when its first streamed value has no rows)."""
+        frames = plot_frames(steps, self._raw.get(session or "", {}))
+        return {plot_key(name): gr.skip() if frame.empty else frame for name, frame in frames.items()}
+
+    @user_errors
+    def show_raw(self, name: str, raw: bool, request: gr.Request) -> Any:
+        """Toggle the raw values of loss plot ``name`` (a :data:`LOSS_PLOTS` key) for this session; returns the plot
+        redrawn from what it shows now."""
+        if name not in LOSS_PLOTS:
+            raise gr.Error(f"unknown plot {str(name)[:40]!r}; valid: {', '.join(LOSS_PLOTS)}")
+        session = session_of(request)
+        self._raw.setdefault(session, {})[name] = bool(raw)
+        return self._plots(self._shown_steps.get(session, ()), session)[plot_key(name)]
 
     # ------------------------------------------------------------------ live controls
 
@@ -309,7 +357,8 @@ class AppHandlers:
 
     @user_errors
     def open_run(self, run: str, request: gr.Request) -> tuple[Any, ...]:
-        """Show a past run: its results, downloads and config (outputs ``RESULT_OUTPUTS`` + config + banner).
+        """Show a past run as its live run ended (``OPEN_OUTPUTS``): its status, final views, plots, viewers,
+        downloads and config, and a banner naming it.
 
         The layout shows the splat (``model3d``) in a second event, after the mesh (see :func:`mesh_before_splat`)."""
         if not run:
@@ -319,11 +368,20 @@ class AppHandlers:
         except JobError as err:
             raise gr.Error(str(err)) from None
         files = run_files(run_dir)
-        results = self._results(files)
-        config = Path(files["config"]).read_text(encoding="utf-8")
+        record = read_run(run_dir)
+        config_text = Path(files["config"]).read_text(encoding="utf-8")
+        try:
+            total = from_yaml(config_text).optim.steps
+        except ConfigError:
+            total = record.steps[-1].step if record.steps else 0
+        session = session_of(request)
+        self._shown_steps[session] = record.steps
+        image = views_image(record.views)
+        out: dict[str, Any] = {"status": record_status_html(record.status, record.steps, total), "preview": image,
+                               **self._plots(record.steps, session), **self._results(files), "config": config_text}
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
-        banner = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
-        return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
+        out["banner"] = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
+        return tuple(out[name] for name in OPEN_OUTPUTS)
 
     def splat_after_mesh(self, splat: str | None) -> Any:
         """The splat viewer's file, shown :data:`SPLAT_AFTER_MESH_S` after the mesh (see :func:`mesh_before_splat`)."""
@@ -369,9 +427,12 @@ class AppHandlers:
 
         A signed-in user's jobs (``app.py --auth``) outlive a closed page: the same user can come back to them.
         """
+        session = session_of(request)
+        self._raw.pop(session, None)
+        self._shown_steps.pop(session, None)
         if getattr(request, "username", None):
             return
-        self.jobs.cancel_session(session_of(request))
+        self.jobs.cancel_session(session)
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -384,6 +445,11 @@ def session_of(request: gr.Request | None) -> str:
     return str(getattr(request, "session_hash", "") or "")
 
 
+def _slider_values(view: JobView) -> tuple[float, int]:
+    """The live sliders' values for a job: its guidance scale and δ_T in force."""
+    return view.controls.guidance_scale, int(view.controls.delta_t)
+
+
 def _banner(view: JobView) -> str:
     if view.notice:
         return f"**Offline demo.** {view.notice}"
@@ -393,7 +459,7 @@ def _banner(view: JobView) -> str:
 
 
 __all__ = [
-    "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
+    "OPEN_OUTPUTS", "PLOT_OUTPUTS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames",
     "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
     "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "check_model", "example_prompts", "form_number",
     "form_overrides", "form_values", "status_html",

@@ -1,0 +1,109 @@
+"""Example prompts that match the model (issue 27): each example (a prompt and its preset) is offered only when the
+model a run of it would use can make it, and the others are listed with the reason.
+
+A multi-view or learned prior makes only its own objects (its captions); Stable Diffusion makes any prompt, but only
+where its weights are on the server (or can be downloaded) and a CUDA GPU makes a run take hours, not weeks.
+Pure functions of the form's model and the server's facts, no Gradio.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from lucid_app.config import ConfigError
+from lucid_app.priors.learned_folder import is_prior_folder, read_metadata
+from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.train.prepare import resolve_model_id
+from lucid_app.ui.form import example_prompts
+from lucid_app.ui.notices import demo_captions, run_model
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example: its prompt and preset, and why the chosen model cannot make it ("" when it can)."""
+
+    prompt: str
+    preset: str
+    reason: str = ""
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is off (``HF_HUB_OFFLINE``): only cached weights can load."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@lru_cache(maxsize=16)
+def weights_on_server(model_id: str) -> bool:
+    """Whether Stable Diffusion weights for ``model_id`` can load here: a local folder or file that exists, a hub id in
+    the local cache, or any hub id while the hub is reachable (not offline). Cached for the server's life."""
+    if Path(model_id).expanduser().exists():
+        return True
+    if not hub_offline():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=16)
+def prior_captions(model_id: str) -> tuple[str, ...] | None:
+    """The captions a multi-view or learned prior knows (lower case), or None for any other model (Stable
+    Diffusion, which takes any prompt)."""
+    resolved = resolve_model_id(model_id)
+    if resolved.startswith(MODEL_PREFIX):
+        return tuple(c.lower() for c in demo_captions(model_id))
+    if is_prior_folder(resolved):
+        try:
+            return tuple(str(c).lower() for c in read_metadata(resolved).get("captions", ()))
+        except (OSError, ValueError):
+            return ()
+    return None
+
+
+def can_make(model: str, preset: str, prompt: str, cuda: bool) -> str:
+    """Why a run of ``prompt`` with the form's ``model`` ("" = the preset's) cannot make it, or "" when it can."""
+    model_id = run_model(model, preset)
+    if not model_id:
+        return "its preset does not load"
+    captions = prior_captions(model_id)
+    if captions is not None:
+        if prompt.strip().lower() in captions:
+            return ""
+        return "the offline demo makes only its own objects" if captions else "its prior knows no objects"
+    if not weights_on_server(model_id):
+        return "needs Stable Diffusion weights, which this server does not have (offline, not downloaded)"
+    if not cuda:
+        return "needs Stable Diffusion on a CUDA GPU: on this server's CPU a run takes days"
+    return ""
+
+
+def examples_for(model: str, cuda: bool) -> list[Example]:
+    """Every example prompt (``form.example_prompts``) with the reason the form's ``model`` cannot make it."""
+    out = []
+    for prompt, preset in example_prompts():
+        try:
+            reason = can_make(model, preset, prompt, cuda)
+        except ConfigError:
+            reason = "its preset does not load"
+        out.append(Example(prompt, preset, reason))
+    return out
+
+
+def unavailable_note(examples: list[Example]) -> str:
+    """Markdown listing the examples that are not offered, grouped by reason ("" when all are)."""
+    by_reason: dict[str, list[str]] = {}
+    for example in examples:
+        if example.reason:
+            by_reason.setdefault(example.reason, []).append(example.prompt)
+    return "  \n".join(f"Not offered ({reason}): " + "; ".join(f"“{p}”" for p in prompts)
+                       for reason, prompts in by_reason.items())
+
+
+__all__ = ["Example", "can_make", "examples_for", "hub_offline", "prior_captions", "unavailable_note",
+           "weights_on_server"]
