@@ -33,6 +33,24 @@ ISO = 2.0
 RESOLUTION = 48
 
 
+
+def glb_json_and_colors(path: Path) -> tuple[dict, np.ndarray]:
+    """A .glb's JSON and its first primitive's COLOR_0 as [N, 4] floats in [0, 1], read from the file itself (trimesh
+    drops vertex colours it finds beside a material)."""
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    json_length = struct.unpack_from("<I", data, 12)[0]
+    gltf = json.loads(data[20:20 + json_length])
+    binary = data[20 + json_length + 8:]
+    accessor = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"]]
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    assert accessor["componentType"] == 5121 and accessor["type"] == "VEC4" and accessor.get("normalized")
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    values = np.frombuffer(binary, np.uint8, count=accessor["count"] * 4, offset=start).reshape(-1, 4)
+    return gltf, values / 255.0
+
 def lattice_ball(radius: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
     """[N, 3] points of the cubic lattice of spacing SPACING inside the ball."""
     axis = torch.arange(-radius, radius + 1e-6, SPACING)
@@ -99,9 +117,8 @@ def test_glb_is_upright_and_keeps_vertex_colours(ball, tmp_path: Path) -> None:
     base = write_mesh(tmp_path / "ball.glb", mesh_from_splats(splats, resolution=24, iso=ISO).mesh)
     up = write_mesh(tmp_path / "up.glb", mesh_from_splats(shifted, resolution=24, iso=ISO).mesh)
     loaded = [trimesh.load(p, force="mesh") for p in (base, up)]
-    for mesh in loaded:
-        assert mesh.visual.kind == "vertex"
-        assert np.all(np.asarray(mesh.visual.vertex_colors) == [255, 0, 0, 255])
+    for path in (base, up):
+        assert np.all(glb_json_and_colors(path)[1] == [1.0, 0.0, 0.0, 1.0])  # pure red is red in linear RGB too
     delta = loaded[1].vertices.mean(axis=0) - loaded[0].vertices.mean(axis=0)
     np.testing.assert_allclose(delta, [0.0, 0.5, 0.0], atol=0.02)  # world +z (up) -> glTF +y (up)
     # The front (world +y) faces glTF's +z.
@@ -300,9 +317,6 @@ def test_a_face_budget_below_the_coarsest_grid_is_a_clear_error(ball) -> None:  
 def test_glb_colours_are_linear_under_a_matte_material_so_viewers_show_the_files_colours(tmp_path: Path) -> None:
     """glTF reads COLOR_0 as linear RGB and a missing material as metallic: a mid-grey mesh must go in as linear
     0.2158 (what a display encodes back to sRGB 0.5) under a material with metallic 0."""
-    import json
-    import struct
-
     import trimesh
 
     from lucid_app.mesh import write_mesh
@@ -310,15 +324,35 @@ def test_glb_colours_are_linear_under_a_matte_material_so_viewers_show_the_files
 
     box = trimesh.creation.box()
     box.visual.vertex_colors = np.tile([128, 64, 255, 255], (len(box.vertices), 1)).astype(np.uint8)
-    path = write_mesh(tmp_path / "grey.glb", box)
-    data = path.read_bytes()
-    length = struct.unpack("<I", data[12:16])[0]
-    gltf = json.loads(data[20:20 + length])
+    gltf, colors = glb_json_and_colors(write_mesh(tmp_path / "grey.glb", box))
     material = gltf["materials"][gltf["meshes"][0]["primitives"][0]["material"]]["pbrMetallicRoughness"]
     assert material["metallicFactor"] == 0.0 and material["roughnessFactor"] == 1.0
-    loaded = trimesh.load(path, force="mesh")
-    stored = np.asarray(loaded.visual.to_color().vertex_colors)[0] / 255.0
+    stored = colors[0]
     # Independent closed form: the sRGB transfer function's inverse at 128/255, 64/255, 1.
     expected = [((128 / 255 + 0.055) / 1.055) ** 2.4, ((64 / 255 + 0.055) / 1.055) ** 2.4, 1.0, 1.0]
     np.testing.assert_allclose(stored, expected, atol=1 / 255)
     np.testing.assert_allclose(srgb_to_linear(np.array([0.0, 0.04045, 1.0])), [0.0, 0.04045 / 12.92, 1.0])
+
+
+def test_the_viewer_copy_is_unlit_with_the_files_colours_softly_shaded(tmp_path: Path) -> None:
+    """The app's mesh viewer lights with a tinted environment: its copy is unlit, and each vertex keeps its colour's
+    hue at 75-100 % of its brightness (the baked shading), lit side brightest."""
+    import trimesh
+
+    from lucid_app.mesh.write import SHADE_FLOOR, VIEW_LIGHT, write_viewer_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    sphere.visual.vertex_colors = np.tile([200, 100, 50, 255], (len(sphere.vertices), 1)).astype(np.uint8)
+    path = write_viewer_mesh(tmp_path / "view.glb", sphere)
+    gltf, colors = glb_json_and_colors(path)
+    assert "KHR_materials_unlit" in gltf["extensionsUsed"]
+    assert "KHR_materials_unlit" in gltf["materials"][0]["extensions"]
+    loaded = trimesh.load(path, force="mesh", process=False)
+    linear = colors[:, :3]
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255.0
+    ratio = srgb / np.array([200.0, 100.0, 50.0])
+    assert np.all(ratio > SHADE_FLOOR - 0.03) and np.all(ratio < 1.03)
+    assert np.allclose(ratio[:, 0], ratio[:, 1], atol=0.06), "the hue is kept"
+    # The vertex facing the light (after the y-up turn) is the brightest.
+    normals = np.asarray(loaded.vertex_normals)
+    assert ratio[np.argmax(normals @ VIEW_LIGHT), 0] > ratio[np.argmin(normals @ VIEW_LIGHT), 0] + 0.15

@@ -40,7 +40,7 @@ CAMERA_MODES: tuple[str, ...] = ("orbit", "training")
 GRID_NAME = "pseudo_gt.png"
 NUMBERS_NAME = "inspect.json"
 # The pseudo-GT grid's tiles are enlarged to at least this height (issue 27: 64 px tiles showed as ~60 px thumbnails).
-INSPECT_TILE_MIN_PX = 160
+INSPECT_TILE_MIN_PX = 128
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from lucid_app.mesh.density import MeshError
 # from the front, our -x is on the viewer's right, as +x is in glTF. Applied to vertices as ``v @ R.T``.
 Z_UP_TO_Y_UP = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
 MESH_FORMATS = (".glb", ".obj")
+UNLIT = "KHR_materials_unlit"
+GLB_MAGIC, GLB_JSON_CHUNK = 0x46546C67, 0x4E4F534A
 
 
 def to_y_up(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -43,6 +47,49 @@ def for_gltf(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
         baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0))
     visual.vertex_attributes["color"] = np.round(linear * 255.0).astype(np.uint8)
     return trimesh.Trimesh(mesh.vertices, mesh.faces, visual=visual, process=False)
+
+
+# The app's mesh viewer (Babylon.js) lights a scene with its own tinted environment: a grey mesh under any lit material
+# shows lavender. Its copy of the mesh is unlit (KHR_materials_unlit: the colours as they are) with a soft shading
+# baked into the colours from this direction (y up, towards the front and the right), so the shape still reads; the
+# shading keeps at least SHADE_FLOOR of each colour.
+VIEW_LIGHT = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
+SHADE_FLOOR = 0.75
+
+
+def baked_shading(normals: np.ndarray) -> np.ndarray:
+    """Per-vertex brightness factors [N] in [:data:`SHADE_FLOOR`, 1] from unit normals [N, 3] (Lambert towards
+    :data:`VIEW_LIGHT`, faces turned away at the floor)."""
+    return SHADE_FLOOR + (1.0 - SHADE_FLOOR) * np.clip(normals @ VIEW_LIGHT, 0.0, 1.0)
+
+
+def with_unlit_materials(glb: bytes) -> bytes:
+    """A binary glTF whose materials carry ``KHR_materials_unlit`` (its JSON chunk rewritten, the binary kept)."""
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    gltf = json.loads(glb[20:20 + json_length])
+    used = gltf.setdefault("extensionsUsed", [])
+    if UNLIT not in used:
+        used.append(UNLIT)
+    for material in gltf.get("materials", []):
+        material.setdefault("extensions", {})[UNLIT] = {}
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("<II", len(text), GLB_JSON_CHUNK) + text + glb[20 + json_length:]
+    return struct.pack("<III", GLB_MAGIC, 2, 12 + len(body)) + body
+
+
+def write_viewer_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
+    """The app's viewer copy of a world-frame mesh: ``.glb``, y up, unlit, its colours with :func:`baked_shading`
+    (see :data:`VIEW_LIGHT`), written atomically."""
+    upright = to_y_up(mesh)
+    rgba = np.asarray(upright.visual.vertex_colors, dtype=np.float64)
+    rgba[:, :3] *= baked_shading(np.asarray(upright.vertex_normals))[:, None]
+    shaded = trimesh.Trimesh(upright.vertices, upright.faces, vertex_colors=np.round(rgba).astype(np.uint8),
+                             process=False)
+    glb = with_unlit_materials(for_gltf(shaded).export(file_type="glb"))
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(glb)
+    return Path(path)
 
 
 def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 from lucid_app.io.media import write_png
 from lucid_app.io.ply import GaussianPly, write_gaussian_ply
-from lucid_app.io.run_layout import MESH_NAME, PLY_NAME, TURNTABLE_NAME, VIEW_PLY_NAME, VIEWS_DIR, view_file
+from lucid_app.io.run_layout import (
+    MESH_NAME,
+    PLY_NAME,
+    TURNTABLE_NAME,
+    VIEW_MESH_NAME,
+    VIEW_PLY_NAME,
+    VIEWS_DIR,
+    view_file,
+)
 from lucid_app.io.splat_view import framed_for_viewer
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.render.cameras import turntable, turntable_rings
@@ -33,7 +41,8 @@ def export_run(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, str]:
     """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
-    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb``.
+    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb`` (and the app
+    viewer's unlit copy ``mesh_view.glb``).
 
     Args:
         run_dir: the run's folder.
@@ -94,10 +103,13 @@ def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
     """``mesh.glb`` of :func:`export_run`, written last: a mesh that cannot be made (e.g. nothing above the
     iso-level) is logged and skipped (None), and every other output is already on disk."""
     from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+    from lucid_app.mesh.write import write_viewer_mesh
 
     stage(ExportEvent(stage="mesh"))
     try:
         mesh = mesh_from_splats(splats, config.export.mesh_resolution, config.export.mesh_iso).mesh
+        # The viewer's copy first: the app shows the mesh once mesh.glb exists.
+        write_viewer_mesh(run_dir / VIEW_MESH_NAME, mesh)
         return write_mesh(run_dir / MESH_NAME, mesh)
     except (MeshError, MemoryError) as err:
         logger.warning("mesh export skipped: %s", err)

@@ -26,7 +26,7 @@ from lucid_app.config.presets import load_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import APP_EXPORTS_MESH
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, AppHandlers
-from lucid_app.ui.panels import ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
+from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
             with gr.Column(scale=3):
                 c["status"] = gr.HTML()
                 c["preview"] = gr.Image(label="Views (click to enlarge)", type="numpy", interactive=False,
-                                        height=420, elem_classes=ZOOM_CLASS)
+                                        height=420, elem_classes=[ZOOM_CLASS, FILL_CLASS])
                 with gr.Row():
                     c["pause_toggle"] = gr.Button("Pause", interactive=False)
                     c["stop"] = gr.Button("Stop", variant="stop", interactive=False)

@@ -8,6 +8,7 @@ Pure functions of the form's model and the server's facts, no Gradio.
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -101,7 +102,7 @@ def unavailable_note(examples: list[Example]) -> str:
     for example in examples:
         if example.reason:
             by_reason.setdefault(example.reason, []).append(example.prompt)
-    return "  \n".join(f"Not offered ({reason}): " + "; ".join(f"“{p}”" for p in prompts)
+    return "  \n".join(f"Not offered ({reason}): " + "; ".join(f"“{html.escape(p)}”" for p in prompts)
                        for reason, prompts in by_reason.items())
 
 

@@ -21,7 +21,7 @@ from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
 from lucid_app.ui.handlers import AppHandlers
-from lucid_app.ui.panels import ZOOM_CLASS
+from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS
 
 TAB_TITLE = "Negative prompts & guidance lab"
 DEFAULT_NEGATIVE_NAME = "paper"
@@ -124,16 +124,20 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                 c["ab_mode"] = gr.Radio([(label, mode) for mode, label in AB_MODES.items()], value="method",
                                         label="Compare")
             with gr.Row():
-                c["ab_steps"] = gr.Number(demo.optim.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS)
+                c["ab_steps"] = gr.Number(demo.optim.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS,
+                                          elem_id="lucid-ab-steps")
                 c["ab_seed"] = gr.Number(demo.seed, label="Seed (both)", precision=0, minimum=0)
-            c["ab_extra_overrides"] = gr.Textbox(label="More overrides (one section.key=value per line)", lines=2)
+            c["ab_extra_overrides"] = gr.Textbox(label="More overrides (one section.key=value per line)", lines=2,
+                                                 elem_id="lucid-ab-extra")
             c["ab_start"] = gr.Button("Run A and B", variant="primary", elem_id="lucid-ab-run")
             c["ab_status"] = gr.HTML()
             with gr.Row(equal_height=True):
                 c["ab_image_a"] = gr.Image(label="A: final views (click to enlarge)", type="numpy", interactive=False,
-                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-a", elem_classes=ZOOM_CLASS)
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-a",
+                                           elem_classes=[ZOOM_CLASS, FILL_CLASS])
                 c["ab_image_b"] = gr.Image(label="B: final views (click to enlarge)", type="numpy", interactive=False,
-                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-b", elem_classes=ZOOM_CLASS)
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-b",
+                                           elem_classes=[ZOOM_CLASS, FILL_CLASS])
             c["ab_table"] = gr.Dataframe(label="A and B", interactive=False, elem_id="lucid-ab-table", wrap=True)
             with gr.Accordion("A and B as JSON", open=False):
                 with gr.Row():

@@ -392,7 +392,9 @@ class AppHandlers:
     def _results(self, files: dict[str, str]) -> dict[str, Any]:
         files = self._served(files)
         # The splat viewer shows the framed copy (splat_view.py) when the run has one; downloads give model.ply.
-        out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")), "mesh3d": files.get("mesh"),
+        # The mesh viewer likewise shows its unlit copy (mesh/write.py); the download is mesh.glb.
+        out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")),
+                               "mesh3d": files.get("view_mesh", files.get("mesh")) if "mesh" in files else None,
                                "video": files.get("video")}
         for name, key in _DOWNLOADS:
             out[name] = gr.DownloadButton(value=files.get(key), visible=key in files)

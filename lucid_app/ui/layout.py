@@ -40,14 +40,14 @@ from lucid_app.ui.guidance_tab import build_guidance_tab
 from lucid_app.ui.examples import examples_for, unavailable_note
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, OPEN_OUTPUTS, AppHandlers
 from lucid_app.ui.notices import setting_notices
-from lucid_app.ui.panels import ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
+from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
 
 TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
 HEADING = "### lucid-app · text-to-3D Gaussian splatting with Interval Score Matching"
 NARROW_SCREEN_PX = 800
 PREVIEW_HEIGHT_PX = 600
 APP_CSS = f"""
-#lucid-preview img {{ object-fit: contain; width: 100%; height: 100%; }}
+.{FILL_CLASS} img {{ object-fit: contain; width: 100%; height: 100%; }}
 .{ZOOM_CLASS} img {{ cursor: zoom-in; }}
 img.lucid-zoomed {{
   position: fixed !important; inset: 0 !important; width: 100vw !important; height: 100vh !important;
@@ -56,6 +56,7 @@ img.lucid-zoomed {{
 }}
 /* The inspector's grid at its own pixel size (its tiles are enlarged to readable pictures), scrolled when wider. */
 #lucid-inspect-grid {{ overflow: auto; }}
+#lucid-inspect-grid * {{ justify-content: flex-start !important; align-items: flex-start !important; }}
 #lucid-inspect-grid img {{ width: auto; height: auto; max-width: none; max-height: none; object-fit: none; }}
 .lucid-notice p {{ font-size: 0.85em; opacity: 0.85; margin: 0; }}
 .lucid-unavailable p {{ font-size: 0.85em; opacity: 0.6; margin: 0; }}
@@ -66,8 +67,8 @@ img.lucid-zoomed {{
 }}
 @media (max-width: {NARROW_SCREEN_PX - 1}px) {{
   /* A phone: the preset and the model on lines of their own, the negative prompt shown whole. */
-  #lucid-choose {{ flex-wrap: wrap; }}
-  #lucid-choose > * {{ min-width: 100% !important; }}
+  #lucid-choose, #lucid-choose .form {{ flex-direction: column !important; }}
+  #lucid-choose .block {{ width: 100% !important; }}
   #lucid-negative textarea {{ min-height: 6.5em; }}
 }}
 """
@@ -200,7 +201,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                     c["status"] = gr.HTML(elem_id="lucid-status")
                     c["preview"] = gr.Image(label="Views: front, side, back, side (click to enlarge)", type="numpy",
                                             interactive=False, elem_id="lucid-preview", height=PREVIEW_HEIGHT_PX,
-                                            elem_classes=ZOOM_CLASS, buttons=["download", "fullscreen"])
+                                            elem_classes=[ZOOM_CLASS, FILL_CLASS], buttons=["download", "fullscreen"])
                     with gr.Row():
                         c["gs_live"] = gr.Slider(0, 30, start["guidance_scale"], step=0.5,
                                                  label="Guidance scale (live)")
@@ -212,7 +213,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
             run_outputs_panel(c, handlers.config_preview(default_preset), plot_prefix="lucid", viewer_prefix="lucid")
             with gr.Accordion("Past runs", open=False):
                 with gr.Row():
-                    c["runs"] = gr.Dropdown([], label="Your past runs", scale=3)
+                    c["runs"] = gr.Dropdown([], label="Your past runs", scale=3, elem_id="lucid-runs")
                     c["refresh_runs"] = gr.Button("Refresh", scale=1, elem_id="lucid-refresh-runs")
                     c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
         build_guidance_tab(handlers, text_negative=c["negative"])

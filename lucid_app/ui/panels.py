@@ -12,8 +12,17 @@ from lucid_app.ui.job_display import LOSS_PLOTS, SMOOTH_STEPS
 # Shown above each plot: what its lines are.
 PLOT_TITLES = {"guidance": "Guidance loss", "regularisers": "Regularisers (weighted)",
                "schedule": "t and s (means), δ_T"}
-# The class of the images a click enlarges to the whole window (``layout.ZOOM_JS``).
+# The class of the images a click enlarges to the whole window (``layout.ZOOM_JS``), and of those that fill their box
+# whatever their pixel size (``layout.APP_CSS``).
 ZOOM_CLASS = "lucid-zoom"
+FILL_CLASS = "lucid-fill"
+
+
+def plot_title(name: str, raw: bool = False) -> str:
+    """A plot's title; a loss plot says when it shows its raw values too. (A new title also makes Gradio 6.31's
+    LinePlot rebuild its chart, and with it the colour scale, which otherwise keeps the series of its first value:
+    a series added later would never be drawn.)"""
+    return PLOT_TITLES[name] + (" — raw values too" if raw else "")
 
 
 def plot_key(name: str) -> str:
@@ -42,7 +51,7 @@ def run_outputs_panel(c: dict[str, Any], config_text: str = "", plot_prefix: str
         for name in (*LOSS_PLOTS, "schedule"):
             with gr.Column(min_width=280):
                 c[plot_key(name)] = gr.LinePlot(
-                    x="step", y="value", color="series", title=PLOT_TITLES[name], height=240,
+                    x="step", y="value", color="series", title=plot_title(name), height=240,
                     y_title="timestep index" if name == "schedule" else "loss",
                     elem_id=f"{plot_prefix}-{name}-plot" if plot_prefix else None,
                 )
@@ -62,17 +71,24 @@ def run_outputs_panel(c: dict[str, Any], config_text: str = "", plot_prefix: str
         c["dl_config"] = gr.DownloadButton("Download config.yaml", visible=False)
         c["dl_mesh"] = gr.DownloadButton("Download mesh.glb", visible=False)
     with gr.Accordion("Resolved config (read-only)", open=False):
-        c["config"] = gr.Code(config_text, language="yaml", interactive=False)
+        c["config"] = gr.Code(config_text, language="yaml", interactive=False,
+                              elem_id=f"{viewer_prefix}-config" if viewer_prefix else None)
     with gr.Accordion("Job details", open=False):
         c["job"] = gr.JSON(label="Job")
 
 
 def wire_plot_toggles(c: dict[str, Any], show_raw: Callable[[str, bool, gr.Request], Any]) -> None:
-    """Each loss plot's raw-values toggle in ``c`` redraws its plot: ``show_raw(name, raw, request)``
-    (``AppHandlers.show_raw``)."""
+    """Each loss plot's raw-values toggle in ``c`` redraws its plot: the new values (``show_raw(name, raw, request)``,
+    ``AppHandlers.show_raw``), then a new title, which rebuilds the chart with the raw series' colour
+    (:func:`plot_title`; in one update the chart is rebuilt before its new values arrive)."""
     for name in LOSS_PLOTS:
         def toggle(raw: bool, request: gr.Request, name: str = name) -> Any:
             return show_raw(name, raw, request)
 
+        def retitle(raw: bool, name: str = name) -> Any:
+            return gr.LinePlot(title=plot_title(name, bool(raw)))
+
         c[raw_key(name)].change(toggle, inputs=c[raw_key(name)], outputs=c[plot_key(name)], api_visibility="private",
-                                show_progress="hidden")
+                                show_progress="hidden").then(retitle, inputs=c[raw_key(name)],
+                                                             outputs=c[plot_key(name)], api_visibility="private",
+                                                             show_progress="hidden")
