@@ -194,7 +194,7 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                         c["extra_overrides"] = gr.Textbox(
                             label="More overrides (one section.key=value per line)", lines=3,
                             elem_id="lucid-extra",
-                            placeholder="init.num_points=2000\nexport.turntable_size=256",
+                            placeholder="init.num_points=2000\nexport.turntable_frames=120",
                         )
 
                 with gr.Column(scale=3, elem_id="lucid-live"):
