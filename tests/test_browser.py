@@ -292,15 +292,16 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
             _plot_lines(d, "lucid-schedule-plot")), "t, s and δ_T drawn as lines")
         assert paused_at < 25 or min(lines) >= 2, lines
         _js(d, "document.querySelector('#lucid-preview img').click()")
-        zoomed = _until(d, lambda d: _js(d, """const i = document.querySelector('#lucid-preview img');
-            const r = i.getBoundingClientRect();
-            return i.classList.contains('lucid-zoomed') && r.width >= window.innerWidth - 1 ? r.height : 0;"""),
+        zoomed = _until(d, lambda d: _js(d, """const i = document.querySelector('.lucid-overlay img');
+            if (!i) return null;
+            const r = i.getBoundingClientRect(), top = document.elementFromPoint(r.width / 2, 5);
+            return {width: r.width, height: r.height, on_top: !!(top && top.closest('.lucid-overlay')),
+                    same: i.src === document.querySelector('#lucid-preview img').src};"""),
                         "the preview enlarged to the window")
-        assert zoomed >= DESKTOP[1] - 1
+        assert zoomed == {"width": DESKTOP[0], "height": DESKTOP[1], "on_top": True, "same": True}, zoomed
         _shot(d, "mid_preview_enlarged")
         _js(d, "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
-        _until(d, lambda d: not _js(d, "return document.querySelector('#lucid-preview img')"
-                                       ".classList.contains('lucid-zoomed')"), "the preview back in its box")
+        _until(d, lambda d: not _js(d, "return !!document.querySelector('.lucid-overlay')"), "the enlarged view closed")
         _click(d, "lucid-guidance-raw")
         _until(d, _has_text("lucid-guidance-plot", "guidance (raw)"), "the raw guidance values")
         _js(d, "document.getElementById('lucid-guidance-plot').scrollIntoView({block: 'center'})")
@@ -373,8 +374,9 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _set_text(d, "#lucid-ab-extra textarea", "\n".join(TINY_OVERRIDES))
         _set_text(d, "#lucid-ab-steps input", "3")
         _click(d, "lucid-ab-run")
-        _until(d, lambda d: re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", _text(d, "lucid-ab-table")),
-               "the A/B table with both runs' PSNR")
+        _until(d, lambda d: re.search(r"state\s*done\s*done", _text(d, "lucid-ab-table")), "both A/B runs done")
+        table = _text(d, "lucid-ab-table")
+        assert re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", table), table
         _until(d, lambda d: _js(d, "return !!document.querySelector('#lucid-ab-a img[src]') "
                                    "&& !!document.querySelector('#lucid-ab-b img[src]')"), "both sides' views")
         assert _js(d, """const a = document.getElementById('lucid-ab-a').getBoundingClientRect();

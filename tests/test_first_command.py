@@ -72,6 +72,13 @@ def test_the_estimate_scales_the_measured_cpu_step_and_applies_to_stable_diffusi
     assert eta.estimate_run_s(learned, "cpu") is None
 
 
+def test_the_estimate_waits_for_weights_that_can_load(tmp_path: Path) -> None:
+    from lucid_app.train.prepare import weights_available
+
+    assert weights_available(str(tmp_path)) and not weights_available(str(tmp_path / "missing"))
+    assert not weights_available("lucid-app-tests/not-cached")  # HF_HUB_OFFLINE=1 in the tests (conftest)
+
+
 def test_over_limit_says_the_estimate_and_the_ways_out() -> None:
     assert eta.over_limit(7199.0, 100, 2.0, "x") is None
     text = eta.over_limit(2 * 86400.0, 1000, 2.0, "as its first steps took") or ""
@@ -130,8 +137,12 @@ def test_with_cuda_the_first_command_tries_stable_diffusion_first(monkeypatch: p
 
 
 def test_an_explicit_preset_wins_and_is_refused_before_loading_when_it_would_take_weeks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], loads: list[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lucid_app.train import prepare
+
+    # The weights are on this machine (without them the loader's message comes first, then the offline demo).
+    monkeypatch.setattr(prepare, "weights_available", lambda model_id: True)
     code = _main(_generate(tmp_path / "run", "--prompt", "a red toy car", "--preset", "paper", "--device", "cpu",
                            settings=[]))
     err = capsys.readouterr().err

@@ -61,6 +61,14 @@ from tests.test_ui import REQUEST, FakeJobs, _view  # noqa: E402
 EXTRA = "\n".join(TINY_OVERRIDES)
 
 
+
+def _tile(tile_px: int) -> int:
+    """A pseudo-GT tile's height in the app's grid: enlarged by the whole factor that makes it at least
+    ``INSPECT_TILE_MIN_PX`` (issue 27: the tiles were ~60 px thumbnails)."""
+    from lucid_app.app.inspect_task import INSPECT_TILE_MIN_PX
+
+    return -(-INSPECT_TILE_MIN_PX // tile_px) * tile_px
+
 def _flatten(data: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in data.items():
@@ -257,7 +265,8 @@ def test_inspect_task_on_a_run_folder_with_training_views(chair_prior: MultiView
                                    "ism_t200_dt50_neg", "ism_t200_dt50_noneg"]
     sdi = result.data["by_method"]["sdi"]["t200"]["dt0"]
     assert sdi == {v: result.data["inconsistency"][f"sdi_t200_{v}"] for v in ("neg", "noneg")} and sdi["neg"] > 0
-    assert result.image.dtype == np.uint8 and result.image.shape[0] == 6 * 10 + 3 * LABEL_LINE_PX  # labelled
+    # Labelled, each 8 px tile (+ its 2 px gap) enlarged to a readable size.
+    assert result.image.dtype == np.uint8 and result.image.shape[0] == 6 * _tile(10) + 3 * LABEL_LINE_PX
     assert progress[-1] == (6, 6)
     assert json.loads(Path(result.files["json"]).read_text()) == result.data
     assert iio.imread(result.files["png"]).shape == result.image.shape
@@ -368,8 +377,8 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
         for variant in ("neg", "noneg"):
             value = by_method["sdi"][t]["dt0"][variant]
             assert value == data["inconsistency"][f"sdi_{t}_{variant}"] and 0 < value < by_method["sds"][t]["dt0"][variant]
-    # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
-    assert grid.shape[0] == 16 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
+    # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap (enlarged), under a 3-line header.
+    assert grid.shape[0] == 16 * _tile(34) + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * _tile(34)
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
     assert task.files["json"].endswith("inspect.json") and json.loads(Path(task.files["json"]).read_text()) == data
 
@@ -506,7 +515,7 @@ def test_inspect_the_running_job_beside_training_then_a_past_run_by_name(app) ->
     view = next(v for v in reversed(jobs.views()) if v.kind == "train")
     # Answered while the run still trains (beside it, not after it), from its Gaussians at a step boundary.
     assert live["live_step"] >= 2 and not jobs.view(view.id).finished
-    assert iio.imread(image).shape[0] == 3 * 34 + 3 * LABEL_LINE_PX  # rows: SDS, SDI, ISM (with the negative)
+    assert iio.imread(image).shape[0] == 3 * _tile(34) + 3 * LABEL_LINE_PX  # rows: SDS, SDI, ISM (the negative)
     assert live["rows"] == ["sds_t200_neg", "sdi_t200_neg", "ism_t200_dt50_neg"]
     assert client.predict(api_name="/stop").startswith("Stopping")
     final = [out[0] for out in run][-1]

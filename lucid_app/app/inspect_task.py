@@ -102,9 +102,10 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     if request.snapshot is not None:
         data["live_step"] = step
     tiles = grid.cpu().numpy()
-    # Each tile at least INSPECT_TILE_MIN_PX high (nearest neighbour, whole factors): a 64 px render is a readable
-    # picture, not a thumbnail, and the labels stay sharp (drawn after).
-    factor = max(1, -(-INSPECT_TILE_MIN_PX // max(config.render.height, 1)))
+    # Each tile (its gap included) at least INSPECT_TILE_MIN_PX high (nearest neighbour, a whole factor): a 64 px
+    # pseudo-GT is a readable picture, not a thumbnail, and the labels stay sharp (drawn after).
+    tile_px = max(tiles.shape[0] // max(len(numbers), 1), 1)
+    factor = max(1, -(-INSPECT_TILE_MIN_PX // tile_px))
     tiles = tiles.repeat(factor, axis=0).repeat(factor, axis=1)
     image = label_grid(tiles, list(numbers), len(cameras), request.settings.seeds,
                        grid_title(config, step if request.snapshot is not None else None))

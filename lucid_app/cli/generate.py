@@ -145,10 +145,10 @@ def _check_estimate(config: Any, device_type: str, steps: int, args: argparse.Na
         ValueError: the refusal, with the estimate and the ways out.
     """
     from lucid_app.train.eta import estimate_run_s, over_limit
-    from lucid_app.train.prepare import is_missing_path
+    from lucid_app.train.prepare import weights_available
 
     estimate = estimate_run_s(config, device_type)
-    if estimate is None or args.force or is_missing_path(config.model.id):
+    if estimate is None or args.force or not weights_available(config.model.id):
         return
     refusal = over_limit(estimate * steps / config.optim.steps, steps, args.max_hours,
                          "estimated from the CPU step time in docs/BENCHMARKS.md")

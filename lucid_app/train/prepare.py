@@ -106,10 +106,27 @@ def check_model(model: str) -> None:
     )
 
 
-def is_missing_path(model_id: str) -> bool:
-    """Whether ``model_id`` reads as a local path (not a hub id ``owner/name``) that does not exist: its loader's
-    message, not a run-time estimate, is what the user needs first."""
-    return not _HUB_ID.fullmatch(model_id) and not Path(model_id).expanduser().exists()
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is off (``HF_HUB_OFFLINE``): only cached weights can load."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def weights_available(model_id: str) -> bool:
+    """Whether a Stable Diffusion model's weights can load on this machine: a local folder or file that exists, a hub
+    id in the local Hugging Face cache, or any hub id while the hub is reachable (not offline). Where they cannot,
+    the loader's message, not a run-time estimate, is what the user needs first."""
+    if Path(model_id).expanduser().exists():
+        return True
+    if not _HUB_ID.fullmatch(model_id):
+        return False
+    if not hub_offline():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except ValueError:
+        return False
 
 
 def _absolute_if_local(value: str, search_repo: bool = False) -> str:

@@ -9,15 +9,13 @@ Pure functions of the form's model and the server's facts, no Gradio.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from lucid_app.config import ConfigError
 from lucid_app.priors.learned_folder import is_prior_folder, read_metadata
 from lucid_app.priors.multiview import MODEL_PREFIX
-from lucid_app.train.prepare import resolve_model_id
+from lucid_app.train.prepare import resolve_model_id, weights_available
 from lucid_app.ui.form import example_prompts
 from lucid_app.ui.notices import demo_captions, run_model
 
@@ -31,25 +29,10 @@ class Example:
     reason: str = ""
 
 
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub is off (``HF_HUB_OFFLINE``): only cached weights can load."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 @lru_cache(maxsize=16)
 def weights_on_server(model_id: str) -> bool:
-    """Whether Stable Diffusion weights for ``model_id`` can load here: a local folder or file that exists, a hub id in
-    the local cache, or any hub id while the hub is reachable (not offline). Cached for the server's life."""
-    if Path(model_id).expanduser().exists():
-        return True
-    if not hub_offline():
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
-    except ValueError:
-        return False
+    """:func:`~lucid_app.train.prepare.weights_available`, cached for the server's life."""
+    return weights_available(model_id)
 
 
 @lru_cache(maxsize=16)
@@ -106,5 +89,4 @@ def unavailable_note(examples: list[Example]) -> str:
                        for reason, prompts in by_reason.items())
 
 
-__all__ = ["Example", "can_make", "examples_for", "hub_offline", "prior_captions", "unavailable_note",
-           "weights_on_server"]
+__all__ = ["Example", "can_make", "examples_for", "prior_captions", "unavailable_note", "weights_on_server"]

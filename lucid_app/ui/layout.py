@@ -49,11 +49,11 @@ PREVIEW_HEIGHT_PX = 600
 APP_CSS = f"""
 .{FILL_CLASS} img {{ object-fit: contain; width: 100%; height: 100%; }}
 .{ZOOM_CLASS} img {{ cursor: zoom-in; }}
-img.lucid-zoomed {{
-  position: fixed !important; inset: 0 !important; width: 100vw !important; height: 100vh !important;
-  max-width: none !important; max-height: none !important; object-fit: contain !important; z-index: 10000;
-  background: rgba(255, 255, 255, 0.97); cursor: zoom-out;
+.lucid-overlay {{
+  position: fixed; inset: 0; z-index: 2147483647; background: #fff; cursor: zoom-out;
+  display: flex; align-items: center; justify-content: center;
 }}
+.lucid-overlay img {{ width: 100vw; height: 100vh; object-fit: contain; }}
 /* The inspector's grid at its own pixel size (its tiles are enlarged to readable pictures), scrolled when wider. */
 #lucid-inspect-grid {{ overflow: auto; }}
 #lucid-inspect-grid * {{ justify-content: flex-start !important; align-items: flex-start !important; }}
@@ -68,22 +68,28 @@ img.lucid-zoomed {{
 @media (max-width: {NARROW_SCREEN_PX - 1}px) {{
   /* A phone: the preset and the model on lines of their own, the negative prompt shown whole. */
   #lucid-choose, #lucid-choose .form {{ flex-direction: column !important; }}
-  #lucid-choose .block {{ width: 100% !important; }}
+  #lucid-choose .form, #lucid-choose .block {{ width: 100% !important; }}
   #lucid-negative textarea {{ min-height: 6.5em; }}
 }}
 """
-# Click-to-enlarge: a click on an image inside an element of class ZOOM_CLASS shows it on the whole window; a click on
-# it or Escape puts it back. Delegated from the document, so images that arrive later (previews, results) work too.
+# Click-to-enlarge: a click on an image inside an element of class ZOOM_CLASS shows a copy of it on the whole window,
+# in an overlay on the page's body (above every stacking context); a click on it or Escape closes it. Delegated from
+# the document, so images that arrive later (previews, results) work too.
 ZOOM_JS = f"""() => {{
-  const unzoom = () => document.querySelectorAll('img.lucid-zoomed').forEach(i => i.classList.remove('lucid-zoomed'));
+  const close = () => document.querySelectorAll('.lucid-overlay').forEach(o => o.remove());
   document.addEventListener('click', (event) => {{
+    if (event.target.closest('.lucid-overlay')) {{ close(); return; }}
     const img = event.target.closest('img');
-    if (!img) return;
-    if (img.classList.contains('lucid-zoomed')) {{ img.classList.remove('lucid-zoomed'); event.stopPropagation(); return; }}
-    if (!img.closest('.{ZOOM_CLASS}')) return;
-    unzoom(); img.classList.add('lucid-zoomed'); event.stopPropagation(); event.preventDefault();
+    if (!img || !img.closest('.{ZOOM_CLASS}')) return;
+    close();
+    const overlay = document.createElement('div');
+    overlay.className = 'lucid-overlay';
+    const copy = document.createElement('img');
+    copy.src = img.src; copy.alt = img.alt || 'enlarged view';
+    overlay.appendChild(copy); document.body.appendChild(overlay);
+    event.stopPropagation(); event.preventDefault();
   }}, true);
-  document.addEventListener('keydown', (event) => {{ if (event.key === 'Escape') unzoom(); }});
+  document.addEventListener('keydown', (event) => {{ if (event.key === 'Escape') close(); }});
 }}"""
 # Runs in the browser before ``generate``: on a narrow screen the status and preview sit below the form, so bring them
 # into view. Gradio passes the inputs' then the outputs' values and sends back what this returns as the inputs.
