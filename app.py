@@ -1,7 +1,7 @@
 """The lucid-app web app: ``python app.py [--host 127.0.0.1] [--port 7860] [--outputs outputs/app] ...``.
 
 Thin entry point: arguments → :class:`~lucid_app.app.jobs.JobManager` (the worker thread that owns the device, or with
-``--ray`` a Ray actor per job, several at once) →
+``--ray`` a Ray actor per job, several at once; the default model starts loading in the background) →
 :func:`~lucid_app.ui.layout.build_demo` → launch. The models clients may pick are server configuration (``--models``);
 Gradio serves no folder of the server: files reach a client only through handlers that check its owner
 (``lucid_app/ui/served_files.py``).
@@ -25,9 +25,11 @@ from lucid_app.app.model_registry import ModelRegistry, default_registry, load_m
 from lucid_app.app.users import UsersFile
 from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
 from lucid_app.cli.types import bounded, non_negative_float
-from lucid_app.config import ConfigError
+from lucid_app.config import ConfigError, ModelConfig
 from lucid_app.io.files import OutputError, writable_dir
-from lucid_app.ui.layout import APP_CSS, build_demo
+from lucid_app.train.prepare import resolve_config
+from lucid_app.ui.form import DEFAULT_PRESET
+from lucid_app.ui.layout import APP_CSS, ZOOM_JS, build_demo
 
 logger = logging.getLogger("lucid_app.app")
 
@@ -116,6 +118,14 @@ def _exit_user_error(message: str) -> None:
     raise SystemExit(2)
 
 
+def default_model(models: ModelRegistry, name: str, preset: str = DEFAULT_PRESET) -> ModelConfig:
+    """The model a Generate with the form as it opens loads: the ``--model`` name's, else the default preset's (what
+    start-up warms, :meth:`JobManager.warm`)."""
+    model = resolve_config(preset, None, None, None).model
+    ref = models.resolve(name)
+    return model if ref is None else ref.applied(model)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -144,13 +154,16 @@ def main(argv: list[str] | None = None) -> None:
         except RayError as err:
             raise SystemExit(f"error: --ray {args.ray}: {err}") from None
     jobs = JobManager(outputs, args.device, max_cached_models=args.max_models, executor=executor).start()
+    # A cold server's first preview then comes as fast as a warm one's: the model loads while the page opens.
+    jobs.warm(default_model(models, args.model))
     if args.smpl_dir:
         logger.info("SMPL models (%s) from %s", ", ".join(available_genders(args.smpl_dir)), args.smpl_dir)
     demo = build_demo(jobs, default_model=args.model, shared_runs=args.shared_runs, smpl_dir=args.smpl_dir,
                       models=models, owner_keys=owner_keys)
     try:
         # No allowed_paths: nothing under the outputs folder has a URL (lucid_app/ui/served_files.py).
-        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, css=APP_CSS, auth=auth,
+        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, css=APP_CSS, js=ZOOM_JS,
+                            auth=auth,
                             max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=False)
     finally:
         jobs.close()

@@ -24,6 +24,7 @@ TINY_OVERRIDES = (
     "render.width=32", "render.height=32", "cameras.batch_size=2", "init.num_points=300",
     "model.multiview_resolution=32", "export.turntable_size=32", "export.turntable_frames=6",
     "export.turntable_rings=1", "export.eval_views=2", "export.log_every=1", "export.checkpoint_every=0",
+    "export.mesh_resolution=32", "export.mesh_texture=64",
 )
 
 
@@ -39,13 +40,13 @@ def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False, mo
     from lucid_app.app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
-    from lucid_app.ui.layout import APP_CSS
+    from lucid_app.ui.layout import APP_CSS, ZOOM_JS
 
     jobs = JobManager(outputs, device).start()
     demo = build_demo(jobs, shared_runs=shared_runs, models=models)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        css=APP_CSS, auth=auth)
+                        css=APP_CSS, js=ZOOM_JS, auth=auth)
     return demo, jobs, f"http://127.0.0.1:{port}/"
 
 

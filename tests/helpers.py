@@ -17,7 +17,6 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
@@ -95,6 +94,8 @@ class LinearPrior(torch.nn.Module):
     """ε(x, t, c) = k·(1 + t/1000)·x + c (c broadcast over the spatial dims): an analytic, learnable-looking prior."""
 
     def __init__(self) -> None:
+        from diffusers import DDPMScheduler
+
         super().__init__()
         self.name = "linear"
         self.device = torch.device("cpu")
@@ -259,6 +260,7 @@ class FakeJobs:
 
     def __init__(self, outputs: Path, script: list[JobView] = ()) -> None:
         self.outputs = outputs
+        self.device = SimpleNamespace(type="cpu")
         self.script = list(script)
         self.calls: list[tuple] = []
 
@@ -427,3 +429,21 @@ def splats_at(points: torch.Tensor, rgb: tuple[float, float, float] = (1.0, 0.0,
     quats = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))  # isotropic: rotations are irrelevant
     return Splats(means=points, quats=quats, scales=torch.full((n, 3), BALL_SIGMA), opacities=torch.full((n,), opacity),
                   sh=rgb_to_sh_dc(torch.tensor(rgb)).expand(n, 1, 3).clone(), sh_degree=0)
+
+
+def glb_json_and_colors(path: Path) -> tuple[dict, np.ndarray]:
+    """A .glb's JSON and its first primitive's COLOR_0 as [N, 4] floats in [0, 1], read from the file itself (trimesh
+    drops vertex colours it finds beside a material)."""
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    json_length = struct.unpack_from("<I", data, 12)[0]
+    gltf = json.loads(data[20:20 + json_length])
+    binary = data[20 + json_length + 8:]
+    accessor = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"]]
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    assert accessor["componentType"] == 5121 and accessor["type"] == "VEC4" and accessor.get("normalized")
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    values = np.frombuffer(binary, np.uint8, count=accessor["count"] * 4, offset=start).reshape(-1, 4)
+    return gltf, values / 255.0

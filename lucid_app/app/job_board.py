@@ -52,6 +52,8 @@ class JobView:
         progress: a task's (done, total) units of work (a training job's: the export stage's); data: a task's
             result data once it is done.
         exporting: the export stage a finished training run is in (``model.ply``, ``turntable``, ``mesh``), "" else.
+        prior_samples: the prior evaluations of an in-process training run so far, in samples (one view at one
+            timestep and prompt = 1); 0 when not counted (a task, a remote run).
     """
 
     id: str
@@ -75,6 +77,7 @@ class JobView:
     progress: tuple[int, int] = (0, 0)
     data: dict[str, Any] = field(default_factory=dict)
     exporting: str = ""
+    prior_samples: int = 0
 
     @property
     def finished(self) -> bool:
@@ -117,6 +120,7 @@ class JobRecord:
     # The in-process trainer while it runs (for snapshots of its live Gaussians), and the export stage at the end.
     trainer: Any = None
     exporting: str = ""
+    prior_samples: int = 0
     # to_yaml(config), rendered whenever config is set (here, and in JobRunner when a run is prepared), never per
     # snapshot.
     config_yaml: str = field(init=False, default="")
@@ -202,4 +206,5 @@ class JobBoard:
             outcome=job.outcome, steps=job.steps.view(), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
             kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting,
+            prior_samples=job.prior_samples,
         )

@@ -20,6 +20,7 @@ from lucid_app.app.preview_grid import PREVIEW_MIN_SIZE_PX, tile_views
 from lucid_app.app.tasks import Task, TaskContext, TaskStopped
 from lucid_app.avatar import check_avatar
 from lucid_app.avatar.body import AvatarError
+from lucid_app.bench.quality import CountingPrior
 from lucid_app.config import ConfigError, TrainConfig, to_yaml
 from lucid_app.io.run_layout import RUN_FILES, run_files
 from lucid_app.priors.base import PriorError
@@ -81,11 +82,13 @@ class JobRunner:
             job.config, job.config_yaml = prepared.config, config_yaml
             job.notice, job.prior = prepared.notice, prepared.prior
             self.board.touch(job)
-        trainer = self.trainer_factory(prepared.config, prepared.prior, run_dir=job.run_dir,
+        # Counted, so a run's snapshots say how many prior evaluations it cost (the A/B run's table shows them).
+        counted = CountingPrior(prepared.prior)
+        trainer = self.trainer_factory(prepared.config, counted, run_dir=job.run_dir,
                                        controls=job.controls, device=self.device)
         job.trainer = trainer
         try:
-            trainer.run(lambda event: self._on_event(job, event))
+            trainer.run(lambda event: self._on_event(job, event, counted))
         finally:
             job.trainer = None
 
@@ -156,10 +159,12 @@ class JobRunner:
             check_avatar(config)
         return load_run_prior(config, self.device, allow_demo, loader=self.cache.get)
 
-    def _on_event(self, job: JobRecord, event: Event) -> None:
+    def _on_event(self, job: JobRecord, event: Event, counted: CountingPrior | None = None) -> None:
         if isinstance(event, StepEvent):
             with self.board.cond:
                 job.steps.append(event)
+                if counted is not None:
+                    job.prior_samples = counted.samples
                 self.board.touch(job)
         elif isinstance(event, PreviewEvent):
             grid = tile_views(event.images, PREVIEW_MIN_SIZE_PX)

@@ -17,7 +17,8 @@
 Where the rest lives: the jobs' records, their :class:`JobView` snapshots and the board that holds them under one
 condition (and so the lock order) in ``job_board.py``; running one job (a task, a remote or an in-process training
 run) in ``job_runner.py``; the model cache, step log, task types and preview tiling in their own modules.
-Nothing here starts a thread before :meth:`JobManager.start`.
+Nothing here starts a thread before :meth:`JobManager.start` (or :meth:`JobManager.warm`, which loads a model in the
+background at the app's start-up).
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from lucid_app.app.job_runner import JobRunner, TrainerFactory
 from lucid_app.app.model_cache import ModelCache, PriorLoader
 from lucid_app.app.run_folders import JobError, session_folder
 from lucid_app.app.tasks import Task
-from lucid_app.config import PromptChange, TrainConfig
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig
 from lucid_app.config.devices import resolve_device
 from lucid_app.io.run_layout import slug
 from lucid_app.priors import load_prior
+from lucid_app.priors.base import PriorError
 from lucid_app.train.controls import ControlState, LiveControls
 from lucid_app.train.events import GaussianSnapshot
 from lucid_app.train.prompt_changes import check_changes, request_change
@@ -119,6 +121,29 @@ class JobManager:
             for thread in self._threads:
                 thread.start()
         return self
+
+    def warm(self, model: ModelConfig) -> threading.Thread | None:
+        """Load ``model`` into the model cache in the background (app start-up: the first job of a cold server then
+        finds its prior loaded, or waits for this load instead of starting its own). A model that cannot be loaded is
+        logged; the job that asks for it says why. Returns the loading thread (None with an executor: its workers
+        load their own models).
+        """
+        if self.executor is not None:
+            return None
+
+        def load() -> None:
+            started = time.perf_counter()
+            try:
+                self.cache.get(model, self.device)
+            except (PriorError, ValueError, OSError) as err:
+                logger.warning("warm-up: model %s not loaded: %s", model.id, err)
+                return
+            logger.info("warm-up: model %s ready on %s after %.1f s", model.id, self.device,
+                        time.perf_counter() - started)
+
+        thread = threading.Thread(target=load, name="lucid-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def close(self, timeout_s: float | None = 30.0) -> None:
         """Cancel queued jobs, stop the running one (it exports) and end the worker.

@@ -32,7 +32,6 @@ from lucid_app.config.devices import resolve_device
 from lucid_app.guidance import GUIDANCES
 from lucid_app.train.events import StepEvent
 
-
 # Every size, count and rate is bounded by the config's own limits (the field each flag stands for).
 SEED = Annotated[int, Ge(0), Le(MAX_SEED)]
 

@@ -27,7 +27,7 @@ from lucid_app.cli.batch import add_batch_parser
 from lucid_app.cli.generate import cmd_generate
 from lucid_app.cli.inspector import cmd_inspect
 from lucid_app.cli.render import cmd_mesh, cmd_render
-from lucid_app.cli.types import bounded, bounded_list, field_bounds, rgb_color
+from lucid_app.cli.types import bounded, bounded_list, field_bounds, positive_float, rgb_color
 from lucid_app.config import (
     MAX_INSPECT_SEEDS,
     MAX_INSPECT_VALUES,
@@ -40,6 +40,7 @@ from lucid_app.config import (
     RenderSize,
     Timestep,
 )
+from lucid_app.train.eta import DEFAULT_MAX_HOURS
 
 logger = logging.getLogger("lucid_app")
 
@@ -134,8 +135,8 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--preset", default=None, help="preset name in presets/ or a YAML path")
     gen.add_argument("--model", default=None,
                      help="hub id, local diffusers folder, .safetensors file, multiview:DIR or a train-prior folder "
-                          "(default: the preset's; "
-                          "without weights the offline demo runs instead)")
+                          "(default: the preset's; with neither --model nor --preset, what this machine can finish: "
+                          "Stable Diffusion with CUDA, else the offline demo; without weights the offline demo)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config override, e.g. guidance.delta_t=50 (repeatable)")
     gen.add_argument("--out", default=None, help="run folder to write")
@@ -143,6 +144,11 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--overwrite", action="store_true",
                      help="start over in a non-empty --out: an earlier run's files there are removed, others kept")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--max-hours", type=positive_float, default=DEFAULT_MAX_HOURS,
+                     help="refuse a run estimated to take longer than this, saying the estimate (default: "
+                          f"{DEFAULT_MAX_HOURS:g}; estimated before loading for Stable Diffusion on a CPU, else from "
+                          "the first steps)")
+    gen.add_argument("--force", action="store_true", help="run even when the estimate exceeds --max-hours")
     _add_allow_pickle(gen)
     gen.add_argument("--avatar", action="store_true",
                      help="avatar mode: start from a posed SMPL body, guide with a body-part ControlNet")

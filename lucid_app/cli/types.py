@@ -50,6 +50,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0, or an ``ArgumentTypeError`` naming the bad value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Comma-separated integers (``200,500``), or an ``ArgumentTypeError`` naming the bad value."""
     try:

@@ -42,13 +42,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from lucid_app.render.cameras import CameraBatch
 from lucid_app.mesh.density import MeshError, inverse_sqrt_covariances
 from lucid_app.mesh.fill import fill_unused
 from lucid_app.mesh.raster import rasterize, uv_to_pixels
 from lucid_app.mesh.surface import DEFAULT_MIN_OPACITY, visible_gaussians
 from lucid_app.mesh.uv import UVMesh
 from lucid_app.render.base import Splats
+from lucid_app.render.cameras import CameraBatch
 from lucid_app.render.torch_ref import ALPHA_MAX, ALPHA_MIN
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import math
 import numpy as np
 import torch
 
-from lucid_app.render.cameras import CameraBatch, orbit_cameras
 from lucid_app.mesh.raster import camera_fragments, project, sample_bilinear
 from lucid_app.render.base import Renderer, Splats
+from lucid_app.render.cameras import CameraBatch, orbit_cameras
 
 logger = logging.getLogger(__name__)
 

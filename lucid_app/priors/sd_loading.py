@@ -59,7 +59,7 @@ def missing_model_message(model_id: str, reason: str) -> str:
         f"Could not load the diffusion model {model_id!r}: {reason}\n"
         f"The paper's {PAPER_MODEL!r} was removed from the hub in late 2025; the community mirror "
         f"{DEFAULT_MODEL!r} holds the same weights. You can also give a local diffusers folder (with "
-        f"model_index.json) or a single .safetensors/.ckpt checkpoint file.\n{offline}"
+        f"model_index.json) or a single .safetensors file.\n{offline}"
     )
 
 

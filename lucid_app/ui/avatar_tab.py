@@ -28,7 +28,7 @@ from lucid_app.config.presets import load_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import APP_EXPORTS_MESH, form_number
 from lucid_app.ui.handlers import GENERATE_OUTPUTS, AppHandlers
-from lucid_app.ui.panels import run_outputs_panel
+from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,19 @@ PREVIEW_SIZE_PX = 256
 AVATAR_FIELDS = ("gender", "pose", "prompt", "negative", "controlnet_scale", "steps", "seed")
 NO_SMPL_MODEL = ("This server has no SMPL body model; its administrator can add one "
                  "(see the README, Avatar mode).")
+# The tab's one notice on a server without SMPL files (the form is hidden then): what the administrator runs.
+NO_SMPL_NOTICE = (
+    "**Avatar mode needs an SMPL body model, and this server has none.** Its administrator registers at "
+    "https://smpl.is.tue.mpg.de, downloads \"SMPL for Python\", converts it once and restarts the app with it:\n\n"
+    "```\npython -m lucid_app smpl-convert ~/Downloads/smpl ~/smpl\npython app.py --smpl-dir ~/smpl\n```"
+)
 MODEL_FAILED = ("The server's SMPL body model could not be loaded; its administrator can find why in the "
                 "server log.")
 
 
 def smpl_notice(genders: Sequence[str]) -> str:
-    """The tab's line about the body models this server has."""
-    return f"SMPL models on this server: {', '.join(genders)}." if genders else NO_SMPL_MODEL
+    """The tab's line about the body models this server has (:data:`NO_SMPL_NOTICE` when it has none)."""
+    return f"SMPL models on this server: {', '.join(genders)}." if genders else NO_SMPL_NOTICE
 
 
 def avatar_overrides(pose: str, gender: str, controlnet_scale: float | None) -> list[str]:
@@ -155,9 +161,10 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
     choices = genders or ["neutral"]
     c: dict[str, gr.components.Component] = {"banner": banner}
     with gr.Tab("Avatar"):
-        with gr.Row():
+        c["smpl_notice"] = gr.Markdown(smpl_notice(genders), elem_id="lucid-smpl-notice")
+        # Without SMPL files there is nothing to do here: the notice above says what the administrator runs.
+        with gr.Row(visible=bool(genders), elem_id="lucid-avatar-form"):
             with gr.Column(scale=2):
-                c["smpl_notice"] = gr.Markdown(smpl_notice(genders), elem_id="lucid-smpl-notice")
                 with gr.Row():
                     c["gender"] = gr.Dropdown(choices, value="neutral" if "neutral" in choices else choices[0],
                                               label="Body model", interactive=len(genders) > 1, scale=0,
@@ -165,7 +172,7 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                     c["pose"] = gr.Dropdown(pose_names(), value=start.avatar.pose, label="Pose")
                     c["pose_refresh"] = gr.Button("Preview pose", scale=0)
                 c["pose_image"] = gr.Image(label="Part map (front)", type="numpy", interactive=False, height=256)
-                c["pose_msg"] = gr.Markdown("" if genders else NO_SMPL_MODEL)
+                c["pose_msg"] = gr.Markdown("")
                 c["prompt"] = gr.Textbox(label="Prompt", value=start.prompt.text, lines=2)
                 c["negative"] = gr.Textbox(label="Negative prompt", value=start.prompt.negative, lines=2)
                 c["controlnet_scale"] = gr.Slider(0, 2, start.model.controlnet_scale, step=0.05,
@@ -178,11 +185,14 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                                           interactive=bool(genders))
             with gr.Column(scale=3):
                 c["status"] = gr.HTML()
-                c["preview"] = gr.Image(label="Current views", type="numpy", interactive=False, height=360)
+                c["preview"] = gr.Image(label="Views (click to enlarge)", type="numpy", interactive=False,
+                                        height=420, elem_classes=[ZOOM_CLASS, FILL_CLASS])
                 with gr.Row():
                     c["pause_toggle"] = gr.Button("Pause", interactive=False)
                     c["stop"] = gr.Button("Stop", variant="stop", interactive=False)
                 c["control_msg"] = gr.Markdown()
+                # The tab has no live sliders: the stream's slider values land in these.
+                c["gs_live"], c["dt_live"] = gr.State(), gr.State()
                 run_outputs_panel(c)
 
     gr.on([c["pose"].change, c["gender"].change, c["pose_refresh"].click], handlers.preview,
@@ -196,3 +206,4 @@ def build_avatar_tab(app: AppHandlers, banner: gr.components.Component) -> None:
                     concurrency_limit=None, show_progress="hidden")
     c["pause_toggle"].click(app.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]], api_visibility="private",
                             concurrency_limit=None, show_progress="hidden")
+    wire_plot_toggles(c, app.show_raw)

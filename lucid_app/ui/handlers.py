@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from lucid_app.app.identity import OwnerKeys
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
 from lucid_app.app.model_registry import ModelRegistry, default_registry
+from lucid_app.app.past_runs import read_run, views_image
 from lucid_app.app.run_folders import JobError, list_runs, resolve_run
-from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, replace, to_yaml
+from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, from_yaml, replace, to_yaml
 from lucid_app.config.presets import list_presets, load_config
 from lucid_app.io.run_layout import run_files
+from lucid_app.train.events import StepEvent
 from lucid_app.train.prepare import resolve_config
 from lucid_app.ui.errors import public_text, user_errors
 from lucid_app.ui.form import (
@@ -47,15 +49,16 @@ from lucid_app.ui.form import (
     form_values,
 )
 from lucid_app.ui.job_display import (
-    LOSS_AXIS,
+    LOSS_PLOTS,
     SPLAT_AFTER_MESH_S,
     button_states,
     mesh_before_splat,
     plot_frames,
+    record_status_html,
     status_html,
-    symlog,
 )
 from lucid_app.ui.notices import setting_notices
+from lucid_app.ui.panels import plot_key
 from lucid_app.ui.served_files import ServedFiles, gradio_served_root
 
 logger = logging.getLogger(__name__)
@@ -64,10 +67,16 @@ STREAM_INTERVAL_S = 0.3
 # The form's limits are the schema's; this name stays for callers that read the form's resolution range here.
 RESOLUTION_RANGE_PX = RENDER_SIZE_RANGE_PX
 
-# Order of ``generate``'s outputs (the layout creates these components).
-GENERATE_OUTPUTS = ("job", "banner", "status", "preview", "loss_plot", "schedule_plot", "config", "model3d",
-                    "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh", "generate", "pause_toggle", "stop")
+PLOT_OUTPUTS = tuple(plot_key(name) for name in (*LOSS_PLOTS, "schedule"))
+# Order of ``generate``'s outputs (the layout creates these components; a tab without live sliders passes States).
+# ``prompt`` and the live sliders change only when the run's own values differ from the form's (the offline demo
+# stood in); ``control_msg`` is cleared when a run starts and ends.
+GENERATE_OUTPUTS = ("job", "banner", "status", "preview", *PLOT_OUTPUTS, "config", "model3d", "mesh3d", "video",
+                    "dl_ply", "dl_video", "dl_config", "dl_mesh", "control_msg", "prompt", "gs_live", "dt_live",
+                    "generate", "pause_toggle", "stop")
 RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
+# Order of ``open_run``'s outputs: what a live run showed, then the config and the banner.
+OPEN_OUTPUTS = ("status", "preview", *PLOT_OUTPUTS, *RESULT_OUTPUTS, "config", "banner")
 _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
 
 
@@ -135,6 +144,10 @@ class AppHandlers:
         self.models = models or default_registry()
         self.owner_keys = owner_keys or OwnerKeys.for_outputs(self.outputs)
         self.served = served or ServedFiles(gradio_served_root())
+        # Per owner: which loss plots show their raw values too, and the steps its plots show now (a live job's or
+        # a reopened run's), so a toggle redraws its plot at once.
+        self._raw: dict[str, dict[str, bool]] = {}
+        self._shown_steps: dict[str, Sequence[StepEvent]] = {}
 
     def owner_of(self, request: gr.Request | None) -> str:
         """The owner id of a request: of the signed-in user (``app.py --auth``), else of the browser session (of ""
@@ -191,10 +204,13 @@ class AppHandlers:
 
         Results (viewers, downloads) are sent whenever the run's files change, so the splat viewer shows
         ``model.ply`` while the turntable and the mesh are still being exported, and the mesh as soon as it exists.
+        The prompt box and the live sliders follow the run when its values change from those it was queued with
+        (the offline demo stood in with its own prompt and δ_T); at the end the preview box shows the final views.
         """
         owner = self.owner_of(request)
         view = self.jobs.submit(config, session=owner, allow_demo=True)
-        yield self.render_job(view, results=True, generate_label=generate_label, owner=owner)
+        sent = {"prompt": view.prompt, "controls": _slider_values(view)}
+        yield self.render_job(view, results=True, generate_label=generate_label, owner=owner, control_msg="")
         sent_preview = view.preview_step
         sent_files = dict(view.files)
         version = view.version
@@ -207,10 +223,10 @@ class AppHandlers:
             if view.finished:
                 break
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
-                                  generate_label=generate_label, splat=False, owner=owner)
+                                  generate_label=generate_label, splat=False, owner=owner, sent=sent)
             sent_preview, sent_files = view.preview_step, dict(view.files)
-        yield from self._final_updates(self.render_job(view, preview=view.preview_step != sent_preview, results=True,
-                                                       generate_label=generate_label, owner=owner))
+        yield from self._final_updates(self.render_job(view, preview=True, results=True, generate_label=generate_label,
+                                                       owner=owner, sent=sent, control_msg=""))
 
     def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
@@ -244,19 +260,33 @@ class AppHandlers:
             raise gr.Error(str(err)) from None
 
     def render_job(self, view: JobView, preview: bool = True, results: bool = False,
-                   generate_label: str = "Generate", splat: bool = True, owner: str = "") -> tuple[Any, ...]:
+                   generate_label: str = "Generate", splat: bool = True, owner: str = "",
+                   sent: dict[str, Any] | None = None, control_msg: str | None = None) -> tuple[Any, ...]:
         """``generate``'s outputs for a snapshot of ``owner``'s job; unchanged previews and unfinished results are
-        skipped."""
-        loss, schedule = plot_frames(view)
-        if loss.empty:
-            # Gradio 6.31's LinePlot never draws lines when its first streamed value has no rows.
-            loss = schedule = gr.skip()
-        image = view.preview if preview else gr.skip()
+        skipped.
+
+        ``owner``: whose plot settings apply (and whose shown steps this becomes) and whom result files are served to;
+        ``sent``: the prompt and slider values the page shows, updated here when the run's differ; ``control_msg``: a
+        new line under the controls (None keeps it). A finished run's preview is its final views (``views/``, at the
+        export's size)."""
+        self._shown_steps[owner] = view.steps
+        plots = self._plots(view.steps, owner)
+        image: Any = gr.skip()
+        if preview:
+            final = views_image(read_run(view.run_dir).views) if view.finished else None
+            image = final if final is not None else view.preview
         out: dict[str, Any] = {
             "job": job_summary(view), "banner": _banner(view), "status": status_html(view),
-            "preview": image, "loss_plot": loss, "schedule_plot": schedule,
-            "config": self.public_yaml(view.config_yaml),
+            "preview": image, **plots, "config": self.public_yaml(view.config_yaml),
+            "control_msg": gr.skip() if control_msg is None else control_msg,
+            "prompt": gr.skip(), "gs_live": gr.skip(), "dt_live": gr.skip(),
         }
+        if sent is not None:
+            if view.prompt != sent["prompt"]:
+                out["prompt"] = sent["prompt"] = view.prompt
+            sliders = _slider_values(view)
+            if sliders != sent["controls"]:
+                out["gs_live"], out["dt_live"] = sent["controls"] = sliders
         out.update(self._results(view.files, owner) if results else dict.fromkeys(RESULT_OUTPUTS, gr.skip()))
         if not splat:
             # During the export the splat viewer waits for the mesh (see _final_updates).
@@ -267,6 +297,22 @@ class AppHandlers:
     def public_yaml(self, config_yaml: str) -> str:
         """A config's YAML as a client may see it (no server folders), cached per text."""
         return _public_yaml(config_yaml, self.outputs)
+
+    def _plots(self, steps: Sequence[StepEvent], owner: str) -> dict[str, Any]:
+        """The plots' values (``PLOT_OUTPUTS``) for ``steps`` with the owner's raw-value toggles; skipped while
+        empty (Gradio 6.31's LinePlot never draws lines when its first streamed value has no rows)."""
+        frames = plot_frames(steps, self._raw.get(owner, {}))
+        return {plot_key(name): gr.skip() if frame.empty else frame for name, frame in frames.items()}
+
+    @user_errors
+    def show_raw(self, name: str, raw: bool, request: gr.Request) -> Any:
+        """Toggle the raw values of loss plot ``name`` (a :data:`LOSS_PLOTS` key) for this owner; returns the plot
+        redrawn from what it shows now."""
+        if name not in LOSS_PLOTS:
+            raise gr.Error(f"unknown plot {str(name)[:40]!r}; valid: {', '.join(LOSS_PLOTS)}")
+        owner = self.owner_of(request)
+        self._raw.setdefault(owner, {})[name] = bool(raw)
+        return self._plots(self._shown_steps.get(owner, ()), owner)[plot_key(name)]
 
     # ------------------------------------------------------------------ live controls
 
@@ -358,18 +404,28 @@ class AppHandlers:
 
     @user_errors
     def open_run(self, run: str, request: gr.Request) -> tuple[Any, ...]:
-        """Show a past run: its results, downloads and config (outputs ``RESULT_OUTPUTS`` + config + banner).
+        """Show a past run as its live run ended (``OPEN_OUTPUTS``): its status, final views, plots, viewers,
+        downloads and config, and a banner naming it.
 
         The layout shows the splat (``model3d``) in a second event, after the mesh (see :func:`mesh_before_splat`)."""
         if not run:
             raise gr.Error("Pick a run from the list first.")
         run_dir = self.run_folder(run, request)
         files = run_files(run_dir)
-        results = self._results(files, self.owner_of(request))
-        config = self.public_yaml(Path(files["config"]).read_text(encoding="utf-8"))
+        record = read_run(run_dir)
+        config_text = Path(files["config"]).read_text(encoding="utf-8")
+        try:
+            total = from_yaml(config_text).optim.steps
+        except ConfigError:
+            total = record.steps[-1].step if record.steps else 0
+        owner = self.owner_of(request)
+        self._shown_steps[owner] = record.steps
+        out: dict[str, Any] = {"status": record_status_html(record.status, record.steps, total),
+                               "preview": views_image(record.views), **self._plots(record.steps, owner),
+                               **self._results(files, owner), "config": self.public_yaml(config_text)}
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
-        banner = f"Showing the past run `{run}`{missing}."
-        return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
+        out["banner"] = f"Showing the past run `{run}`{missing}."
+        return tuple(out[name] for name in OPEN_OUTPUTS)
 
     def splat_after_mesh(self, splat: str | None) -> Any:
         """The splat viewer's file, shown :data:`SPLAT_AFTER_MESH_S` after the mesh (see :func:`mesh_before_splat`)."""
@@ -380,7 +436,9 @@ class AppHandlers:
     def _results(self, files: dict[str, str], owner: str) -> dict[str, Any]:
         files = self._served(files, owner)
         # The splat viewer shows the framed copy (splat_view.py) when the run has one; downloads give model.ply.
-        out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")), "mesh3d": files.get("mesh"),
+        # The mesh viewer likewise shows its unlit copy (mesh/write.py); the download is mesh.glb.
+        out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")),
+                               "mesh3d": files.get("view_mesh", files.get("mesh")) if "mesh" in files else None,
                                "video": files.get("video")}
         for name, key in _DOWNLOADS:
             out[name] = gr.DownloadButton(value=files.get(key), visible=key in files)
@@ -435,14 +493,22 @@ class AppHandlers:
 
         A signed-in user's jobs (``app.py --auth``) outlive a closed page: the same user can come back to them.
         """
+        owner = self.owner_of(request)
+        self._raw.pop(owner, None)
+        self._shown_steps.pop(owner, None)
         if getattr(request, "username", None):
             return
-        self.jobs.cancel_session(self.owner_of(request))
+        self.jobs.cancel_session(owner)
 
 
 @functools.lru_cache(maxsize=64)
 def _public_yaml(config_yaml: str, outputs: Path) -> str:
     return public_config_yaml(config_yaml, outputs)
+
+
+def _slider_values(view: JobView) -> tuple[float, int]:
+    """The live sliders' values for a job: its guidance scale and δ_T in force."""
+    return view.controls.guidance_scale, int(view.controls.delta_t)
 
 
 def _banner(view: JobView) -> str:
@@ -454,7 +520,7 @@ def _banner(view: JobView) -> str:
 
 
 __all__ = [
-    "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
+    "OPEN_OUTPUTS", "PLOT_OUTPUTS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames",
     "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
     "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "checked_preset", "example_prompts", "form_number",
     "form_overrides", "form_values", "status_html",

@@ -18,13 +18,11 @@ from types import SimpleNamespace
 import pytest
 
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
-import gradio as gr  # noqa: E402
 
 from lucid_app.cli.main import main as cli_main  # noqa: E402
 from lucid_app.config import ModelConfig  # noqa: E402
 from lucid_app.priors import PriorError, load_prior  # noqa: E402
 from lucid_app.config.trust import check_weights, UnsafeWeightsError  # noqa: E402
-from lucid_app.ui.handlers import AppHandlers  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
 
 
@@ -132,6 +130,9 @@ def test_cli_resume_never_unpickles_a_planted_checkpoint(marker: Path, tmp_path:
 
 
 def test_app_form_refuses_pickles_and_server_paths(evil: SimpleNamespace, tmp_path: Path, marker: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = AppHandlers(SimpleNamespace(outputs=tmp_path / "outputs"))
     form = {"prompt": "a red toy car", "preset": "demo"}
     refused = {
@@ -228,6 +229,9 @@ def _run_folder(outputs: Path, session: str, name: str) -> Path:
 
 
 def test_each_session_lists_and_opens_only_its_own_runs(tmp_path: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers
+
     outputs = tmp_path / "outputs"
     jobs = SimpleNamespace(outputs=outputs, latest=lambda session: None)
     alice, bob = SimpleNamespace(session_hash="sess-a"), SimpleNamespace(session_hash="sess-b")
@@ -249,6 +253,9 @@ def test_each_session_lists_and_opens_only_its_own_runs(tmp_path: Path) -> None:
 
 
 def test_errors_reach_a_client_as_one_line_without_server_paths(tmp_path: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers
+
     from lucid_app.ui.errors import public_text, user_errors
 
     assert public_text("cannot read /tmp/gradio/4f2a/upload.ply: bad header\nmore") == \

@@ -12,16 +12,6 @@ import torch
 
 pytest.importorskip("smplx")
 
-from lucid_app.avatar.body import (  # noqa: E402
-    SMPL_NUM_JOINTS,
-    SMPL_NUM_VERTICES,
-    AvatarError,
-    build_body,
-    load_pose,
-    pose_names,
-)
-from lucid_app.avatar.init import avatar_gaussians, sample_surface  # noqa: E402
-from lucid_app.avatar.partmap import TORSO_PARTS, part_labels, part_map, project  # noqa: E402
 from lucid_app.render.cameras import orbit_cameras  # noqa: E402
 from lucid_app.config import InitConfig, OptimConfig  # noqa: E402
 from tests.helpers import converted_smpl_dir  # noqa: E402
@@ -43,6 +33,8 @@ def front_and_back(size: int) -> object:
 
 
 def test_missing_smpl_folder_or_file_gives_the_clear_message(tmp_path: Path) -> None:
+    from lucid_app.avatar.body import AvatarError, build_body
+
     with pytest.raises(AvatarError, match=r"smpl\.is\.tue\.mpg\.de.*") as err:
         build_body(tmp_path / "nowhere", "a_pose")
     assert "does not exist" in str(err.value) and "SMPL_NEUTRAL.npz" in str(err.value)
@@ -52,6 +44,8 @@ def test_missing_smpl_folder_or_file_gives_the_clear_message(tmp_path: Path) -> 
 
 
 def test_every_pose_preset_loads_and_the_body_is_in_our_world_frame(smpl_dir: Path) -> None:
+    from lucid_app.avatar.body import SMPL_NUM_JOINTS, SMPL_NUM_VERTICES, build_body, pose_names
+
     assert {"t_pose", "a_pose", "standing_relaxed", "walking", "waving", "sitting"} <= set(pose_names())
     for name in pose_names():
         body = build_body(smpl_dir, name)
@@ -67,6 +61,8 @@ def test_every_pose_preset_loads_and_the_body_is_in_our_world_frame(smpl_dir: Pa
 
 
 def test_poses_move_the_joints_as_named(smpl_dir: Path) -> None:
+    from lucid_app.avatar.body import build_body
+
     t, a = build_body(smpl_dir, "t_pose"), build_body(smpl_dir, "a_pose")
     wave, sit = build_body(smpl_dir, "waving"), build_body(smpl_dir, "sitting")
     assert a.joints[20, 2] < a.joints[16, 2] - 0.1 and a.joints[21, 2] < a.joints[17, 2] - 0.1
@@ -78,6 +74,8 @@ def test_poses_move_the_joints_as_named(smpl_dir: Path) -> None:
 
 
 def test_custom_pose_files_and_bad_poses(tmp_path: Path) -> None:
+    from lucid_app.avatar.body import AvatarError, load_pose
+
     (tmp_path / "p.json").write_text(json.dumps(ARM_ACROSS))
     pose = load_pose(str(tmp_path / "p.json"))
     assert pose.body_pose.shape == (23, 3) and pose.body_pose[15, 1] == pytest.approx(-1.57)
@@ -93,6 +91,9 @@ def test_custom_pose_files_and_bad_poses(tmp_path: Path) -> None:
 
 
 def test_surface_gaussians_are_on_the_body_and_seeded(smpl_dir: Path) -> None:
+    from lucid_app.avatar.body import build_body
+    from lucid_app.avatar.init import avatar_gaussians, sample_surface
+
     body = build_body(smpl_dir, "a_pose")
     init = InitConfig(num_points=500)
     g1 = avatar_gaussians(body, init, OptimConfig(), torch.Generator().manual_seed(3))
@@ -107,6 +108,9 @@ def test_surface_gaussians_are_on_the_body_and_seeded(smpl_dir: Path) -> None:
 
 
 def test_part_map_front_view_torso_centre_black_background(smpl_dir: Path) -> None:
+    from lucid_app.avatar.body import build_body
+    from lucid_app.avatar.partmap import part_labels, part_map
+
     body = build_body(smpl_dir, "a_pose")
     cams = front_and_back(64)
     labels = part_labels(body, cams)
@@ -120,6 +124,9 @@ def test_part_map_front_view_torso_centre_black_background(smpl_dir: Path) -> No
 
 
 def test_part_map_occlusion_arm_in_front_of_the_torso(smpl_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.avatar.body import build_body
+    from lucid_app.avatar.partmap import TORSO_PARTS, part_labels, project
+
     (tmp_path / "arm.json").write_text(json.dumps(ARM_ACROSS))
     body = build_body(smpl_dir, str(tmp_path / "arm.json"))
     cams = front_and_back(128)
@@ -133,6 +140,9 @@ def test_part_map_occlusion_arm_in_front_of_the_torso(smpl_dir: Path, tmp_path: 
 
 
 def test_controlnet_guided_avatar_training(smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path) -> None:
+    from lucid_app.avatar.body import build_body
+    from lucid_app.avatar.init import avatar_gaussians
+
     from lucid_app.avatar.partmap import control_fn_for
     from lucid_app.priors import load_prior
     from lucid_app.train.trainer import Trainer
@@ -202,6 +212,8 @@ def _avatar_config(smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path,
 def test_avatar_run_resumes_from_its_config_alone(
     smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
 ) -> None:
+    from lucid_app.avatar.body import build_body
+
     from lucid_app.config import from_yaml
     from lucid_app.train.controls import LiveControls
     from lucid_app.train.events import StepEvent
@@ -267,6 +279,8 @@ def test_cli_avatar_without_smpl_dir_names_the_flag(tmp_path: Path, capsys) -> N
 def test_job_manager_runs_an_avatar_job_from_its_config(
     smpl_dir: Path, tiny_sd_dir: Path, tiny_controlnet_dir: Path, tmp_path: Path
 ) -> None:
+    from lucid_app.avatar.body import build_body
+
     from dataclasses import replace
 
     from lucid_app.config import from_yaml

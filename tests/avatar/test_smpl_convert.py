@@ -19,15 +19,6 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from lucid_app.avatar import front_part_map
-from lucid_app.avatar.body import SMPL_KEYS, AvatarError, build_body, find_model_file, load_smpl, read_smpl_npz
-from lucid_app.avatar.smpl_convert import (
-    UnsafePickleError,
-    convert_smpl_folder,
-    find_smpl_pickles,
-    read_smpl_pickle,
-    smpl_arrays,
-)
 from lucid_app.cli.main import main
 from tests.helpers import synthetic_smpl
 
@@ -81,6 +72,9 @@ def official_style(reference: dict[str, np.ndarray]) -> dict[str, object]:
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_converter_round_trips_the_arrays_exactly(reference: dict, tmp_path: Path, protocol: int) -> None:
+    from lucid_app.avatar.body import SMPL_KEYS
+    from lucid_app.avatar.smpl_convert import convert_smpl_folder
+
     assert "chumpy" not in sys.modules
     src = tmp_path / "download" / "smpl"
     src.mkdir(parents=True)
@@ -99,6 +93,9 @@ def test_converter_round_trips_the_arrays_exactly(reference: dict, tmp_path: Pat
 
 def test_old_protocol_and_csr_matrices_convert_too(reference: dict, tmp_path: Path) -> None:
     # Protocol 0 goes through copy_reg._reconstructor and _codecs.encode, as old pickles do.
+    from lucid_app.avatar.body import SMPL_KEYS
+    from lucid_app.avatar.smpl_convert import smpl_arrays
+
     data = dict(reference, J_regressor=scipy.sparse.csr_matrix(reference["J_regressor"]))
     path = tmp_path / "SMPL_MALE.pkl"
     path.write_bytes(pickle.dumps(data, protocol=0))
@@ -107,6 +104,8 @@ def test_old_protocol_and_csr_matrices_convert_too(reference: dict, tmp_path: Pa
 
 
 def test_official_file_names_are_found(tmp_path: Path) -> None:
+    from lucid_app.avatar.smpl_convert import find_smpl_pickles
+
     models = tmp_path / "smpl" / "models"
     models.mkdir(parents=True)
     for name in ("basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl", "basicModel_f_lbs_10_207_0_v1.0.0.pkl",
@@ -118,6 +117,8 @@ def test_official_file_names_are_found(tmp_path: Path) -> None:
 
 
 def test_cli_converts_and_prints_one_json_line(reference: dict, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from lucid_app.avatar.body import find_model_file
+
     (tmp_path / "dl").mkdir()
     (tmp_path / "dl" / "SMPL_FEMALE.pkl").write_bytes(pickle.dumps(reference, protocol=2))
     assert main(["smpl-convert", str(tmp_path / "dl"), str(tmp_path / "models")]) == 0
@@ -128,6 +129,9 @@ def test_cli_converts_and_prints_one_json_line(reference: dict, tmp_path: Path, 
 
 
 def test_what_is_not_an_smpl_model_gets_a_clear_error(reference: dict, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from lucid_app.avatar.body import AvatarError
+    from lucid_app.avatar.smpl_convert import read_smpl_pickle, smpl_arrays
+
     path = tmp_path / "SMPL_NEUTRAL.pkl"
     path.write_bytes(pickle.dumps({**reference, "v_template": reference["v_template"][:100]}, protocol=2))
     with pytest.raises(AvatarError, match=r"v_template has shape \[100, 3\], expected \[6890, 3\]"):
@@ -179,6 +183,8 @@ def test_the_payload_is_live_with_a_plain_unpickler(tmp_path: Path) -> None:
 def test_smpl_convert_refuses_a_malicious_pickle(
     reference: dict, tmp_path: Path, capsys, protocol: int, payload: type  # noqa: ANN001
 ) -> None:
+    from lucid_app.avatar.smpl_convert import UnsafePickleError, convert_smpl_folder
+
     marker = tmp_path / "MARKER"
     src = tmp_path / "download"
     src.mkdir()
@@ -196,6 +202,9 @@ def test_smpl_convert_refuses_a_malicious_pickle(
 
 
 def test_the_runtime_never_opens_a_pickle(tmp_path: Path) -> None:
+    from lucid_app.avatar import front_part_map
+    from lucid_app.avatar.body import AvatarError, build_body, find_model_file, load_smpl
+
     marker = tmp_path / "MARKER"
     smpl = tmp_path / "smpl"
     (smpl / "smpl").mkdir(parents=True)
@@ -209,6 +218,8 @@ def test_the_runtime_never_opens_a_pickle(tmp_path: Path) -> None:
 
 
 def test_a_bad_or_malicious_npz_is_refused(reference: dict, tmp_path: Path) -> None:
+    from lucid_app.avatar.body import AvatarError, load_smpl, read_smpl_npz
+
     marker = tmp_path / "MARKER"
     path = tmp_path / "SMPL_NEUTRAL.npz"
     # An object array is stored as a pickle inside the .npz: allow_pickle=False refuses it unread.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
-from diffusers import DDIMScheduler
 
 from lucid_app.config import GuidanceConfig
 from lucid_app.guidance.ddim import (
@@ -17,10 +18,15 @@ from lucid_app.guidance.ddim import (
     t_bounds_at,
 )
 
+if TYPE_CHECKING:  # annotations only: their modules load in the tests that use them
+    from diffusers import DDIMScheduler
+
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False}
 
 
 def _scheduler(steps: int) -> DDIMScheduler:
+    from diffusers import DDIMScheduler
+
     scheduler = DDIMScheduler(num_train_timesteps=1000, set_alpha_to_one=False, **SD)
     scheduler.set_timesteps(steps)
     return scheduler

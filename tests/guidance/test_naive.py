@@ -13,7 +13,6 @@ from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import inversion_schedule
 from lucid_app.guidance.naive import gamma
 from lucid_app.guidance.prompts import encode_prompt_set
-from lucid_app.priors.stable_diffusion import load_stable_diffusion
 from tests.helpers import LinearPrior, linear_prompts
 
 
@@ -50,6 +49,8 @@ def test_one_interval_is_ism_with_s_zero_up_to_the_weighting(t: int) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_sd(tiny_sd_dir: Path):  # noqa: ANN201
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     return load_stable_diffusion(str(tiny_sd_dir), ModelConfig(), device="cpu")
 
 

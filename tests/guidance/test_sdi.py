@@ -3,11 +3,11 @@ formula and a step-by-step reference on the linear prior, the annealing schedule
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, apply_overrides
 from lucid_app.guidance import GUIDANCES
@@ -16,7 +16,13 @@ from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.guidance.sdi import sdi_guidance, sdi_indices, sdi_noise
 from tests.helpers import LinearPrior, ddim_step, linear_eps, linear_prompts
 
-ALPHAS = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod
+
+@functools.cache
+def sd_alphas() -> torch.Tensor:
+    """ᾱ of SD's scaled-linear schedule, from diffusers (imported here: collecting the tests stays light)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod
 
 
 class DiracPrior(torch.nn.Module):
@@ -31,7 +37,7 @@ class DiracPrior(torch.nn.Module):
         super().__init__()
         self.name = "dirac"
         self.device = torch.device("cpu")
-        self.alphas_cumprod = ALPHAS.double()
+        self.alphas_cumprod = sd_alphas().double()
         self.num_train_timesteps = 1000
         self.calls: list[int] = []
 
@@ -64,7 +70,7 @@ def test_exact_inversion_reproduces_x_t(n_steps: int, t: int) -> None:
     g_inv = -7.5
     cfg = GuidanceConfig(sdi_inversion_steps=n_steps, sdi_eta=0.0, sdi_inversion_guidance_scale=g_inv)
     x_t, eps_inv = sdi_noise(prior, x0, t, torch.zeros(2), prompts, cfg, torch.Generator().manual_seed(1))
-    a0, at = float(ALPHAS[0]), float(ALPHAS[t])
+    a0, at = float(sd_alphas()[0]), float(sd_alphas()[t])
     y_inv = y_neg + g_inv * (y_pos - y_neg)
     expected = math.sqrt(at) * y_inv + math.sqrt(1 - at) * (x0 - math.sqrt(a0) * y_inv) / math.sqrt(1 - a0)
     torch.testing.assert_close(x_t, expected, rtol=1e-9, atol=1e-9)
@@ -202,7 +208,7 @@ def test_same_seed_same_result_and_eta_zero_is_deterministic() -> None:
 
 def test_added_eta_needs_a_generator() -> None:
     with pytest.raises(ValueError, match="Generator"):
-        ddim_invert(torch.zeros(1, 1), [0, 10], ALPHAS, lambda x, a: x, eta=0.3, eta_mode="added")
+        ddim_invert(torch.zeros(1, 1), [0, 10], sd_alphas(), lambda x, a: x, eta=0.3, eta_mode="added")
 
 
 def test_sdi_is_registered_and_configurable() -> None:

@@ -7,6 +7,8 @@ Training runs use a tiny hand-written dataset (two objects, 16 px, nine views ea
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import pathlib
 import pickle
@@ -26,15 +28,15 @@ from lucid_app.guidance.ddim import predict_x0
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.learned_prior.data import DROP_PROB, PLAIN_PROB, draw_batch, load_training_data
 from lucid_app.priors.learned_folder import METADATA_NAME, STATE_NAME, UNET_DIR, read_metadata
-from lucid_app.learned_prior.session import run_training
-from lucid_app.learned_prior.tokenizer import build_tokenizer, caption_words
-from lucid_app.learned_prior.train import TrainSettings
 from lucid_app.config.presets import load_config
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import PriorError
-from lucid_app.priors.learned import LearnedPrior
 from lucid_app.priors.multiview import VIEW_WORDS, view_sector_mask
 from tests.helpers import BAR_AZIMUTHS, BAR_POLARS, REPO, write_bar_object
+
+if TYPE_CHECKING:  # annotations only: their modules load in the tests that use them
+    from lucid_app.learned_prior.train import TrainSettings
+    from lucid_app.priors.learned import LearnedPrior
 
 SIZE = 16
 EXPECTED_WORDS = ("front", "side", "side", "side", "back", "back", "side", "front", "overhead")
@@ -52,12 +54,16 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def settings_for(dataset: Path, out: Path, **changes: object) -> TrainSettings:
     """Small, fast settings: R = 16, batch 4, no warm-up, one DDIM step for samples.png."""
+    from lucid_app.learned_prior.train import TrainSettings
+
     base = TrainSettings(dataset=str(dataset), out=str(out), size=SIZE, steps=STEPS, minutes=None, batch_size=4,
                          warmup_steps=1, log_every=2, sample_steps=1)
     return replace(base, **changes)
 
 
 def train(settings: TrainSettings, resume: bool = False) -> dict:
+    from lucid_app.learned_prior.session import run_training
+
     saved = read_metadata(settings.out) if resume else None
     return run_training(settings, resume, [], saved, "test", threading.Event())
 
@@ -71,6 +77,8 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def prior(trained: Path) -> LearnedPrior:
+    from lucid_app.priors.learned import LearnedPrior
+
     loaded = load_prior(str(trained), ModelConfig(), "cpu")
     assert isinstance(loaded, LearnedPrior)
     return loaded
@@ -87,6 +95,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 # --- data and tokenizer -------------------------------------------------------------------------------------------
 def test_tokenizer_maps_each_caption_and_view_word_to_one_token() -> None:
+    from lucid_app.learned_prior.tokenizer import build_tokenizer, caption_words
+
     texts = ["at", "a red toy car", "a cat", "a potted flower", *(f"x, {w} view" for w in VIEW_WORDS)]
     tokenizer = build_tokenizer(texts)
     for word in caption_words(texts):
@@ -148,6 +158,8 @@ def test_same_seed_same_weights_and_resume_continues_bit_for_bit(dataset: Path, 
 
 
 def test_a_stop_request_finishes_the_batch_and_saves(dataset: Path, tmp_path: Path) -> None:
+    from lucid_app.learned_prior.session import run_training
+
     stop = threading.Event()
     stop.set()
     result = run_training(settings_for(dataset, tmp_path / "p"), False, [], None, "test", stop)

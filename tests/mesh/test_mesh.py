@@ -4,24 +4,35 @@ colours, the upright .glb, clear errors, the ``mesh`` command and ``generate`` w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plyfile
 import pytest
 import torch
-import trimesh
 from scipy.optimize import brentq
 from scipy.spatial.transform import Rotation
-from scipy.stats import ncx2
 
 from lucid_app.cli.main import main
 from lucid_app.config import OptimConfig
 from lucid_app.scene.gaussians import GaussianModel, rgb_to_sh_dc
-from lucid_app.mesh import Grid, MeshError, density_grid, mesh_from_splats, write_mesh
-from lucid_app.mesh import density as mesh_density
 from lucid_app.io.ply import gaussian_property_names, write_gaussian_ply
 from lucid_app.render.base import Splats
-from tests.helpers import BALL_OPACITY, BALL_SIGMA, BALL_SPACING, TINY, last_json, lattice_ball, splats_at
+from tests.helpers import (
+    BALL_OPACITY,
+    BALL_SIGMA,
+    BALL_SPACING,
+    TINY,
+    glb_json_and_colors,
+    last_json,
+    lattice_ball,
+    splats_at,
+)
+
+if TYPE_CHECKING:  # annotations only: their modules load in the tests that use them
+    import trimesh
+
+    from lucid_app.mesh import Grid
 
 ISO = 2.0
 RESOLUTION = 48
@@ -33,6 +44,8 @@ def expected_iso_radius(n_points: int) -> float:
     D(r) = rho o (2 pi sigma^2)^(3/2) P(|X| <= R), X ~ N(r e, sigma^2 I): P is a non-central chi-square CDF. R is
     the radius of the ball with the lattice's volume (n spacing^3).
     """
+    from scipy.stats import ncx2
+
     big_r = (3.0 * n_points * BALL_SPACING**3 / (4.0 * np.pi)) ** (1.0 / 3.0)
     peak = BALL_OPACITY * (2.0 * np.pi) ** 1.5 * BALL_SIGMA**3 / BALL_SPACING**3
 
@@ -53,6 +66,8 @@ def radii(mesh: trimesh.Trimesh, centre: np.ndarray) -> np.ndarray:
 
 
 def test_ball_is_one_watertight_red_component_at_the_iso_radius(ball, tmp_path: Path) -> None:
+    from lucid_app.mesh import mesh_from_splats
+
     points, splats = ball
     result = mesh_from_splats(splats, resolution=RESOLUTION, iso=ISO)
     mesh = result.mesh
@@ -66,14 +81,16 @@ def test_ball_is_one_watertight_red_component_at_the_iso_radius(ball, tmp_path: 
 
 
 def test_glb_is_upright_and_keeps_vertex_colours(ball, tmp_path: Path) -> None:
+    import trimesh
+    from lucid_app.mesh import mesh_from_splats, write_mesh
+
     points, splats = ball
     shifted = splats_at(points + torch.tensor([0.0, 0.0, 0.5]))
     base = write_mesh(tmp_path / "ball.glb", mesh_from_splats(splats, resolution=24, iso=ISO).mesh)
     up = write_mesh(tmp_path / "up.glb", mesh_from_splats(shifted, resolution=24, iso=ISO).mesh)
     loaded = [trimesh.load(p, force="mesh") for p in (base, up)]
-    for mesh in loaded:
-        assert mesh.visual.kind == "vertex"
-        assert np.all(np.asarray(mesh.visual.vertex_colors) == [255, 0, 0, 255])
+    for path in (base, up):
+        assert np.all(glb_json_and_colors(path)[1] == [1.0, 0.0, 0.0, 1.0])  # pure red is red in linear RGB too
     delta = loaded[1].vertices.mean(axis=0) - loaded[0].vertices.mean(axis=0)
     np.testing.assert_allclose(delta, [0.0, 0.5, 0.0], atol=0.02)  # world +z (up) -> glTF +y (up)
     # The front (world +y) faces glTF's +z.
@@ -85,6 +102,8 @@ def test_glb_is_upright_and_keeps_vertex_colours(ball, tmp_path: Path) -> None:
 
 
 def test_two_balls_are_two_components_and_a_floater_is_dropped() -> None:
+    from lucid_app.mesh import mesh_from_splats
+
     left, right = lattice_ball(0.5, (-1.0, 0.0, 0.0)), lattice_ball(0.5, (1.0, 0.0, 0.0))
     floater = torch.tensor([[0.0, 0.0, 1.2], [0.05, 0.0, 1.2]])
     points = torch.cat([left, right, floater])
@@ -131,6 +150,8 @@ def brute_force_density(means, quats, scales, opacities, grid: Grid, cutoff: flo
 def test_density_matches_brute_force(pairs_per_chunk: int, shared_half_width: int,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Small chunks, and half-widths beyond the shared offsets (done in slabs), must not change anything.
+    from lucid_app.mesh import Grid, density as mesh_density, density_grid
+
     monkeypatch.setattr(mesh_density, "SHARED_HALF_WIDTH", shared_half_width)
     gaussians = _random_gaussians(12, seed=3)
     # A grid smaller than the Gaussians' reach, so boxes crossing its border are exercised too.
@@ -166,6 +187,9 @@ def test_empty_or_transparent_ply_is_a_clear_error(n: int, logit: float, message
 
 
 def test_density_below_iso_and_bad_options_are_mesh_errors(ball) -> None:
+    import trimesh
+    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+
     _, splats = ball
     with pytest.raises(MeshError, match="not above the iso-level 100"):
         mesh_from_splats(splats, resolution=16, iso=100.0)
@@ -184,6 +208,8 @@ def test_corrupt_ply_is_the_engines_clear_error(tmp_path: Path, capsys: pytest.C
 
 
 def test_mesh_command_writes_the_file_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import trimesh
+
     ply = _ply(tmp_path / "in.ply", 200)
     out = tmp_path / "sub" / "ball.glb"
     assert main(["mesh", "--ply", str(ply), "--out", str(out), "--resolution", "40", "--iso", "0.3"]) == 0
@@ -201,6 +227,8 @@ def test_mesh_command_writes_the_file_and_prints_json(tmp_path: Path, capsys: py
 
 def test_generate_with_export_mesh_writes_mesh_glb(dataset: Path, tmp_path: Path,  # noqa: F811
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import trimesh
+
     args = ["generate", "--prompt", "a red chair", "--negative", "", "--model", f"multiview:{dataset}",
             "--out", str(tmp_path / "run")]
     for item in [*TINY, "init.opacity=0.9", "export.mesh=true"]:
@@ -237,6 +265,8 @@ def lumpy_cloud(n: int = 3000) -> Splats:
 
 @pytest.mark.parametrize("max_faces", [20000, 5000, 1000])
 def test_a_face_budget_keeps_the_mesh_watertight(max_faces: int) -> None:
+    from lucid_app.mesh import mesh_from_splats
+
     splats = lumpy_cloud()
     full = mesh_from_splats(splats, resolution=96, iso=0.5)
     assert len(full.mesh.faces) > 20000 and full.mesh.is_watertight
@@ -249,6 +279,52 @@ def test_a_face_budget_keeps_the_mesh_watertight(max_faces: int) -> None:
 
 
 def test_a_face_budget_below_the_coarsest_grid_is_a_clear_error(ball) -> None:  # noqa: ANN001
+    from lucid_app.mesh import MeshError, mesh_from_splats
+
     _, splats = ball
     with pytest.raises(MeshError, match="ask for more faces"):
         mesh_from_splats(splats, resolution=RESOLUTION, iso=ISO, max_faces=20)
+
+
+def test_glb_colours_are_linear_under_a_matte_material_so_viewers_show_the_files_colours(tmp_path: Path) -> None:
+    """glTF reads COLOR_0 as linear RGB and a missing material as metallic: a mid-grey mesh must go in as linear
+    0.2158 (what a display encodes back to sRGB 0.5) under a material with metallic 0."""
+    import trimesh
+
+    from lucid_app.mesh import write_mesh
+    from lucid_app.mesh.write import srgb_to_linear
+
+    box = trimesh.creation.box()
+    box.visual.vertex_colors = np.tile([128, 64, 255, 255], (len(box.vertices), 1)).astype(np.uint8)
+    gltf, colors = glb_json_and_colors(write_mesh(tmp_path / "grey.glb", box))
+    material = gltf["materials"][gltf["meshes"][0]["primitives"][0]["material"]]["pbrMetallicRoughness"]
+    assert material["metallicFactor"] == 0.0 and material["roughnessFactor"] == 1.0
+    stored = colors[0]
+    # Independent closed form: the sRGB transfer function's inverse at 128/255, 64/255, 1.
+    expected = [((128 / 255 + 0.055) / 1.055) ** 2.4, ((64 / 255 + 0.055) / 1.055) ** 2.4, 1.0, 1.0]
+    np.testing.assert_allclose(stored, expected, atol=1 / 255)
+    np.testing.assert_allclose(srgb_to_linear(np.array([0.0, 0.04045, 1.0])), [0.0, 0.04045 / 12.92, 1.0])
+
+
+def test_the_viewer_copy_is_unlit_with_the_files_colours_softly_shaded(tmp_path: Path) -> None:
+    """The app's mesh viewer lights with a tinted environment: its copy is unlit, and each vertex keeps its colour's
+    hue at 75-100 % of its brightness (the baked shading), lit side brightest."""
+    import trimesh
+
+    from lucid_app.mesh.write import SHADE_FLOOR, VIEW_LIGHT, write_viewer_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    sphere.visual.vertex_colors = np.tile([200, 100, 50, 255], (len(sphere.vertices), 1)).astype(np.uint8)
+    path = write_viewer_mesh(tmp_path / "view.glb", sphere)
+    gltf, colors = glb_json_and_colors(path)
+    assert "KHR_materials_unlit" in gltf["extensionsUsed"]
+    assert "KHR_materials_unlit" in gltf["materials"][0]["extensions"]
+    loaded = trimesh.load(path, force="mesh", process=False)
+    linear = colors[:, :3]
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255.0
+    ratio = srgb / np.array([200.0, 100.0, 50.0])
+    assert np.all(ratio > SHADE_FLOOR - 0.03) and np.all(ratio < 1.03)
+    assert np.allclose(ratio[:, 0], ratio[:, 1], atol=0.06), "the hue is kept"
+    # The vertex facing the light (after the y-up turn) is the brightest.
+    normals = np.asarray(loaded.vertex_normals)
+    assert ratio[np.argmax(normals @ VIEW_LIGHT), 0] > ratio[np.argmin(normals @ VIEW_LIGHT), 0] + 0.15

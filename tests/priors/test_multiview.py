@@ -9,7 +9,6 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
 from lucid_app.render.cameras import orbit_cameras
 from lucid_app.config import ModelConfig, PromptConfig
@@ -39,6 +38,8 @@ def prior(two_objects: Path) -> MultiViewPrior:
 
 
 def test_loading_layout_cameras_and_schedule(prior: MultiViewPrior, two_objects: Path) -> None:
+    from diffusers import DDPMScheduler
+
     assert prior.captions == ["a blue car", "a red chair"]  # sorted folder order
     assert prior.images.shape == (7, 3, SIZE, SIZE)
     assert prior.images.min() >= -1 and prior.images.max() <= 1
@@ -133,6 +134,8 @@ def test_smoothed_denoiser_keeps_the_input_at_small_noise(two_objects: Path) -> 
 @pytest.mark.parametrize(("t", "beta"), [(700, 2.0), (300, 2.0), (20, 2.0), (400, 6.0)])
 def test_snr_kernel_is_tweedie_of_the_mixture_with_that_steps_width(two_objects: Path, t: int, beta: float) -> None:
     """The "snr" kernel at t is the exact denoiser of the mixture with σ_t² = (SNR_t/SNR_c)^β / SNR_t."""
+    from diffusers import DDPMScheduler
+
     keep_t = 450
     prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_keep_t=keep_t,
                                                           multiview_keep_sharpness=beta))

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
-from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import save_file
 
 from lucid_app.config import DEFAULT_MODEL, ModelConfig
 from lucid_app.config.devices import resolve_device, resolve_dtype
-from lucid_app.priors import sd_loading
 from lucid_app.priors.base import PriorError
-from lucid_app.priors.stable_diffusion import StableDiffusionPrior, load_stable_diffusion
-from tests.tiny_sd import HIDDEN_SIZE, LATENT_SIZE, save_tiny_lora, save_tiny_sd_single_file
+
+if TYPE_CHECKING:  # annotations only: their modules load in the tests that use them
+    from lucid_app.priors.stable_diffusion import StableDiffusionPrior
 
 
 @pytest.fixture(scope="module")
 def prior(tiny_sd_dir: Path) -> StableDiffusionPrior:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     return load_stable_diffusion(str(tiny_sd_dir), ModelConfig(), device="cpu")
 
 
 def _latents(batch: int, seed: int = 0) -> torch.Tensor:
+    from tests.tiny_sd import LATENT_SIZE
+
     return torch.randn(batch, 4, LATENT_SIZE, LATENT_SIZE, generator=torch.Generator().manual_seed(seed))
 
 
@@ -33,6 +37,9 @@ def _all_parameters(prior: StableDiffusionPrior) -> list[torch.nn.Parameter]:
 
 
 def test_loads_tiny_folder_with_config_values(prior: StableDiffusionPrior, tiny_sd_dir: Path) -> None:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    from tests.tiny_sd import LATENT_SIZE
+
     assert prior.name == str(tiny_sd_dir)
     assert prior.device == torch.device("cpu")
     assert prior.dtype == torch.float32  # dtype "auto" on CPU
@@ -45,6 +52,8 @@ def test_loads_tiny_folder_with_config_values(prior: StableDiffusionPrior, tiny_
 
 
 def test_alphas_cumprod_match_diffusers(prior: StableDiffusionPrior, tiny_sd_dir: Path) -> None:
+    from diffusers import DDIMScheduler
+
     reference = DDIMScheduler.from_pretrained(tiny_sd_dir, subfolder="scheduler")
     assert prior.num_train_timesteps == 1000
     assert prior.alphas_cumprod.dtype == torch.float32 and prior.alphas_cumprod.shape == (1000,)
@@ -52,6 +61,8 @@ def test_alphas_cumprod_match_diffusers(prior: StableDiffusionPrior, tiny_sd_dir
 
 
 def test_encode_images_is_differentiable_and_deterministic(prior: StableDiffusionPrior) -> None:
+    from tests.tiny_sd import LATENT_SIZE
+
     rgb = torch.rand(2, 20, 24, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
     latents = prior.encode_images(rgb)
     assert latents.shape == (2, 4, LATENT_SIZE, LATENT_SIZE)
@@ -68,6 +79,8 @@ def test_decode_returns_images_in_unit_range(prior: StableDiffusionPrior) -> Non
 
 
 def test_encode_prompts_shape_cache_and_offload(prior: StableDiffusionPrior) -> None:
+    from tests.tiny_sd import HIDDEN_SIZE
+
     cond = prior.encode_prompts(["a cat", "", "a cat"])
     assert cond.shape == (3, 77, HIDDEN_SIZE) and cond.dtype == prior.dtype
     torch.testing.assert_close(cond[0], cond[2])
@@ -105,6 +118,8 @@ def test_predict_noise_rejects_mismatched_batch_and_control_without_controlnet(p
 
 
 def test_missing_hub_id_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PriorError) as info:
         load_stable_diffusion("nobody-here/no-such-model", ModelConfig(), device="cpu")
@@ -116,6 +131,8 @@ def test_missing_hub_id_gives_one_clear_message(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("name", ["does/not/exist", "missing.safetensors"])
 def test_missing_local_path_gives_clear_message(name: str, tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     path = str(tmp_path / name)
     with pytest.raises(PriorError, match="no such model file or folder") as info:
         load_stable_diffusion(path, ModelConfig(), device="cpu")
@@ -123,11 +140,15 @@ def test_missing_local_path_gives_clear_message(name: str, tmp_path: Path) -> No
 
 
 def test_folder_without_model_index_is_rejected(tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     with pytest.raises(PriorError, match="model_index.json"):
         load_stable_diffusion(str(tmp_path), ModelConfig(), device="cpu")
 
 
 def test_message_says_when_offline_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lucid_app.priors.sd_loading as sd_loading
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert "HF_HUB_OFFLINE is not set" in sd_loading.missing_model_message("x/y", "not found")
 
@@ -135,6 +156,9 @@ def test_message_says_when_offline_is_not_set(monkeypatch: pytest.MonkeyPatch) -
 def test_single_file_checkpoint_loads_the_same_model(
     prior: StableDiffusionPrior, tiny_sd_dir: Path, tmp_path: Path
 ) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+    from tests.tiny_sd import save_tiny_sd_single_file
+
     checkpoint = save_tiny_sd_single_file(tmp_path / "tiny.safetensors")
     single = load_stable_diffusion(str(checkpoint), ModelConfig(single_file_config=str(tiny_sd_dir)), device="cpu")
     x_t, t = _latents(2, seed=11), torch.tensor([5, 900])
@@ -148,6 +172,9 @@ def test_single_file_checkpoint_loads_the_same_model(
 def test_single_file_without_configs_offline_says_what_to_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+    from tests.tiny_sd import save_tiny_sd_single_file
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     checkpoint = save_tiny_sd_single_file(tmp_path / "tiny.safetensors")
     with pytest.raises(PriorError, match="single_file_config") as info:
@@ -156,6 +183,9 @@ def test_single_file_without_configs_offline_says_what_to_set(
 
 
 def test_textual_inversion_adds_token_and_uses_its_vector(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+    from tests.tiny_sd import HIDDEN_SIZE
+
     vector = torch.randn(HIDDEN_SIZE, generator=torch.Generator().manual_seed(5))
     single = tmp_path / "cat_toy.safetensors"
     save_file({"<cat-toy>": vector}, str(single))
@@ -176,6 +206,9 @@ def test_textual_inversion_adds_token_and_uses_its_vector(tiny_sd_dir: Path, tmp
 
 
 def test_bad_textual_inversion_file_is_a_prior_error(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+    from tests.tiny_sd import HIDDEN_SIZE
+
     bad = tmp_path / "two_tokens.safetensors"
     save_file({"<a>": torch.zeros(HIDDEN_SIZE), "<b>": torch.zeros(HIDDEN_SIZE)}, str(bad))
     with pytest.raises(PriorError, match="textual-inversion"):
@@ -185,6 +218,9 @@ def test_bad_textual_inversion_file_is_a_prior_error(tiny_sd_dir: Path, tmp_path
 def test_lora_changes_noise_and_scale_zero_is_identity(
     prior: StableDiffusionPrior, tiny_sd_dir: Path, tmp_path: Path
 ) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+    from tests.tiny_sd import save_tiny_lora
+
     pytest.importorskip("peft")
     lora_file = save_tiny_lora(tmp_path / "lora") / "pytorch_lora_weights.safetensors"
     x_t, t = _latents(2, seed=7), torch.tensor([50, 600])
@@ -198,6 +234,8 @@ def test_lora_changes_noise_and_scale_zero_is_identity(
 
 
 def test_missing_lora_is_a_prior_error(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     pytest.importorskip("peft")
     with pytest.raises(PriorError, match="Could not load the LoRA"):
         load_stable_diffusion(str(tiny_sd_dir), ModelConfig(lora=str(tmp_path / "no_lora")), device="cpu")
@@ -206,6 +244,10 @@ def test_missing_lora_is_a_prior_error(tiny_sd_dir: Path, tmp_path: Path) -> Non
 def test_lora_without_peft_names_the_package(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import lucid_app.priors.sd_loading as sd_loading
+
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     monkeypatch.setattr(sd_loading, "_peft_available", lambda: False)
     with pytest.raises(PriorError, match=r"pip install peft=="):
         load_stable_diffusion(str(tiny_sd_dir), ModelConfig(lora=str(tmp_path)), device="cpu")
@@ -214,6 +256,8 @@ def test_lora_without_peft_names_the_package(
 def test_controlnet_residuals_change_noise_and_scale_zero_is_no_control(
     tiny_sd_dir: Path, tiny_controlnet_dir: Path
 ) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     config = ModelConfig(controlnet=str(tiny_controlnet_dir), controlnet_scale=1.0)
     prior = load_stable_diffusion(str(tiny_sd_dir), config, device="cpu")
     x_t, t = _latents(2, seed=9), torch.tensor([30, 300])
@@ -228,6 +272,8 @@ def test_controlnet_residuals_change_noise_and_scale_zero_is_no_control(
 
 
 def test_missing_controlnet_is_a_prior_error(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.priors.stable_diffusion import load_stable_diffusion
+
     with pytest.raises(PriorError, match="ControlNet"):
         load_stable_diffusion(str(tiny_sd_dir), ModelConfig(controlnet=str(tmp_path / "nope")), device="cpu")
 

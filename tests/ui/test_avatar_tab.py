@@ -4,6 +4,8 @@ endpoint takes one from a client."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import inspect
 from pathlib import Path
 
@@ -11,21 +13,13 @@ import numpy as np
 import pytest
 
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
-import gradio as gr  # noqa: E402
 
 from lucid_app.config import replace  # noqa: E402
 from lucid_app.train.prepare import resolve_config  # noqa: E402
-from lucid_app.ui.avatar_tab import (  # noqa: E402
-    AVATAR_FIELDS,
-    AVATAR_PRESET,
-    MODEL_FAILED,
-    NO_SMPL_MODEL,
-    PREVIEW_SIZE_PX,
-    AvatarHandlers,
-    avatar_overrides,
-)
-from lucid_app.ui.handlers import GENERATE_OUTPUTS, AppHandlers  # noqa: E402
 from tests.helpers import FakeJobs, REQUEST, job_view  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: their modules load in the tests that use them
+    from lucid_app.ui.avatar_tab import AvatarHandlers
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +30,16 @@ def smpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def avatar_handlers(tmp_path: Path, smpl_dir: Path | str = "", script: list = ()) -> tuple[AvatarHandlers, FakeJobs]:
+    from lucid_app.ui.avatar_tab import AvatarHandlers
+    from lucid_app.ui.handlers import AppHandlers
+
     jobs = FakeJobs(tmp_path, list(script))
     return AvatarHandlers(AppHandlers(jobs, stream_interval_s=0.0, smpl_dir=str(smpl_dir))), jobs
 
 
 def test_pose_preview_is_the_front_part_map(smpl_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.ui.avatar_tab import PREVIEW_SIZE_PX
+
     pytest.importorskip("smplx")
     handlers, _ = avatar_handlers(tmp_path, smpl_dir)
     image, message = handlers.preview("neutral", "t_pose")
@@ -53,6 +52,8 @@ def test_pose_preview_is_the_front_part_map(smpl_dir: Path, tmp_path: Path) -> N
 
 
 def test_pose_preview_explains_what_is_wrong_without_server_paths(smpl_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.ui.avatar_tab import MODEL_FAILED, NO_SMPL_MODEL
+
     handlers, _ = avatar_handlers(tmp_path)
     assert handlers.preview("neutral", "a_pose") == (None, NO_SMPL_MODEL)
     assert "--" not in NO_SMPL_MODEL, "no command-line flags in what web users read"
@@ -71,6 +72,8 @@ def test_pose_preview_explains_what_is_wrong_without_server_paths(smpl_dir: Path
 
 
 def test_the_endpoints_take_no_smpl_folder(smpl_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.ui.avatar_tab import AVATAR_FIELDS, AvatarHandlers, NO_SMPL_MODEL, NO_SMPL_NOTICE
+
     params = list(inspect.signature(AvatarHandlers.generate).parameters)
     assert params[1:-1] == list(AVATAR_FIELDS) and params[-1] == "request" and "smpl_dir" not in params
     from lucid_app.ui.layout import build_demo
@@ -85,10 +88,17 @@ def test_the_endpoints_take_no_smpl_folder(smpl_dir: Path, tmp_path: Path) -> No
     assert notice["props"]["value"] == "SMPL models on this server: neutral."
     without = build_demo(FakeJobs(tmp_path)).config["components"]
     notice = next(comp for comp in without if comp["props"].get("elem_id") == "lucid-smpl-notice")
-    assert notice["props"]["value"] == NO_SMPL_MODEL
+    # Without SMPL files: one notice, with the command that adds them, and no form.
+    assert notice["props"]["value"] == NO_SMPL_NOTICE and "python -m lucid_app smpl-convert" in NO_SMPL_NOTICE
+    assert not any(NO_SMPL_MODEL in str(comp["props"].get("value")) for comp in without)
+    form = next(comp for comp in without if comp["props"].get("elem_id") == "lucid-avatar-form")
+    assert form["props"]["visible"] is False
 
 
 def test_avatar_job_is_submitted_with_the_servers_smpl_folder(smpl_dir: Path, tmp_path: Path) -> None:
+    from lucid_app.ui.avatar_tab import AVATAR_PRESET, avatar_overrides
+    from lucid_app.ui.handlers import GENERATE_OUTPUTS
+
     handlers, jobs = avatar_handlers(tmp_path, smpl_dir, [job_view("queued", version=1, position=0),
                                                           job_view("done", version=2, outcome="done")])
     outputs = list(handlers.generate("neutral", "walking", "a knight in armour", "blurry", 1.25, 12, 7,
@@ -109,6 +119,8 @@ def test_avatar_job_is_submitted_with_the_servers_smpl_folder(smpl_dir: Path, tm
 
 
 def test_avatar_job_without_a_server_model_is_refused_before_submitting(smpl_dir: Path, tmp_path: Path) -> None:
+    import gradio as gr
+
     handlers, jobs = avatar_handlers(tmp_path)
     with pytest.raises(gr.Error, match="no SMPL body model"):
         list(handlers.generate("neutral", "a_pose", "a knight", "", 0.8, 10, 0, request=REQUEST))
@@ -121,6 +133,9 @@ def test_avatar_job_without_a_server_model_is_refused_before_submitting(smpl_dir
 @pytest.mark.parametrize("line", ['avatar.smpl_dir="/tmp/evil"', "avatar={enabled: true, smpl_dir: /tmp/evil}"])
 def test_a_client_cannot_name_an_smpl_folder_through_the_overrides(smpl_dir: Path, tmp_path: Path,
                                                                    line: str) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = AppHandlers(FakeJobs(tmp_path), stream_interval_s=0.0, smpl_dir=str(smpl_dir))
     with pytest.raises(gr.Error, match="avatar.smpl_dir"):
         handlers.resolve_form({"prompt": "a knight", "extra_overrides": line})

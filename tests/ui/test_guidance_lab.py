@@ -52,21 +52,19 @@ from lucid_app.app.run_folders import JobError, user_negatives_path  # noqa: E40
 from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.guidance import GUIDANCES  # noqa: E402
 from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
-from lucid_app.ui.ab_run import AB_FIELDS, AB_METHOD_PAIRS, AB_MODES, ABHandlers, ab_configs, ab_label  # noqa: E402
-from lucid_app.ui.guidance_handlers import (  # noqa: E402
-    PROMPT_FIELDS,
-    GuidanceHandlers,
-    changed_fields,
-    default_prompt_controls,
-    parse_int_list,
-)
-from lucid_app.ui.guidance_tab import INSPECT_FIELDS, TAB_TITLE  # noqa: E402
-from lucid_app.ui.handlers import AppHandlers  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
 from tests.helpers import CountingLoader, FakeJobs, GatedTrainer, REQUEST, WAIT_S, job_config, job_view, random_gaussians, release_trainers, wait_state, write_object  # noqa: E402
 
 EXTRA = "\n".join(TINY_OVERRIDES)
 
+
+
+def _tile(tile_px: int) -> int:
+    """A pseudo-GT tile's height in the app's grid: enlarged by the whole factor that makes it at least
+    ``INSPECT_TILE_MIN_PX`` (issue 27: the tiles were ~60 px thumbnails)."""
+    from lucid_app.app.inspect_task import INSPECT_TILE_MIN_PX
+
+    return -(-INSPECT_TILE_MIN_PX // tile_px) * tile_px
 
 def _flatten(data: dict, prefix: str = "") -> dict:
     out = {}
@@ -119,6 +117,9 @@ def test_a_hand_edited_user_entry_never_shadows_a_shipped_one(tmp_path: Path) ->
 
 
 def test_library_handlers_show_save_and_refuse_with_a_message(tmp_path: Path) -> None:
+    from lucid_app.ui.guidance_handlers import GuidanceHandlers
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = GuidanceHandlers(AppHandlers(FakeJobs(tmp_path)))
     assert handlers.negative_of("paper") == PAPER_NEGATIVE
     dropdown, message = handlers.save("soft", "soft focus")
@@ -134,6 +135,8 @@ def test_library_handlers_show_save_and_refuse_with_a_message(tmp_path: Path) ->
 
 
 def test_parse_int_list_and_changed_fields() -> None:
+    from lucid_app.ui.guidance_handlers import changed_fields, parse_int_list
+
     assert parse_int_list("200, 500", "t", 0) == (200, 500)
     for text, message in (("", "at least one"), ("2x", "whole numbers"), ("0", "at least 1")):
         with pytest.raises(ConfigError, match=message):
@@ -151,6 +154,8 @@ def test_parse_int_list_and_changed_fields() -> None:
     ("sdi_vs_naive", "guidance.method", ("sdi", "naive")),
 ])
 def test_ab_configs_differ_only_in_the_chosen_field(mode: str, field: str, values: tuple) -> None:
+    from lucid_app.ui.ab_run import ab_configs
+
     base = resolve_config("demo", "a red toy car", PAPER_NEGATIVE, None, ["seed=11", "guidance.method=sds"])
     a, b = (_flatten(to_dict(c)) for c in ab_configs(base, mode))
     assert {k for k in a if a[k] != b[k]} == {field}
@@ -160,6 +165,8 @@ def test_ab_configs_differ_only_in_the_chosen_field(mode: str, field: str, value
 
 
 def test_ab_modes_cover_every_pair_of_methods() -> None:
+    from lucid_app.ui.ab_run import AB_METHOD_PAIRS, AB_MODES, ab_configs, ab_label
+
     pairs = {frozenset(pair) for pair in AB_METHOD_PAIRS.values()}
     assert pairs == {frozenset((a, b)) for a in GUIDANCES for b in GUIDANCES if a != b} and len(pairs) == 6
     assert set(AB_MODES) == {"negative", *AB_METHOD_PAIRS} and AB_MODES["ism_vs_sdi"] == "ISM vs SDI"
@@ -171,6 +178,9 @@ def test_ab_modes_cover_every_pair_of_methods() -> None:
 
 
 def test_inspect_request_errors_name_the_problem(tmp_path: Path) -> None:
+    from lucid_app.ui.guidance_handlers import GuidanceHandlers
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = GuidanceHandlers(AppHandlers(FakeJobs(tmp_path)))
     args = dict(run=None, ply_file=None, prompt="a red toy car", model="", camera="orbit", azimuth_deg=0.0,
                 elevation_deg=0.0, radius=4.0, timesteps="200", delta_ts="20", seeds=2, variants="both", negative="",
@@ -254,7 +264,8 @@ def test_inspect_task_on_a_run_folder_with_training_views(chair_prior: MultiView
                                    "ism_t200_dt50_neg", "ism_t200_dt50_noneg"]
     sdi = result.data["by_method"]["sdi"]["t200"]["dt0"]
     assert sdi == {v: result.data["inconsistency"][f"sdi_t200_{v}"] for v in ("neg", "noneg")} and sdi["neg"] > 0
-    assert result.image.dtype == np.uint8 and result.image.shape[0] == 6 * 10 + 3 * LABEL_LINE_PX  # labelled
+    # Labelled, each 8 px tile (+ its 2 px gap) enlarged to a readable size.
+    assert result.image.dtype == np.uint8 and result.image.shape[0] == 6 * _tile(10) + 3 * LABEL_LINE_PX
     assert progress[-1] == (6, 6)
     assert json.loads(Path(result.files["json"]).read_text()) == result.data
     assert iio.imread(result.files["png"]).shape == result.image.shape
@@ -370,8 +381,8 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
         for variant in ("neg", "noneg"):
             value = by_method["sdi"][t]["dt0"][variant]
             assert value == data["inconsistency"][f"sdi_{t}_{variant}"] and 0 < value < by_method["sds"][t]["dt0"][variant]
-    # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap, under a 3-line header, labels left.
-    assert grid.shape[0] == 16 * 34 + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * 34
+    # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap (enlarged), under a 3-line header.
+    assert grid.shape[0] == 16 * _tile(34) + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * _tile(34)
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
     # The server's inspect.json holds the model's real path; the client is shown it without server folders.
     saved = json.loads(Path(task.files["json"]).read_text())
@@ -389,7 +400,7 @@ def test_ab_run_queues_the_same_run_twice_differing_only_in_the_method(app) -> N
     jobs, url = app
     client = gradio_client(url)
     before = {view.id for view in jobs.views()}
-    status, image_a, image_b, metrics_a, metrics_b = client.predict(
+    status, image_a, image_b, metrics_a, metrics_b, table = client.predict(
         prompt="a potted flower", negative="", preset="demo", model="", mode="method", steps=3, seed=5,
         extra_overrides=EXTRA, api_name="/ab_run",
     )
@@ -402,6 +413,13 @@ def test_ab_run_queues_the_same_run_twice_differing_only_in_the_method(app) -> N
     assert (metrics_a["method"], metrics_b["method"]) == ("ism", "sds")
     assert metrics_a["state"] == metrics_b["state"] == "done" and metrics_a["step"] == metrics_b["step"] == 3
     assert Path(image_a).is_file() and Path(image_b).is_file() and "SDS" in status
+    # The table: the PSNR between the two runs' final views, the training time and the prior evaluations counted.
+    rows = {row[0]: row[1:] for row in table["data"]}
+    assert float(rows["PSNR of the final views, A to B (dB)"][0]) > 5.0
+    assert metrics_a["prior_samples"] > 0 and metrics_b["prior_samples"] > 0
+    # SDS evaluates the prior on 2C samples a step (CFG), ISM on more (its inversion): the counts say so.
+    assert metrics_b["prior_evals_per_view_step"] == 2.0 and metrics_a["prior_evals_per_view_step"] > 2.0
+    assert rows["prior evaluations (samples)"] == [f"{metrics_a['prior_samples']:,}", f"{metrics_b['prior_samples']:,}"]
 
 
 # ---------------------------------------------------------------------------------------------- live prompt changes
@@ -425,6 +443,9 @@ class PromptJobs(FakeJobs):
 
 
 def test_set_negative_sends_only_what_changed_and_reports_errors_as_messages(tmp_path: Path) -> None:
+    from lucid_app.ui.guidance_handlers import GuidanceHandlers, default_prompt_controls
+    from lucid_app.ui.handlers import AppHandlers
+
     config = resolve_config("demo", "a red toy car", "@short")
     live = default_prompt_controls()
     same = {**live, "negative": "@short"}
@@ -468,6 +489,10 @@ def test_set_negative_endpoint_logs_a_prompt_change_in_the_running_job(app) -> N
 
 
 def test_the_lab_is_the_second_tab_and_its_endpoints_match_the_handlers(tmp_path: Path) -> None:
+    from lucid_app.ui.ab_run import ABHandlers, AB_FIELDS
+    from lucid_app.ui.guidance_handlers import GuidanceHandlers, PROMPT_FIELDS
+    from lucid_app.ui.guidance_tab import INSPECT_FIELDS, TAB_TITLE
+
     from lucid_app.ui.layout import build_demo
 
     demo = build_demo(FakeJobs(tmp_path))
@@ -497,7 +522,7 @@ def test_inspect_the_running_job_beside_training_then_a_past_run_by_name(app) ->
     view = next(v for v in reversed(jobs.views()) if v.kind == "train")
     # Answered while the run still trains (beside it, not after it), from its Gaussians at a step boundary.
     assert live["live_step"] >= 2 and not jobs.view(view.id).finished
-    assert iio.imread(image).shape[0] == 3 * 34 + 3 * LABEL_LINE_PX  # rows: SDS, SDI, ISM (with the negative)
+    assert iio.imread(image).shape[0] == 3 * _tile(34) + 3 * LABEL_LINE_PX  # rows: SDS, SDI, ISM (the negative)
     assert live["rows"] == ["sds_t200_neg", "sdi_t200_neg", "ism_t200_dt50_neg"]
     assert client.predict(api_name="/stop").startswith("Stopping")
     final = [out[0] for out in run][-1]

@@ -10,30 +10,18 @@ import numpy as np
 import pytest
 
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
-import gradio as gr  # noqa: E402
 
 from lucid_app.config import PAPER_NEGATIVE  # noqa: E402
 from lucid_app.train.controls import ControlState  # noqa: E402
 from lucid_app.train.events import StepEvent  # noqa: E402
 from lucid_app.config.presets import load_config  # noqa: E402
 from lucid_app.train.prepare import resolve_config  # noqa: E402
-from lucid_app.ui.handlers import (  # noqa: E402
-    FORM_FIELDS,
-    button_states,
-    plot_frames,
-    APP_EXPORTS_MESH,
-    GENERATE_OUTPUTS,
-    RESULT_OUTPUTS,
-    PRESET_FIELDS,
-    AppHandlers,
-    form_overrides,
-    form_values,
-    status_html,
-)
 from tests.helpers import FakeJobs, REQUEST, job_view  # noqa: E402
 
 
 def _form(**changes) -> dict:
+    from lucid_app.ui.handlers import form_values
+
     form = {**form_values(load_config("demo")), "negative": PAPER_NEGATIVE, "preset": "demo", "model": "",
             "extra_overrides": ""}
     form.update(changes)
@@ -41,11 +29,15 @@ def _form(**changes) -> dict:
 
 
 def test_generate_signature_matches_form_fields() -> None:
+    from lucid_app.ui.handlers import AppHandlers, FORM_FIELDS
+
     params = list(inspect.signature(AppHandlers.generate).parameters)
     assert params[1:-1] == list(FORM_FIELDS) and params[-1] == "request"
 
 
 def test_form_table_gives_values_and_schema_limits() -> None:
+    from lucid_app.ui.handlers import form_values
+
     from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX
     from lucid_app.ui.form import FIELD, FIELDS
 
@@ -54,6 +46,8 @@ def test_form_table_gives_values_and_schema_limits() -> None:
 
 
 def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import AppHandlers
+
     form = _form(prompt="a red toy car", method="sds", steps=42, seed=7, init_shape="box", perp_neg=True, export_mesh=True,
                  guidance_scale=12.5, delta_t=60, preview_every=3, resolution=48, batch_size=2, radius_min=3.0,
                  radius_max=3.5, polar_min_deg=50.0, polar_max_deg=95.0, fovy_min_rad=0.4, fovy_max_rad=0.5,
@@ -89,12 +83,17 @@ def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
     ({"preset": "no_such_preset"}, "available presets"),
 ])
 def test_bad_input_gives_clear_errors(tmp_path: Path, changes: dict, message: str) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = AppHandlers(FakeJobs(tmp_path))
     with pytest.raises(gr.Error, match=message):
         next(handlers.generate(**_form(**changes), request=REQUEST))
 
 
 def test_models_are_picked_by_name(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import AppHandlers
+
     handlers = AppHandlers(FakeJobs(tmp_path))
     assert handlers.resolve_form(_form(model="offline-demo")).model.id.startswith("multiview:")
     assert handlers.resolve_form(_form(model="learned-demo")).model.id.endswith("demo_prior")
@@ -102,6 +101,9 @@ def test_models_are_picked_by_name(tmp_path: Path) -> None:
 
 
 def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers, GENERATE_OUTPUTS
+
     run = tmp_path / "s" / "r"
     run.mkdir(parents=True)
     (run / "model.ply").write_bytes(b"ply")
@@ -126,7 +128,13 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert isinstance(outputs[1]["preview"], np.ndarray)
     assert outputs[2]["preview"] == gr.skip()  # unchanged preview is not re-sent
     assert "step 3 / 10" in outputs[2]["status"] and "300 Gaussians" in outputs[2]["status"]
-    assert list(outputs[2]["loss_plot"].columns) == ["step", "value", "series"] and len(outputs[2]["loss_plot"]) == 6
+    guidance = outputs[2]["guidance_plot"]
+    assert list(guidance.columns) == ["step", "value", "series"] and len(guidance) == 3  # one smoothed line, 3 steps
+    assert outputs[2]["regularisers_plot"] == gr.skip()  # no regulariser logged: nothing to draw yet
+    # The previous run's line under the controls ("Stopping…") goes when a run starts, and at its end.
+    assert outputs[0]["control_msg"] == "" and outputs[2]["control_msg"] == gr.skip() and outputs[-1]["control_msg"] == ""
+    # The prompt box and live sliders are left alone while the run keeps the values it was queued with.
+    assert all(o[k] == gr.skip() for o in outputs for k in ("prompt", "gs_live", "dt_live"))
     final = outputs[-1]
     # The client gets a copy of model.ply under a random name outside the outputs folder, and the run by its name.
     assert Path(final["model3d"]).read_bytes() == b"ply" and not Path(final["model3d"]).is_relative_to(tmp_path)
@@ -142,7 +150,30 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert not final["stop"].interactive and not final["pause_toggle"].interactive
 
 
+def test_the_form_follows_a_run_the_offline_demo_stood_in_for(tmp_path: Path) -> None:
+    """The hamburger preset without Stable Diffusion weights: the demo trains "a red toy car" at its own δ_T, and
+    the prompt box and the live sliders say so, once."""
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers, GENERATE_OUTPUTS
+
+    asked = ControlState(guidance_scale=7.5, delta_t=50, delta_t_start=100, preview_every=2)
+    demo = ControlState(guidance_scale=7.5, delta_t=80, delta_t_start=100, preview_every=50)
+    script = [
+        job_view("queued", version=1, prompt="A delicious hamburger.", controls=asked),
+        job_view("running", steps=1, version=2, prompt="a red toy car", controls=demo, notice="Running the demo."),
+        job_view("running", steps=2, version=3, prompt="a red toy car", controls=demo, notice="Running the demo."),
+        job_view("done", steps=2, version=4, prompt="a red toy car", controls=demo, outcome="done"),
+    ]
+    handlers = AppHandlers(FakeJobs(tmp_path, script), stream_interval_s=0.0)
+    outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
+    assert (outputs[1]["prompt"], outputs[1]["gs_live"], outputs[1]["dt_live"]) == ("a red toy car", 7.5, 80)
+    assert all(o[k] == gr.skip() for o in outputs[2:] for k in ("prompt", "gs_live", "dt_live")), "sent once"
+    assert "Offline demo" in outputs[1]["banner"]
+
+
 def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import AppHandlers
+
     jobs = FakeJobs(tmp_path)
     handlers = AppHandlers(jobs)
     assert "guidance scale 12" in handlers.set_controls(12.0, 60, REQUEST)
@@ -153,6 +184,9 @@ def test_controls_act_on_the_sessions_job(tmp_path: Path) -> None:
 
 
 def test_results_only_from_run_folders(tmp_path: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers, OPEN_OUTPUTS
+
     out = tmp_path / "out"
     handlers = AppHandlers(FakeJobs(out))
     run = out / handlers.owner_of(REQUEST) / "r"
@@ -166,22 +200,59 @@ def test_results_only_from_run_folders(tmp_path: Path) -> None:
     for bad in ("..", "../..", str(tmp_path), "sess-a/../../", "sess-a/../sess-a/r", f"{run.parent.name}/../r"):
         with pytest.raises(gr.Error):
             handlers.result(bad, REQUEST)
-    opened = handlers.open_run("r", REQUEST)
-    assert opened[0] == ply and "a snowman" in opened[-2] and "`r`" in opened[-1]
+    opened = dict(zip(OPEN_OUTPUTS, handlers.open_run("r", REQUEST)))
+    assert opened["model3d"] == ply and "a snowman" in opened["config"] and "`r`" in opened["banner"]
     assert handlers.runs_choices(REQUEST).choices == [("r — a snowman", "r")]
-    assert dict(zip(RESULT_OUTPUTS, opened))["mesh3d"] is None
+    assert opened["mesh3d"] is None and "Not finished" in opened["status"]
     (run / "mesh.glb").write_bytes(b"glTF")
-    shown = dict(zip(RESULT_OUTPUTS, handlers.open_run("r", REQUEST)))
+    shown = dict(zip(OPEN_OUTPUTS, handlers.open_run("r", REQUEST)))
     assert Path(shown["mesh3d"]).read_bytes() == b"glTF" and shown["dl_mesh"].visible
 
 
+def test_a_reopened_run_shows_what_its_live_run_showed(tmp_path: Path) -> None:
+    """Reopening reads metrics.jsonl back into the plots, the final views into the preview, the end into the
+    status line; the raw-values toggle redraws the plot it belongs to."""
+    import json
+
+    import imageio.v3 as iio
+    from lucid_app.ui.handlers import AppHandlers, OPEN_OUTPUTS
+
+    out = tmp_path / "out"
+    handlers = AppHandlers(FakeJobs(out))
+    run = out / handlers.owner_of(REQUEST) / "r"
+    (run / "views").mkdir(parents=True)
+    (run / "config.yaml").write_text("optim:\n  steps: 40\n")
+    records = [StepEvent(step=k, total_steps=40, losses={"guidance": 1.0 + k % 2, "tv_rgb": 0.0, "total": 1.0},
+                         t=300.0, s=200.0, delta_t=80.0, grad_norm=1.0, guidance_scale=7.5, n_gaussians=500,
+                         seconds=0.1).record() for k in range(1, 31)]
+    lines = [json.dumps(r) for r in records] + [json.dumps({"step": 31, "controls": {"delta_t": 60}}),
+                                                json.dumps({"step": 30, "status": "stopped", "message": "stop"})]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    for i in range(8):  # an 8-view ring: the shown ones are 0, 2, 4, 6 (front, side, back, side)
+        iio.imwrite(run / "views" / f"view_{i:03d}.png", np.full((16, 16, 3), 30 * i, np.uint8))
+    opened = dict(zip(OPEN_OUTPUTS, handlers.open_run("r", REQUEST)))
+    assert "Stopped at step 30 / 40" in opened["status"] and "500 Gaussians" in opened["status"]
+    assert opened["preview"].shape == (32, 32, 3)
+    assert [opened["preview"][r, c, 0] for r, c in ((0, 0), (0, 16), (16, 0))] == [0, 60, 120]
+    guidance = opened["guidance_plot"]
+    assert list(guidance["step"]) == list(range(1, 31)) and set(guidance["series"]) == {"guidance (mean of last 25)"}
+    assert guidance["value"].iloc[0] == 2.0 and guidance["value"].iloc[-1] == pytest.approx((12 * 2 + 13 * 1) / 25)
+    raw = handlers.show_raw("guidance", True, REQUEST)
+    assert set(raw["series"]) == {"guidance (mean of last 25)", "guidance (raw)"}
+    assert set(handlers.show_raw("guidance", False, REQUEST)["series"]) == {"guidance (mean of last 25)"}
+
+
 def test_the_app_exports_a_mesh_by_default_whatever_the_preset(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import APP_EXPORTS_MESH, PRESET_FIELDS, form_overrides
+
     assert APP_EXPORTS_MESH is True and "export_mesh" not in PRESET_FIELDS
     assert "export.mesh=true" in form_overrides(_form(export_mesh=True))
     assert "export.mesh=false" in form_overrides(_form(export_mesh=False))
 
 
 def test_preset_fills_the_form(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import AppHandlers, PRESET_FIELDS
+
     handlers = AppHandlers(FakeJobs(tmp_path))
     values = dict(zip((*PRESET_FIELDS, "prompt"), handlers.preset_changed("paper", "")))
     assert values["resolution"] == 512 and values["steps"] == 5000
@@ -189,6 +260,8 @@ def test_preset_fills_the_form(tmp_path: Path) -> None:
 
 
 def test_status_text_per_state() -> None:
+    from lucid_app.ui.handlers import status_html
+
     assert "No job yet" in status_html(None)
     assert "Queued — position 2" in status_html(job_view("queued", position=2))
     assert "Paused — step 1 / 10" in status_html(job_view("paused", steps=1))
@@ -202,6 +275,8 @@ def test_status_text_per_state() -> None:
 
 
 def test_buttons_show_the_state() -> None:
+    from lucid_app.ui.handlers import button_states, status_html
+
     paused = button_states(job_view("paused", steps=2))
     assert paused["pause_toggle"].value == "Resume" and paused["pause_toggle"].interactive
     assert paused["generate"].value == "Paused · step 2 / 10" and paused["stop"].interactive
@@ -214,6 +289,8 @@ def test_buttons_show_the_state() -> None:
 
 
 def test_pause_toggle_and_queued_cancel_messages(tmp_path: Path) -> None:
+    from lucid_app.ui.handlers import AppHandlers
+
     class Toggling(FakeJobs):
         state = "running"
 
@@ -236,19 +313,37 @@ def test_pause_toggle_and_queued_cancel_messages(tmp_path: Path) -> None:
     assert handlers.stop(REQUEST).startswith("Cancelled: the job left the queue")
 
 
-def test_plots_stay_readable_with_a_loss_spike() -> None:
-    steps = [StepEvent(step=k, total_steps=100, losses={"total": 6000.0 if k == 50 else 0.5, "guidance": 0.4},
+def test_plots_show_each_loss_term_smoothed_from_the_first_step() -> None:
+    from lucid_app.ui.handlers import plot_frames
+    from lucid_app.ui.job_display import SMOOTH_STEPS, trailing_mean
+
+    steps = [StepEvent(step=k, total_steps=100, losses={"total": 0.5 + k, "guidance": 0.4 + (k % 2), "tv_rgb": 0.1,
+                                                        "tv_depth": 0.0, "scale": 0.0},
                        t=float(20 + (k * 37) % 480), s=float((k * 37) % 480), delta_t=80.0, grad_norm=1.0,
                        guidance_scale=7.5, n_gaussians=300, seconds=0.1) for k in range(1, 101)]
-    loss, schedule = plot_frames(replace(job_view(), steps=tuple(steps)))
-    total = loss[loss.series == "total"].set_index("step")["value"]
-    # Symmetric log scale: the spike still stands out (≈ 3.8 vs ≈ 0.18) without flattening the rest to zero.
-    assert total[50] == pytest.approx(np.log10(6001.0)) and total[49] == pytest.approx(np.log10(1.5))
-    assert total.drop(50).std() < 1e-9 and total[50] > 10 * total[49]
-    # t and s as running means: far less spread than the raw draws; δ_T as it is.
-    t_mean = schedule[schedule.series.str.startswith("t (mean")]["value"]
+    frames = plot_frames(steps)
+    guidance = frames["guidance"].set_index("step")["value"]
+    # A trailing mean over the last 25 steps (fewer at the start), against numpy's own moving average.
+    values = np.array([0.4 + (k % 2) for k in range(1, 101)])
+    expected = np.convolve(values, np.ones(SMOOTH_STEPS) / SMOOTH_STEPS, mode="valid")
+    np.testing.assert_allclose(guidance.to_numpy()[SMOOTH_STEPS - 1:], expected)
+    assert guidance[1] == pytest.approx(1.4) and guidance[2] == pytest.approx(0.9)
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    # The total is not drawn (it hid the guidance); a regulariser with weight 0 is left out.
+    assert set(frames["regularisers"]["series"]) == {"tv_rgb (mean of last 25)"}
+    assert "total" not in " ".join(frames["guidance"]["series"])
+    # With the raw toggle, the logged values too.
+    raw = plot_frames(steps, {"guidance": True})["guidance"]
+    assert set(raw.series) == {"guidance (mean of last 25)", "guidance (raw)"}
+    assert raw[raw.series == "guidance (raw)"]["value"].iloc[:2].tolist() == [1.4, 0.4]
+    # t and s as running means from step 1 (one name from the start: the lines are drawn from the first steps on).
+    schedule = frames["schedule"]
+    t_mean = schedule[schedule.series == "t (mean of last 25)"]["value"]
+    assert len(t_mean) == 100 and t_mean.iloc[0] == steps[0].t
     assert t_mean.iloc[30:].std() < 0.5 * np.std([e.t for e in steps])
     assert set(schedule[schedule.series == "δ_T"]["value"]) == {80.0}
+    early = plot_frames(steps[:3])["schedule"]
+    assert set(early.series) == {"t (mean of last 25)", "s (mean of last 25)", "δ_T"} and len(early) == 9
 
 
 def test_notices_next_to_settings_the_prior_cannot_use() -> None:
