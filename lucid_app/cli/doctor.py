@@ -75,9 +75,10 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
 
 def default_preset(model: str) -> str:
     """``learned_demo`` for a train-prior folder, ``demo`` for ``multiview:DIR``, else ``paper``."""
+    from lucid_app.lab.doctor.defaults import preset_for_kind
     from lucid_app.priors.model_ref import parse_model_ref
 
-    return {"multiview": "demo", "learned": "learned_demo"}.get(parse_model_ref(model).kind, "paper")
+    return preset_for_kind(parse_model_ref(model).kind)
 
 
 def _checked_out(out: str | None) -> Path | None:

@@ -1,12 +1,13 @@
 """The "Negative prompts & guidance lab" tab: the negative library, Perp-Neg and live negative changes, the
-pseudo-GT inspector and the A/B run (layout and wiring; handlers in ``guidance_handlers.py`` and ``ab_run.py``).
+pseudo-GT inspector, the prior doctor ("Check this model", ``doctor_panel.py``) and the A/B run (layout and wiring;
+handlers in ``guidance_handlers.py``, ``doctor_panel.py`` and ``ab_run.py``).
 
 Named API endpoints: ``/set_negative`` (negative text or ``@NAME``, perp_neg, perp_neg_weight, front_decay,
 side_decay, front/side/back suffixes → message), ``/inspect`` (source ``latest`` / ``live`` / ``run`` / ``upload``,
 run — a past run's name as ``/result`` and the past-runs list give it, usable from the API —, .ply, prompt, model, camera mode,
 azimuth, elevation, radius, t list, δ_T list, seeds, variants, negative → grid image, JSON text) and ``/ab_run``
 (prompt, negative, preset, model, mode, steps, seed, extra overrides → streamed status, image A, image B,
-metrics A, metrics B).
+metrics A, metrics B, table), and ``/doctor`` (see ``doctor_panel.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lucid_app.config import MAX_STEPS, PAPER_NEGATIVE
 from lucid_app.config.negatives import list_negatives
 from lucid_app.config.presets import list_presets, load_config
 from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
+from lucid_app.ui.doctor_panel import build_doctor_panel
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
 from lucid_app.ui.handlers import AppHandlers
@@ -111,6 +113,8 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                                          buttons=["download", "fullscreen"])
                     c["numbers"] = gr.Code(language="json", label="Inconsistency (mean per-pixel std across seeds)",
                                            interactive=False)
+
+        build_doctor_panel(app)
 
         with gr.Accordion("A/B run", open=False):
             with gr.Row():
