@@ -15,9 +15,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from lucid_app.cli.types import int_list, positive_int
+from annotated_types import Ge, Gt, Le
+
+from lucid_app.cli.types import bounded, bounded_list
+from lucid_app.config import MAX_TIMESTEP
 from lucid_app.lab.doctor.defaults import (
     DEFAULT_AMPLITUDE,
     DEFAULT_SEEDS,
@@ -26,6 +29,12 @@ from lucid_app.lab.doctor.defaults import (
     METHODS,
 )
 
+# Bounds of the flags: the timesteps are checked against the prior's own schedule once it is loaded (1 .. T-1).
+TIMESTEP = Annotated[int, Ge(0), Le(MAX_TIMESTEP + 1)]
+MAX_TIMESTEPS = 16
+SEEDS = Annotated[int, Ge(1), Le(64)]
+VIEWS = Annotated[int, Ge(1), Le(64)]
+AMPLITUDE = Annotated[float, Gt(0.0), Le(10.0)]
 JSON_NAME = "doctor.json"
 PLOT_NAME = "doctor.svg"
 
@@ -38,16 +47,6 @@ def _method_list(text: str) -> tuple[str, ...]:
     return methods
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
 def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``doctor`` on the CLI's sub-parsers."""
     parser = sub.add_parser("doctor", help="restoring coefficient of ISM, SDS and SDI on a model: will it converge?")
@@ -56,11 +55,11 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", required=True, help="the prompt (with --dataset: selects the object)")
     parser.add_argument("--dataset", default=None, metavar="DIR",
                         help="perturb the captioned object's test views (default: the prior's own samples)")
-    parser.add_argument("--t", type=int_list, default=DEFAULT_TIMESTEPS, help="timestep indices, e.g. 100,300,450")
+    parser.add_argument("--t", type=bounded_list(TIMESTEP, MAX_TIMESTEPS), default=DEFAULT_TIMESTEPS, help="timestep indices, e.g. 100,300,450")
     parser.add_argument("--methods", type=_method_list, default=METHODS, help="e.g. ism,sds,sdi")
-    parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, help="noise seeds per measurement")
-    parser.add_argument("--views", type=positive_int, default=DEFAULT_VIEWS, help="reference views")
-    parser.add_argument("--amplitude", type=_positive_float, default=DEFAULT_AMPLITUDE,
+    parser.add_argument("--seeds", type=bounded(SEEDS), default=DEFAULT_SEEDS, help="noise seeds per measurement")
+    parser.add_argument("--views", type=bounded(VIEWS), default=DEFAULT_VIEWS, help="reference views")
+    parser.add_argument("--amplitude", type=bounded(AMPLITUDE), default=DEFAULT_AMPLITUDE,
                         help="RMS of each perturbation per view, in x0 units")
     parser.add_argument("--out", default=None, help="folder for doctor.json and doctor.svg")
     parser.add_argument("--preset", default=None,
