@@ -54,3 +54,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 60)], seed=0, size=16)
     return root
 
+
+@pytest.fixture()
+def marker(tmp_path: Path) -> Path:
+    """The file a planted pickle (tests.helpers.plant) creates when something unpickles it."""
+    return tmp_path / "PWNED"

@@ -447,3 +447,20 @@ def glb_json_and_colors(path: Path) -> tuple[dict, np.ndarray]:
     start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
     values = np.frombuffer(binary, np.uint8, count=accessor["count"] * 4, offset=start).reshape(-1, 4)
     return gltf, values / 255.0
+
+
+class PlantedPickle:
+    """Unpickling this creates ``marker`` (a stand-in for ``os.system``): what a malicious weight file does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return Path.touch, (Path(self.marker),)
+
+
+def plant(path: Path, marker: Path) -> Path:
+    """Write a malicious pickle (:class:`PlantedPickle`) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(PlantedPickle(marker), protocol=2))
+    return path

@@ -92,6 +92,18 @@ def write_viewer_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
     return Path(path)
 
 
+def mesh_suffix(path: Path) -> str:
+    """``path``'s suffix, lower case, when it is a mesh format (:data:`MESH_FORMATS`).
+
+    Raises:
+        MeshError: any other suffix.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in MESH_FORMATS:
+        raise MeshError(f"{path}: mesh format must be one of {', '.join(MESH_FORMATS)}, got {suffix or 'none'}")
+    return suffix
+
+
 def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
     """Write a world-frame mesh as ``.glb`` (binary glTF: linear vertex colours, a matte material, see
     :func:`for_gltf`) or ``.obj`` (sRGB vertex colours), y up, atomically.
@@ -100,9 +112,7 @@ def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> Path:
         MeshError: any other suffix.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in MESH_FORMATS:
-        raise MeshError(f"{path}: mesh format must be one of {', '.join(MESH_FORMATS)}, got {suffix or 'none'}")
+    suffix = mesh_suffix(path)
     upright = to_y_up(mesh)
     if suffix == ".glb":
         upright = for_gltf(upright)

@@ -19,7 +19,7 @@ from lucid_app.io.files import atomic_path
 from lucid_app.mesh.bake import DEFAULT_BAKE_METHOD, BakeMethod
 from lucid_app.mesh.density import MeshError
 from lucid_app.mesh.textured import TexturedMesh, texture_mesh, to_trimesh
-from lucid_app.mesh.write import MESH_FORMATS, to_y_up, write_mesh
+from lucid_app.mesh.write import mesh_suffix, to_y_up, write_mesh
 from lucid_app.render.base import Splats
 
 OBJ_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -42,9 +42,7 @@ def write_textured_mesh(path: str | Path, textured: TexturedMesh) -> list[Path]:
         MeshError: any other suffix.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in MESH_FORMATS:
-        raise MeshError(f"{path}: mesh format must be one of {', '.join(MESH_FORMATS)}, got {suffix or 'none'}")
+    suffix = mesh_suffix(path)
     upright = to_y_up(to_trimesh(textured))
     if suffix == ".glb":
         with atomic_path(path) as tmp:

@@ -15,10 +15,10 @@ from typing import Any
 
 import gradio as gr
 
-from lucid_app.app.client_config import check_client_config, public_path
+from lucid_app.app.client_config import public_path
 from lucid_app.app.doctor_task import DoctorRequest, doctor_task
 from lucid_app.app.run_folders import JobError
-from lucid_app.config import ConfigError, replace
+from lucid_app.config import ConfigError
 from lucid_app.config.presets import REPO_ROOT, list_presets
 from lucid_app.lab.doctor.defaults import (
     DEFAULT_SEEDS,
@@ -96,10 +96,7 @@ class DoctorHandlers:
         preset = checked_preset(preset) or (DEFAULT_PRESET if ref is None else preset_for_kind(ref.kind))
         if not str(prompt or "").strip():
             raise ConfigError("Give the prompt whose images the model should be checked on.")
-        config = resolve_config(preset, str(prompt).strip(), None, None)
-        if ref is not None:
-            config = replace(config, model=ref.applied(config.model))
-        check_client_config(config, self.app.smpl_dir)
+        config = self.app.client_config(preset, str(prompt).strip(), ref)
         ts = parse_int_list(timesteps, "t", 1)
         if len(ts) > MAX_TIMESTEPS:
             raise ConfigError(f"t: at most {MAX_TIMESTEPS} timesteps, got {len(ts)}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from lucid_app.app.client_config import check_client_config, public_path
+from lucid_app.app.client_config import public_path
 from lucid_app.app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
 from lucid_app.app.job_board import JobView
 from lucid_app.app.run_folders import JobError, user_negatives_path
@@ -33,14 +33,12 @@ from lucid_app.config import (
     PromptConfig,
     TrainConfig,
     from_yaml,
-    replace,
 )
 from lucid_app.config.negatives import REFERENCE_PREFIX, library_text, merged_negatives, save_negative
 from lucid_app.io.ply import read_gaussian_ply
 from lucid_app.io.run_layout import CONFIG_NAME
 from lucid_app.lab.inspector import NEGATIVE_VARIANTS, InspectSettings
 from lucid_app.priors.model_ref import ModelRef
-from lucid_app.train.prepare import resolve_config
 from lucid_app.train.prompt_changes import prompt_settings
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.form import DEFAULT_PRESET, bounded_number, form_number
@@ -370,10 +368,7 @@ class GuidanceHandlers:
                 raise JobError("Upload a 3D Gaussian Splatting .ply file first.")
             if not str(prompt or "").strip():
                 raise ConfigError("Give the prompt the uploaded object should be inspected with.")
-            config = resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, None)
-            if ref is not None:
-                config = replace(config, model=ref.applied(config.model))
-            check_client_config(config, self.app.smpl_dir)
+            config = self.app.client_config(DEFAULT_PRESET, str(prompt).strip(), ref)
             # Read here, before the job is queued: a file that is not 3D Gaussians, or holds NaN, is one line now.
             read_gaussian_ply(ply_file)
             return config, None, Path(ply_file)

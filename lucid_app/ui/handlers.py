@@ -34,6 +34,7 @@ from lucid_app.app.run_folders import JobError, list_runs, resolve_run
 from lucid_app.config import MAX_STEPS, RENDER_SIZE_RANGE_PX, ConfigError, TrainConfig, from_yaml, replace, to_yaml
 from lucid_app.config.presets import list_presets, load_config
 from lucid_app.io.run_layout import run_files
+from lucid_app.priors.model_ref import ModelRef
 from lucid_app.train.events import StepEvent
 from lucid_app.train.prepare import resolve_config
 from lucid_app.ui.errors import public_text, user_errors
@@ -251,13 +252,24 @@ class AppHandlers:
             ref = self.models.resolve(form.get("model") or "")
             overrides = form_overrides(form)
             check_client_overrides(overrides)
-            config = resolve_config(preset or None, prompt, form.get("negative") or "", None, overrides)
-            if ref is not None:
-                config = replace(config, model=ref.applied(config.model))
-            check_client_config(config, self.smpl_dir)
-            return config
+            return self.client_config(preset, prompt, ref, form.get("negative") or "", overrides)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
+
+    def client_config(self, preset: str, prompt: str, ref: ModelRef | None, negative: str | None = None,
+                      overrides: Sequence[str] = ()) -> TrainConfig:
+        """A client's run config: ``preset`` (a checked name; "" = the default) with ``prompt``, ``negative`` (None:
+        the preset's) and ``overrides`` (already through the allow-list), on the server's model ``ref`` (None: the
+        preset's own), checked against what a client may ask for (:func:`check_client_config`).
+
+        Raises:
+            ConfigError: the loader's or the client checks' one line.
+        """
+        config = resolve_config(preset or None, prompt, negative, None, list(overrides))
+        if ref is not None:
+            config = replace(config, model=ref.applied(config.model))
+        check_client_config(config, self.smpl_dir)
+        return config
 
     def render_job(self, view: JobView, preview: bool = True, results: bool = False,
                    generate_label: str = "Generate", splat: bool = True, owner: str = "",

@@ -267,7 +267,7 @@ class RecordingJobs:
 
     def __init__(self, outputs: Path) -> None:
         self.outputs = outputs
-        self.device = "cpu"
+        self.device = torch.device("cpu")
         self.submitted: list[TrainConfig] = []
 
     def submit(self, config: TrainConfig, session: str = "", allow_demo: bool = True) -> Any:

@@ -9,7 +9,6 @@ that a plant does create it when unpickled, so the others can fail.
 
 from __future__ import annotations
 
-import pathlib
 import pickle
 import shutil
 from pathlib import Path
@@ -24,28 +23,9 @@ from lucid_app.config import ModelConfig  # noqa: E402
 from lucid_app.priors import PriorError, load_prior  # noqa: E402
 from lucid_app.config.trust import check_weights, UnsafeWeightsError  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
+from tests.helpers import plant  # noqa: E402
 
 
-class _Plant:
-    """Unpickling this creates ``marker`` (a stand-in for ``os.system``)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # noqa: ANN204
-        return pathlib.Path.touch, (pathlib.Path(self.marker),)
-
-
-def plant(path: Path, marker: Path) -> Path:
-    """Write a malicious pickle to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(_Plant(marker), protocol=2))
-    return path
-
-
-@pytest.fixture()
-def marker(tmp_path: Path) -> Path:
-    return tmp_path / "PWNED"
 
 
 @pytest.fixture()

@@ -46,32 +46,13 @@ from lucid_app.ui.guidance_handlers import GuidanceHandlers  # noqa: E402
 from lucid_app.ui.handlers import AppHandlers  # noqa: E402
 from lucid_app.ui.served_files import SERVED_DIR_NAME, ServedFiles  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
+from tests.helpers import plant  # noqa: E402
 
 ALICE = SimpleNamespace(session_hash="alice-session-hash")
 BOB = SimpleNamespace(session_hash="bob-session-hash")
 FORM = {"prompt": "a red toy car", "preset": "demo"}
 
 
-class _Plant:
-    """Unpickling this creates ``marker`` (a stand-in for ``os.system``)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # noqa: ANN204
-        return Path.touch, (Path(self.marker),)
-
-
-def plant(path: Path, marker: Path) -> Path:
-    """Write a malicious pickle to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(_Plant(marker), protocol=2))
-    return path
-
-
-@pytest.fixture()
-def marker(tmp_path: Path) -> Path:
-    return tmp_path / "PWNED"
 
 
 def _tensors_file(path: Path) -> Path:
