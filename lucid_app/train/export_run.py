@@ -1,5 +1,9 @@
 """The end-of-run export: a run's outputs of one state (``model.ply`` and the viewer's copy, ``turntable.mp4``,
-``views/*.png`` and, on request, ``mesh.glb``), written through :mod:`lucid_app.io` (every file atomically)."""
+``views/*.png`` and, on request, ``mesh.glb``), written through :mod:`lucid_app.io` (every file atomically).
+
+A skip request (the app's "Skip export") ends it between two frames or stages: what was written stays, a turntable
+in the making is discarded (its atomic write never lands), and ``model.ply`` is always written first.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class _ExportSkipped(Exception):
+    """Raised between two frames once the skip is requested; ends :func:`export_run` early."""
+
+
 def export_run(
     run_dir: Path,
     raw: GaussianPly,
@@ -31,6 +39,7 @@ def export_run(
     config: TrainConfig,
     on_stage: Callable[[ExportEvent], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    skip: Callable[[], bool] = lambda: False,
 ) -> dict[str, str]:
     """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
     ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb``.
@@ -41,6 +50,7 @@ def export_run(
         renderer: renders the turntable and the views; config: the run's config (``export``, ``cameras``, ``render``).
         on_stage: receives an :class:`ExportEvent` as each stage starts (and per turntable frame).
         progress: called as turntable frames are rendered (``render_frames``' progress).
+        skip: asked between frames and stages; True ends the export there (module docstring).
 
     Returns:
         {output name: path} of what was written.
@@ -51,12 +61,21 @@ def export_run(
     files = {"ply": str(write_gaussian_ply(run_dir / PLY_NAME, raw))}
     # The app's splat viewer shows this copy, centred and scaled in the viewer's axes (splat_view.py).
     files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
-    files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress))
-    size = exp.turntable_size
-    ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad, (cams.default_polar_deg,))
-    for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
-        write_png(run_dir / view_file(i), frame)
-    files["views"] = str(run_dir / VIEWS_DIR)
+    try:
+        _check(skip)
+        files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress, skip))
+        size = exp.turntable_size
+        stage(ExportEvent(stage=VIEWS_DIR))
+        ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad,
+                         (cams.default_polar_deg,))
+        for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
+            _check(skip)
+            write_png(run_dir / view_file(i), frame)
+        files["views"] = str(run_dir / VIEWS_DIR)
+        _check(skip)
+    except _ExportSkipped:
+        logger.info("export of %s skipped after %s", run_dir.name, ", ".join(sorted(files)))
+        return files
     if exp.mesh:
         mesh = _export_mesh(run_dir, splats, config, stage)
         if mesh is not None:
@@ -64,8 +83,14 @@ def export_run(
     return files
 
 
+def _check(skip: Callable[[], bool]) -> None:
+    if skip():
+        raise _ExportSkipped
+
+
 def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config: TrainConfig,
-                      stage: Callable[[ExportEvent], None], progress: Callable[[int], None] | None) -> Path:
+                      stage: Callable[[ExportEvent], None], progress: Callable[[int], None] | None,
+                      skip: Callable[[], bool]) -> Path:
     """``turntable.mp4`` of :func:`export_run`, its frames split over ``export.turntable_rings`` orbits."""
     exp, cams = config.export, config.cameras
     frames = exp.turntable_frames  # split over the rings (cameras.turntable)
@@ -75,6 +100,7 @@ def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config:
         # ``render_frames`` reports each batch's size (an increment, as tqdm's ``update`` takes); the stage event
         # carries the running total.
         nonlocal rendered
+        _check(skip)  # raised inside the video writer: its temporary file is removed, nothing lands
         rendered += count
         stage(ExportEvent(stage="turntable", done=rendered, total=frames))
         if progress is not None:
