@@ -41,6 +41,19 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def hub_model_loadable(model_id: str) -> bool:
+    """Whether the hub model ``model_id`` may load: it is in the Hugging Face cache, or the hub may be asked
+    (``HF_HUB_OFFLINE`` is not set). Reads the cache only; never the network."""
+    if not _hub_offline():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except ValueError:  # not a valid repository id
+        return False
+
+
 def missing_model_message(model_id: str, reason: str) -> str:
     """The one message for a model that cannot be loaded: what was tried, the alternatives, the offline flag."""
     offline = (

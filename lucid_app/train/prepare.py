@@ -25,6 +25,7 @@ from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.priors.learned_folder import is_prior_folder
 from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.priors.sd_loading import hub_model_loadable
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,14 @@ def load_run_prior(
     )
     logger.warning("%s", notice)
     return PreparedRun(demo, prior, notice)
+
+
+def demo_stands_in(config: TrainConfig, allow_demo: bool = True) -> bool:
+    """Whether :func:`load_run_prior` will run the offline demo instead of ``config``: the default model is asked
+    for, the demo may stand in, and its weights cannot load here (offline and not in the cache). Reads the hub's
+    cache only."""
+    return (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled
+            and not hub_model_loadable(config.model.id))
 
 
 # Override keys that cannot apply to the offline demo: it has its own model, and no body.
