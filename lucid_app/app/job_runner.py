@@ -4,8 +4,9 @@ The :class:`~lucid_app.app.jobs.JobManager`'s worker threads each call :meth:`Jo
 the queue; the runner drives a training job through the manager's :class:`~lucid_app.app.executors.JobExecutor`
 (one interface, whichever executor: in process, a capped worker process, a Ray actor), relays its events into the
 job's record on the shared :class:`~lucid_app.app.job_board.JobBoard` (under its ``cond``) and ends the job there.
-When training ends (:class:`~lucid_app.train.events.TrainedEvent`) it hands the job to ``on_trained`` (the manager
-frees the worker slot: the export goes on beside the next job).
+When training ends (:class:`~lucid_app.train.events.TrainedEvent`) the job turns ``exporting``; once its
+``model.ply`` is written the runner hands it to ``on_exporting`` (the manager frees the worker slot: the rest of the
+export goes on beside the next job, which may already read that ``model.ply``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lucid_app.app.model_cache import ModelCache
 from lucid_app.app.preview_grid import PREVIEW_MIN_SIZE_PX, tile_views
 from lucid_app.app.tasks import Task, TaskContext, TaskStopped
 from lucid_app.config import to_yaml
-from lucid_app.io.run_layout import RUN_FILES, run_files
+from lucid_app.io.run_layout import PLY_NAME, RUN_FILES, run_files
 from lucid_app.priors.base import PriorError
 from lucid_app.train.budget import JobLimits, JobTooLarge
 from lucid_app.train.controls import PromptState
@@ -36,18 +37,18 @@ class JobRunner:
     Args:
         board: where the jobs' records live. cache: the model cache tasks load priors through. device: where tasks
         run. executor: where training jobs run. limits: the server's per-job limits, checked again on the config
-        that actually runs (the offline demo's after a fallback). on_trained: called with a training job and its
-        :class:`TrainedEvent` when its training ended (its export follows).
+        that actually runs (the offline demo's after a fallback). on_exporting: called with a training job whose
+        training ended and whose ``model.ply`` is written (the rest of its export follows).
     """
 
     def __init__(self, board: JobBoard, cache: ModelCache, device: torch.device, executor: JobExecutor,
-                 limits: JobLimits, on_trained: Callable[[JobRecord, TrainedEvent], None]) -> None:
+                 limits: JobLimits, on_exporting: Callable[[JobRecord], None]) -> None:
         self.board = board
         self.cache = cache
         self.device = device
         self.executor = executor
         self.limits = limits
-        self.on_trained = on_trained
+        self.on_exporting = on_exporting
 
     def run(self, job: JobRecord) -> None:
         """Run ``job`` to its end; it ends ``done``, ``failed`` or ``cancelled`` on the board (exceptions other than
@@ -129,7 +130,13 @@ class JobRunner:
                 job.preview, job.preview_step = grid, event.step
                 self.board.touch(job)
         elif isinstance(event, TrainedEvent):
-            self.on_trained(job, event)
+            with self.board.cond:
+                job.outcome = event.status
+                if job.state in ("running", "paused"):
+                    job.state, job.detached = "exporting", True
+                    job.message = (f"stopped at step {event.step}; exporting in the background"
+                                   if event.status == "stopped" else f"training {event.status}; exporting its results")
+                self.board.touch(job)
         elif isinstance(event, ExportEvent):
             # Files appear as the export writes them (the splat viewer can show model.ply during the turntable).
             files = run_files(job.run_dir) if event.done == 0 else None
@@ -138,6 +145,8 @@ class JobRunner:
                 if files is not None:
                     job.files = files
                 self.board.touch(job)
+            if event.stage != PLY_NAME and job.detached:
+                self.on_exporting(job)
         elif isinstance(event, DoneEvent):
             files = {**{k: v for k, v in event.files.items() if k in RUN_FILES}, **run_files(job.run_dir)}
             state: JobState = "failed" if event.status == "failed" else "done"

@@ -51,7 +51,7 @@ from lucid_app.io.run_layout import CONFIG_NAME, slug
 from lucid_app.priors import load_prior
 from lucid_app.train.budget import JobLimits
 from lucid_app.train.controls import ControlState, LiveControls
-from lucid_app.train.events import GaussianSnapshot, TrainedEvent
+from lucid_app.train.events import GaussianSnapshot
 from lucid_app.train.prepare import demo_stands_in
 from lucid_app.train.prompt_changes import check_changes
 from lucid_app.train.trainer import Trainer, initial_controls
@@ -98,7 +98,7 @@ class JobManager:
         self.executor = executor or InProcessExecutor(self.cache, self.device, trainer_factory)
         self.limits = limits or JobLimits(device_type=self.device.type)
         self._board = JobBoard()
-        self._runner = JobRunner(self._board, self.cache, self.device, self.executor, self.limits, self._trained)
+        self._runner = JobRunner(self._board, self.cache, self.device, self.executor, self.limits, self._release_slot)
         self._closing = False
         # Worker threads (one per slot) and the threads of jobs exporting in the background.
         self._threads: list[threading.Thread] = []
@@ -315,10 +315,12 @@ class JobManager:
             raise JobError(f"job {job_id} is a {job.kind} job, not a training run: it has no prompts to change")
         checked = check_changes(**changes)
         with self._board.cond:
-            run = job.run if job.state in ("running", "paused") else None
+            state, run = job.state, job.run
+        if state == "exporting":
+            raise JobError(f"job {job_id} has ended its training and is exporting; prompt changes act on a running job")
         if run is None:
-            raise JobError(f"job {job_id} is not training right now ({job.state}); prompt changes act on a running "
-                           "job: try again in a moment")
+            raise JobError(f"job {job_id} has not started training yet (its model is still loading); prompt changes "
+                           "act on a running job: try again in a moment")
         change, state = run.change_prompt(checked)
         job.controls.update_prompt(lambda _: state)
         with self._board.cond:
@@ -444,22 +446,18 @@ class JobManager:
                     self._board.running.discard(job.id)
                     self._board.touch_queue()
             if threading.current_thread().name == EXPORT_NAME:
-                return  # a new worker took this thread's slot when the job's training ended (_trained)
+                return  # a new worker took this thread's slot when the job's training ended (_release_slot)
 
-    def _trained(self, job: JobRecord, event: TrainedEvent) -> None:
-        """A job's training ended (on its worker thread): the job turns ``exporting`` and leaves its slot to a new
-        worker, so the next queued job starts while this thread drives the export to its end."""
+    def _release_slot(self, job: JobRecord) -> None:
+        """A job's training ended and its ``model.ply`` is written (on its worker thread, at every later export
+        stage): the job leaves its slot to a new worker, so the next queued job starts while this thread drives the
+        rest of the export to its end."""
         with self._board.cond:
-            job.outcome = event.status
-            if job.state in ("running", "paused"):
-                job.state, job.detached = "exporting", True
-                job.message = ("stopped at step {}; exporting in the background".format(event.step)
-                               if event.status == "stopped" else f"training {event.status}; exporting its results")
+            worker = threading.current_thread()
+            if worker.name != WORKER_NAME:
+                return  # released at an earlier stage
+            worker.name = EXPORT_NAME
             self._board.running.discard(job.id)
             self._board.touch_queue()
-            self._board.touch(job)
-            worker = threading.current_thread()
-            if worker.name == WORKER_NAME:
-                worker.name = EXPORT_NAME
-                if not self._closing:
-                    self._start_worker()
+            if not self._closing:
+                self._start_worker()

@@ -53,7 +53,7 @@ GAUSSIAN_BYTES = 300.0
 VIEW_GAUSSIAN_BYTES = 1_200.0
 PIXEL_BYTES = 300.0
 # The learned miniature prior: activations per rendered pixel and view (its weights are the folder's files).
-LEARNED_PIXEL_BYTES = 20_000.0
+LEARNED_PIXEL_BYTES = 2_000.0
 # Stable Diffusion 2.1 base in float32 on a CPU ("One full-size step": the model 5.3 GB; a 4-view step 6.65 GB at
 # 256², 8.85 GB at 512²: 0.62 GB plus 2.8 kB per rendered pixel and view above the model).
 SD_WEIGHTS_BYTES = 5.3e9

@@ -5,7 +5,10 @@ field becomes a ``section.key=value`` override applied by the strict config load
 the CLI cannot. Jobs belong to the browser session (``gr.Request.session_hash``); the API endpoints
 ``/set_controls``, ``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the calling session's
 newest job. The streamed outputs also drive the buttons: Generate shows "Queued #n" / the step while a job goes,
-the Pause/Resume toggle shows the state, Stop is enabled only while a job is queued or running.
+the Pause/Resume toggle shows the state, Stop is enabled only while a job is queued or running. A stopped run hands
+back control at once: its stream ends as soon as ``model.ply`` exists while the rest of its export goes on in the
+background, shown in its own row (``/skip_export`` ends it after ``model.ply``). Runs a server restart interrupted
+are listed for their owner and continue from their checkpoint (``/resume_run``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from lucid_app.app.client_config import check_client_config
+from lucid_app.app.interrupted import interrupted_runs, is_interrupted
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
 from lucid_app.app.run_folders import JobError, list_runs, resolve_run
@@ -42,6 +46,8 @@ from lucid_app.ui.job_display import (
     LOSS_AXIS,
     SPLAT_AFTER_MESH_S,
     button_states,
+    export_row_html,
+    handed_back,
     mesh_before_splat,
     plot_frames,
     status_html,
@@ -165,17 +171,21 @@ class AppHandlers:
         ``model.ply`` while the turntable and the mesh are still being exported, and the mesh as soon as it exists.
         """
         view = self.jobs.submit(config, session=session_of(request), allow_demo=True)
+        yield from self._stream(view, generate_label)
+
+    def _stream(self, view: JobView, generate_label: str) -> Iterator[tuple[Any, ...]]:
+        """Stream a job's snapshots (``GENERATE_OUTPUTS``) until it ends or, stopped, is handed back."""
         yield self.render_job(view, results=True, generate_label=generate_label)
         sent_preview = view.preview_step
         sent_files = dict(view.files)
         version = view.version
-        while not view.finished:
+        while not (view.finished or handed_back(view)):
             time.sleep(self.stream_interval_s)
             view = self.jobs.wait(view.id, version, timeout_s=1.0)
             if view.version == version:
                 continue
             version = view.version
-            if view.finished:
+            if view.finished or handed_back(view):
                 break
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
                                   generate_label=generate_label, splat=False)
@@ -187,8 +197,14 @@ class AppHandlers:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
         everything but the mesh viewer, so the last update holds the final state. Gradio 6.31's mesh viewer
         (Babylon.js) stays blank when it loads after the splat viewer (gsplat.js) has started; loading the mesh first
-        shows both."""
-        yield from mesh_before_splat(outputs, GENERATE_OUTPUTS)
+        shows both. Generate stays disabled until the last update, the one before the event ends: a click meanwhile
+        would find the event still running and be dropped."""
+        updates = mesh_before_splat(outputs, GENERATE_OUTPUTS)
+        first = next(updates)
+        busy = GENERATE_OUTPUTS.index("generate")
+        yield tuple(gr.Button(value="Finishing…", interactive=False) if i == busy else value
+                    for i, value in enumerate(first))
+        yield from updates
 
     def resolve_form(self, form: dict[str, Any]) -> TrainConfig:
         """The form's config through the strict loader; user errors become ``gr.Error`` with the reason."""
@@ -268,6 +284,25 @@ class AppHandlers:
                              "Cancelled: the job left the queue before it started; nothing to export.")
         return self._act(request, "cancel", "Stopping after the current step; what exists is exported.")
 
+    @user_errors
+    def skip_export(self, request: gr.Request) -> str:
+        """End the export of this session's run exporting in the background (or of its newest run) after
+        ``model.ply`` and the checkpoint."""
+        session = session_of(request)
+        view = self.jobs.background_export(session)
+        if view is None or view.finished:
+            view = self.jobs.latest(session)
+        if view is None or view.finished:
+            return "No export to skip."
+        self.jobs.skip_export(view.id)
+        return "Export skipped: model.ply and the checkpoint are kept."
+
+    def export_row(self, request: gr.Request) -> tuple[str, Any]:
+        """The background export row of this session (its text, and the Skip export button)."""
+        view = self.jobs.background_export(session_of(request))
+        exporting = view is not None and not view.finished
+        return export_row_html(view), gr.Button(visible=exporting)
+
     def _act(self, request: gr.Request, action: str, done: str) -> str:
         view = self.jobs.latest(session_of(request))
         if view is None or view.finished:
@@ -324,6 +359,29 @@ class AppHandlers:
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
         banner = f"Showing the past run `{relative_to_outputs(run_dir, self.outputs)}`{missing}."
         return (*(results[name] for name in RESULT_OUTPUTS), config, banner)
+
+    @user_errors
+    def interrupted_choices(self, request: gr.Request) -> Any:
+        """The dropdown of this session's interrupted runs (its own only, even with ``shared_runs``: resuming is
+        control)."""
+        runs = interrupted_runs(self.outputs, session_of(request), active=self.jobs.active_run_dirs())
+        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name) for r in runs]
+        return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+    @user_errors
+    def resume_run(self, run: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """Continue this session's interrupted run ``run`` (as listed) from its checkpoint, streamed as
+        ``generate``."""
+        if not run:
+            raise gr.Error("Pick an interrupted run from the list first.")
+        session = session_of(request)
+        try:
+            run_dir = resolve_run(self.outputs, run, session)
+        except JobError as err:
+            raise gr.Error(str(err)) from None
+        if not is_interrupted(run_dir):
+            raise gr.Error(f"{run!r} is not an interrupted run: it ended, or it has no checkpoint to continue from")
+        yield from self._stream(self.jobs.resume_run(run_dir, session), "Generate")
 
     def splat_after_mesh(self, splat: str | None) -> Any:
         """The splat viewer's file, shown :data:`SPLAT_AFTER_MESH_S` after the mesh (see :func:`mesh_before_splat`)."""
@@ -393,7 +451,8 @@ def _banner(view: JobView) -> str:
 
 
 __all__ = [
-    "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames", "symlog",
+    "LOSS_AXIS", "SPLAT_AFTER_MESH_S", "button_states", "export_row_html", "handed_back", "mesh_before_splat",
+    "plot_frames", "symlog",
     "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "DEMO_MODEL", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
     "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "check_model", "example_prompts", "form_number",
     "form_overrides", "form_values", "status_html",

@@ -1,7 +1,7 @@
 """The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
 
 Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
-``/resume``, ``/toggle_pause``, ``/stop``, ``/result``; the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
+``/resume``, ``/toggle_pause``, ``/stop``, ``/skip_export``, ``/result``, ``/resume_run`` (streams); the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
 ``/ab_run``) and the Avatar tab (``avatar_tab.py``) add their own. Layout only: what happens on
 an event lives in ``handlers.py``.
 
@@ -47,6 +47,8 @@ APP_CSS = f"""
   #lucid-live {{ position: sticky; top: 8px; align-self: flex-start; }}
 }}
 """
+# How often the background-export row refreshes.
+EXPORT_ROW_EVERY_S = 1.0
 # Runs in the browser before ``generate``: on a narrow screen the status and preview sit below the form, so bring them
 # into view. Gradio passes the inputs' then the outputs' values and sends back what this returns as the inputs.
 SCROLL_TO_STATUS_JS = f"""(...args) => {{
@@ -155,6 +157,10 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                         c["pause_toggle"] = gr.Button("Pause", interactive=False, elem_id="lucid-pause")
                         c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="lucid-stop")
                     c["control_msg"] = gr.Markdown(elem_id="lucid-control-msg")
+                    with gr.Row():
+                        c["export_row"] = gr.HTML(elem_id="lucid-export-row")
+                        c["skip_export"] = gr.Button("Skip export", visible=False, size="sm", scale=0,
+                                                     elem_id="lucid-skip-export")
             run_outputs_panel(c, handlers.config_preview(default_preset), loss_plot_id="lucid-loss-plot",
                               viewer_prefix="lucid")
             with gr.Accordion("Past runs", open=False):
@@ -162,6 +168,10 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                     c["runs"] = gr.Dropdown([], label="Your past runs", scale=3)
                     c["refresh_runs"] = gr.Button("Refresh", scale=1, elem_id="lucid-refresh-runs")
                     c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
+                with gr.Row():
+                    c["interrupted"] = gr.Dropdown([], label="Interrupted runs (a server restart stopped them)",
+                                                   scale=3, elem_id="lucid-interrupted")
+                    c["resume_run"] = gr.Button("Resume", scale=1, elem_id="lucid-resume-run")
         build_guidance_tab(handlers, text_negative=c["negative"])
         build_avatar_tab(handlers, banner=c["banner"])
         # API-only components of ``/result``.
@@ -181,6 +191,14 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         for action in ("pause", "resume", "stop"):
             c[action].click(getattr(handlers, action), outputs=c["control_msg"], api_name=action,
                             concurrency_limit=None, show_progress="hidden")
+        c["skip_export"].click(handlers.skip_export, outputs=c["control_msg"], api_name="skip_export",
+                               concurrency_limit=None, show_progress="hidden")
+        gr.Timer(EXPORT_ROW_EVERY_S).tick(handlers.export_row, outputs=[c["export_row"], c["skip_export"]],
+                                          api_visibility="private", show_progress="hidden")
+        c["resume_run"].click(
+            handlers.resume_run, inputs=c["interrupted"], outputs=[c[n] for n in GENERATE_OUTPUTS],
+            api_name="resume_run", concurrency_limit=None, show_progress="hidden",
+        )
         c["pause_toggle"].click(handlers.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]],
                                 api_name="toggle_pause", concurrency_limit=None, show_progress="hidden")
         notice_inputs = [c["model"], c["preset"], c["negative"], c["perp_neg"]]
@@ -199,6 +217,8 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         c["preset"].change(handlers.config_preview, inputs=c["preset"], outputs=c["config"],
                            api_visibility="private")
         gr.on([demo.load, c["refresh_runs"].click], handlers.runs_choices, outputs=c["runs"],
+              api_visibility="private")
+        gr.on([demo.load, c["refresh_runs"].click], handlers.interrupted_choices, outputs=c["interrupted"],
               api_visibility="private")
         # The splat goes to the viewer after the mesh (handlers.mesh_before_splat): through a State, then a second step.
         splat_file = gr.State()
