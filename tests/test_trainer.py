@@ -399,7 +399,7 @@ def test_step_objective_is_the_one_extension_point(chair: str) -> None:
 
 def test_training_ends_before_the_export_and_skip_export_keeps_the_model(chair: str, tmp_path: Path) -> None:
     """``TrainedEvent`` comes after the last step and before the export; a skip during the turntable leaves
-    model.ply and the checkpoint, and no turntable, views or mesh."""
+    model.ply and the checkpoint, and no turntable or mesh (views taken from frames already rendered stay)."""
     from lucid_app.train.events import ExportEvent, TrainedEvent
 
     config = tiny_config(chair, steps=3, extra=("densify.enabled=false", "export.turntable_frames=12",
@@ -419,6 +419,28 @@ def test_training_ends_before_the_export_and_skip_export_keeps_the_model(chair: 
     assert done.status == "done" and "export skipped" in done.message
     run_dir = tmp_path / "run"
     assert (run_dir / "model.ply").is_file() and (run_dir / "checkpoint.pt").is_file()
-    assert not (run_dir / "turntable.mp4").exists() and not (run_dir / "views").exists()
-    assert not (run_dir / "mesh.glb").exists() and not list(run_dir.glob(".turntable*"))
+    assert not (run_dir / "turntable.mp4").exists() and not (run_dir / "mesh.glb").exists()
+    assert not list(run_dir.glob(".turntable*")), "the unfinished video left nothing behind"
     assert set(done.files) == {"config", "metrics", "checkpoint", "ply", "view_ply"}
+
+
+def test_views_come_from_the_turntable_when_its_first_ring_passes_their_cameras(chair: str, tmp_path: Path) -> None:
+    """8 frames on one ring hold the 4 eval cameras: the views are those frames, equal to separate renders."""
+    import imageio.v3 as iio
+
+    from lucid_app.train.export_run import views_from_turntable
+
+    assert views_from_turntable(24, 1, 8) and views_from_turntable(32, 2, 8) and views_from_turntable(17, 2, 3)
+    assert not views_from_turntable(24, 2, 8) and not views_from_turntable(4, 1, 8)
+    config = tiny_config(chair, steps=2, extra=("densify.enabled=false", "export.eval_views=4",
+                                                "export.turntable_rings=1"))
+    trainer, _, _ = run(config)
+    views = {}
+    for frames in (8, 6):  # 8: taken from the turntable; 6: rendered on their own
+        trainer.config = apply_overrides(config, [f"export.turntable_frames={frames}"])
+        trainer.run_dir = tmp_path / f"frames{frames}"
+        files = trainer.export()
+        assert Path(files["video"]).is_file()
+        views[frames] = [iio.imread(trainer.run_dir / "views" / f"view_{i:03d}.png") for i in range(4)]
+    for reused, rendered in zip(views[8], views[6], strict=True):
+        assert np.abs(reused.astype(int) - rendered.astype(int)).max() <= 1

@@ -394,7 +394,7 @@ class JobManager:
 
     def skip_export(self, job_id: str) -> JobView:
         """End a training job's export after ``model.ply`` and the checkpoint (no turntable, views or mesh); a job
-        still training is stopped first. Nothing happens to a job that has ended.
+        still training is stopped first. Nothing happens to a job that is queued or has ended.
 
         Raises:
             JobError: unknown job, or a task job.
@@ -403,7 +403,7 @@ class JobManager:
             job = self._board.job(job_id)
             if job.task is not None:
                 raise JobError(f"job {job_id} is a {job.kind} job: it has no export to skip")
-            if job.state not in TERMINAL_STATES:
+            if job.state in ("running", "paused", "exporting"):
                 job.controls.skip_export()
                 job.message = "skipping the export: model.ply and the checkpoint are kept"
                 self._board.touch(job)

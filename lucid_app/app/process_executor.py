@@ -410,8 +410,8 @@ class ProcessExecutor:
     def failure_message(self, failure: Failure) -> str:
         """The user's line for an error raised in a worker."""
         if failure.memory:
-            limit = (f"this server allows {self.max_job_gb:g} GB per job (--max-job-gb)"
-                     if self.max_job_gb is not None else "the machine has no more")
+            limit = (f"the {self.max_job_gb:g} GB per job this server allows (--max-job-gb)"
+                     if self.max_job_gb is not None else "the machine has")
             return (f"the job ran out of memory: it needed more than {limit}; lower the resolution, the number of "
                     "points or views, or the multi-view resolution")
         return f"internal error in the job's worker ({failure.kind}); the server log has the details"

@@ -3,22 +3,28 @@
 
 A skip request (the app's "Skip export") ends it between two frames or stages: what was written stays, a turntable
 in the making is discarded (its atomic write never lands), and ``model.ply`` is always written first.
+
+The views are the turntable's own frames when its first ring (the default polar angle, from the front) passes
+through every view's camera, i.e. when that ring's frame count is a multiple of ``export.eval_views``: the same
+cameras at the same size, so the same pixels, rendered once (the views are then written as the turntable goes).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lucid_app.io.media import write_png
+import numpy as np
+
+from lucid_app.io.media import write_png, write_video
 from lucid_app.io.ply import GaussianPly, write_gaussian_ply
 from lucid_app.io.run_layout import MESH_NAME, PLY_NAME, TURNTABLE_NAME, VIEW_PLY_NAME, VIEWS_DIR, view_file
 from lucid_app.io.splat_view import framed_for_viewer
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.render.cameras import turntable, turntable_rings
-from lucid_app.render.frames import render_frames, write_turntable
+from lucid_app.render.frames import render_frames
 from lucid_app.train.events import ExportEvent
 
 if TYPE_CHECKING:
@@ -63,14 +69,17 @@ def export_run(
     files["view_ply"] = str(write_gaussian_ply(run_dir / VIEW_PLY_NAME, framed_for_viewer(raw)))
     try:
         _check(skip)
-        files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress, skip))
-        size = exp.turntable_size
-        stage(ExportEvent(stage=VIEWS_DIR))
-        ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad,
-                         (cams.default_polar_deg,))
-        for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
-            _check(skip)
-            write_png(run_dir / view_file(i), frame)
+        views_in_turntable = views_from_turntable(exp.turntable_frames, exp.turntable_rings, exp.eval_views)
+        files["video"] = str(_export_turntable(run_dir, splats, renderer, config, stage, progress, skip,
+                                               views_in_turntable))
+        if not views_in_turntable:
+            size = exp.turntable_size
+            stage(ExportEvent(stage=VIEWS_DIR))
+            ring = turntable(exp.eval_views, size, size, cams.default_radius, cams.default_fovy_rad,
+                             (cams.default_polar_deg,))
+            for i, frame in enumerate(render_frames(renderer, splats, ring, config.render.background)):
+                _check(skip)
+                write_png(run_dir / view_file(i), frame)
         files["views"] = str(run_dir / VIEWS_DIR)
         _check(skip)
     except _ExportSkipped:
@@ -88,10 +97,24 @@ def _check(skip: Callable[[], bool]) -> None:
         raise _ExportSkipped
 
 
+def first_ring_frames(frames: int, rings: int) -> int:
+    """The frames of the turntable's first ring (``frames`` split over ``rings`` as
+    :func:`~lucid_app.render.cameras.turntable` splits them: the first rings take the remainder)."""
+    return frames // rings + (1 if frames % rings else 0)
+
+
+def views_from_turntable(frames: int, rings: int, views: int) -> bool:
+    """Whether the turntable's first ring holds the ``views`` evenly spaced eval cameras: its frame count is a
+    multiple of ``views``."""
+    first_ring = first_ring_frames(frames, rings)
+    return first_ring >= views and first_ring % views == 0
+
+
 def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config: TrainConfig,
                       stage: Callable[[ExportEvent], None], progress: Callable[[int], None] | None,
-                      skip: Callable[[], bool]) -> Path:
-    """``turntable.mp4`` of :func:`export_run`, its frames split over ``export.turntable_rings`` orbits."""
+                      skip: Callable[[], bool], write_views: bool) -> Path:
+    """``turntable.mp4`` of :func:`export_run`, its frames split over ``export.turntable_rings`` orbits; with
+    ``write_views``, every k-th frame of the first ring is also written as eval view (:func:`views_from_turntable`)."""
     exp, cams = config.export, config.cameras
     frames = exp.turntable_frames  # split over the rings (cameras.turntable)
     rendered = 0
@@ -110,9 +133,21 @@ def _export_turntable(run_dir: Path, splats: Splats, renderer: Renderer, config:
     rings = turntable_rings(exp.turntable_rings, cams.default_polar_deg)
     path = turntable(exp.turntable_frames, size, size, cams.default_radius, cams.default_fovy_rad, rings)
     stage(ExportEvent(stage="turntable", done=0, total=frames))
-    write_turntable(run_dir / TURNTABLE_NAME, renderer, splats, path, exp.turntable_fps, config.render.background,
-                    frames_done)
+    rendered_frames = render_frames(renderer, splats, path, config.render.background, progress=frames_done)
+    if write_views:
+        every = first_ring_frames(frames, exp.turntable_rings) // exp.eval_views
+        rendered_frames = _keeping_views(rendered_frames, run_dir, every, exp.eval_views)
+    write_video(run_dir / TURNTABLE_NAME, rendered_frames, exp.turntable_fps, (size, size))
     return run_dir / TURNTABLE_NAME
+
+
+def _keeping_views(frames: Iterator[np.ndarray], run_dir: Path, every: int, views: int) -> Iterator[np.ndarray]:
+    """``frames`` passed through, frames 0, ``every``, 2·``every``, … (``views`` of them) also written as the eval
+    views."""
+    for i, frame in enumerate(frames):
+        if i % every == 0 and i // every < views:
+            write_png(run_dir / view_file(i // every), frame)
+        yield frame
 
 
 def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,

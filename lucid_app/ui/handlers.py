@@ -282,6 +282,8 @@ class AppHandlers:
         if view is not None and view.state == "queued":
             return self._act(request, "cancel",
                              "Cancelled: the job left the queue before it started; nothing to export.")
+        if view is not None and view.state == "exporting":
+            return "The run has already stopped; its export goes on in the background (Skip export ends it)."
         return self._act(request, "cancel", "Stopping after the current step; what exists is exported.")
 
     @user_errors
