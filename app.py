@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-job", type=non_negative_float, default=1.0, help="with --ray: CPUs per job")
     parser.add_argument("--max-job-gb", type=float, default=None, metavar="GB",
                         help=f"refuse a job whose estimated peak memory exceeds this, and cap each job's worker "
-                             f"process at it (default: {DEFAULT_MAX_JOB_MEMORY_SHARE * 100:.0f}%% of this machine's memory)")
+                             f"process at it (default: {DEFAULT_MAX_JOB_MEMORY_SHARE * 100:.0f}%% of this machine's "
+                             "memory)")
     parser.add_argument("--max-job-hours", type=float, default=DEFAULT_MAX_JOB_HOURS, metavar="H",
                         help="refuse a job whose estimated time on this CPU exceeds this (default: %(default)g; "
                              "not applied on a CUDA device, whose times are not estimated)")

@@ -342,7 +342,8 @@ def test_background_export_row_and_skip(tmp_path: Path) -> None:
     handlers = AppHandlers(Exporting(tmp_path, busy))
     row, skip = handlers.export_row(REQUEST)
     assert "frame 7 / 40" in row and "a snowman" in row and skip.visible
-    assert handlers.skip_export(REQUEST).startswith("Export skipped") and handlers.jobs.calls[-1] == ("skip_export", "j1")
+    assert handlers.skip_export(REQUEST).startswith("Export skipped")
+    assert handlers.jobs.calls[-1] == ("skip_export", "j1")
     handlers = AppHandlers(Exporting(tmp_path, replace(busy, state="done", message="stopped at step 3")))
     row, skip = handlers.export_row(REQUEST)
     assert "Past runs" in row and not skip.visible
@@ -380,7 +381,8 @@ def test_interrupted_runs_are_listed_and_resumed_for_their_owner_only(tmp_path: 
     handlers = AppHandlers(jobs, stream_interval_s=0.0, shared_runs=True)
     assert handlers.interrupted_choices(REQUEST).choices == [("sess-a/r1 — a snowman", "sess-a/r1")]
     outputs = list(handlers.resume_run("sess-a/r1", REQUEST))
-    assert ("resume_run", "r1", "sess-a") in jobs.calls and dict(zip(GENERATE_OUTPUTS, outputs[-1]))["job"]["state"] == "done"
+    assert ("resume_run", "r1", "sess-a") in jobs.calls
+    assert dict(zip(GENERATE_OUTPUTS, outputs[-1]))["job"]["state"] == "done"
     for other in ("sess-a/r2", "sess-b/r3", "../sess-b/r3", ""):
         with pytest.raises(gr.Error):
             list(handlers.resume_run(other, REQUEST))

@@ -77,8 +77,8 @@ def export_row_html(view: JobView | None) -> str:
     name = html.escape(view.prompt[:60])
     if view.finished:
         what = "finished" if view.state == "done" else public_text(view.message)
-        return (f"<div class='lucid-export' data-state='{view.state}'>Export of the stopped run “{name}”: {html.escape(what)}"
-                " — its files are under Past runs.</div>")
+        return (f"<div class='lucid-export' data-state='{view.state}'>Export of the stopped run “{name}”: "
+                f"{html.escape(what)} — its files are under Past runs.</div>")
     done, parts = view.progress
     stage = html.escape(view.exporting or "starting")
     frames = f" — frame {done} / {parts}" if parts else "…"

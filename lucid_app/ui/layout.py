@@ -1,8 +1,9 @@
 """The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
 
 Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
-``/resume``, ``/toggle_pause``, ``/stop``, ``/skip_export``, ``/result``, ``/resume_run`` (streams); the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
-``/ab_run``) and the Avatar tab (``avatar_tab.py``) add their own. Layout only: what happens on
+``/resume``, ``/toggle_pause``, ``/stop``, ``/skip_export``, ``/result``, ``/resume_run`` (streams); the guidance-lab
+tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``, ``/ab_run``) and the Avatar tab (``avatar_tab.py``) add
+their own. Layout only: what happens on
 an event lives in ``handlers.py``.
 
 What a person sees first (issue 14): prompt, negative prompt, preset/model and Generate at the top of the left column
