@@ -340,14 +340,30 @@ def test_background_export_row_and_skip(tmp_path: Path) -> None:
 
     busy = _view("exporting", steps=3, outcome="stopped", detached=True, exporting="turntable", progress=(7, 40))
     handlers = AppHandlers(Exporting(tmp_path, busy))
-    row, skip = handlers.export_row(REQUEST)
+    row, skip, *results, shown = handlers.export_row(None, REQUEST)
     assert "frame 7 / 40" in row and "a snowman" in row and skip.visible
+    assert all(value == gr.skip() for value in results) and shown is None
     assert handlers.skip_export(REQUEST).startswith("Export skipped")
     assert handlers.jobs.calls[-1] == ("skip_export", "j1")
-    handlers = AppHandlers(Exporting(tmp_path, replace(busy, state="done", message="stopped at step 3")))
-    row, skip = handlers.export_row(REQUEST)
-    assert "Past runs" in row and not skip.visible
-    row, skip = AppHandlers(Exporting(tmp_path, None)).export_row(REQUEST)
+
+    # The export ended and the run is still the session's newest: its mesh and downloads, then its splat.
+    run = tmp_path / "sess-a" / "r"
+    run.mkdir(parents=True)
+    for name in ("model.ply", "model_view.ply", "mesh.glb", "turntable.mp4"):
+        (run / name).write_bytes(b"x")
+    files = {"ply": str(run / "model.ply"), "view_ply": str(run / "model_view.ply"), "mesh": str(run / "mesh.glb"),
+             "video": str(run / "turntable.mp4")}
+    handlers = AppHandlers(Exporting(tmp_path, replace(busy, state="done", message="stopped at step 3", files=files)))
+    row, skip, *results, shown = handlers.export_row(None, REQUEST)
+    first = dict(zip(RESULT_OUTPUTS, results))
+    assert "Past runs" in row and not skip.visible and shown["job"] == "j1"
+    assert first["mesh3d"] == files["mesh"] and first["model3d"] == gr.skip() and first["dl_mesh"].visible
+    _, _, *results, shown = handlers.export_row({**shown, "splat_at": 0.0}, REQUEST)
+    later = dict(zip(RESULT_OUTPUTS, results))
+    assert later["model3d"] == files["view_ply"] and later["mesh3d"] == gr.skip() and shown["splat_at"] is None
+    _, _, *results, _ = handlers.export_row(shown, REQUEST)
+    assert all(value == gr.skip() for value in results), "shown once"
+    row, skip, *_ = AppHandlers(Exporting(tmp_path, None)).export_row(None, REQUEST)
     assert row == "" and not skip.visible
 
 

@@ -190,8 +190,10 @@ class AppHandlers:
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
                                   generate_label=generate_label, splat=False)
             sent_preview, sent_files = view.preview_step, dict(view.files)
+        # A stopped run handed back before its mesh exists: the viewers wait for the background export to end
+        # (export_row shows its mesh, then its splat), since the mesh viewer stays blank after the splat viewer.
         yield from self._final_updates(self.render_job(view, preview=view.preview_step != sent_preview, results=True,
-                                                       generate_label=generate_label))
+                                                       generate_label=generate_label, splat=not handed_back(view)))
 
     def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
@@ -299,11 +301,28 @@ class AppHandlers:
         self.jobs.skip_export(view.id)
         return "Export skipped: model.ply and the checkpoint are kept."
 
-    def export_row(self, request: gr.Request) -> tuple[str, Any]:
-        """The background export row of this session (its text, and the Skip export button)."""
-        view = self.jobs.background_export(session_of(request))
+    def export_row(self, shown: dict[str, Any] | None, request: gr.Request) -> tuple[Any, ...]:
+        """The background export row of this session (called every second): its text, the Skip export button, and,
+        once the export has ended while the run is still the session's newest, its results (``RESULT_OUTPUTS``):
+        the mesh and downloads first, the splat :data:`SPLAT_AFTER_MESH_S` later (:func:`mesh_before_splat`).
+
+        ``shown`` is the page's record of what it showed ({"job", "splat_at"}); the new record is the last output.
+        """
+        session = session_of(request)
+        view = self.jobs.background_export(session)
         exporting = view is not None and not view.finished
-        return export_row_html(view), gr.Button(visible=exporting)
+        results: dict[str, Any] = dict.fromkeys(RESULT_OUTPUTS, gr.skip())
+        latest = self.jobs.latest(session)
+        if view is not None and view.finished and latest is not None and latest.id == view.id:
+            if shown is None or shown.get("job") != view.id:
+                results = self._results(view.files)
+                results["model3d"] = gr.skip()
+                shown = {"job": view.id, "splat_at": time.monotonic() + SPLAT_AFTER_MESH_S}
+            elif shown.get("splat_at") is not None and time.monotonic() >= shown["splat_at"]:
+                results["model3d"] = self._results(view.files)["model3d"]
+                shown = {"job": view.id, "splat_at": None}
+        return (export_row_html(view), gr.Button(visible=exporting), *(results[name] for name in RESULT_OUTPUTS),
+                shown)
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
         view = self.jobs.latest(session_of(request))

@@ -194,8 +194,12 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                             concurrency_limit=None, show_progress="hidden")
         c["skip_export"].click(handlers.skip_export, outputs=c["control_msg"], api_name="skip_export",
                                concurrency_limit=None, show_progress="hidden")
-        gr.Timer(EXPORT_ROW_EVERY_S).tick(handlers.export_row, outputs=[c["export_row"], c["skip_export"]],
-                                          api_visibility="private", show_progress="hidden")
+        shown_export = gr.State()
+        gr.Timer(EXPORT_ROW_EVERY_S).tick(
+            handlers.export_row, inputs=shown_export,
+            outputs=[c["export_row"], c["skip_export"], *(c[n] for n in RESULT_OUTPUTS), shown_export],
+            api_visibility="private", show_progress="hidden",
+        )
         c["resume_run"].click(
             handlers.resume_run, inputs=c["interrupted"], outputs=[c[n] for n in GENERATE_OUTPUTS],
             api_name="resume_run", concurrency_limit=None, show_progress="hidden",
