@@ -13,7 +13,8 @@ import pytest
 
 from lucid_app.app.jobs import JobManager
 from lucid_app.app.job_board import JobView
-from lucid_app.app.process_executor import ProcessExecutor, is_memory_error
+from lucid_app.app.job_worker import is_memory_error
+from lucid_app.app.process_executor import ProcessExecutor
 from test_multiview import write_object
 from test_trainer import tiny_config
 

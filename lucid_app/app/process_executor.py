@@ -11,9 +11,10 @@ never touch, so the worker limits them to two before it imports anything. On a C
 driver reserves far more address space than it uses, and the estimate checked before the job starts
 (``train/budget.py``) is the only limit there.
 
-Protocol: the app's side (:class:`ProcessRun`, a :class:`~lucid_app.app.executors.JobRun`) sends the worker calls and
-casts as pickled tuples over a pipe; the worker runs a :class:`~lucid_app.app.job_host.JobHost` and sends back
-replies, the run's events as they happen and the prompt state when it changes. A reader thread on the app's side
+Protocol: the app's side (this module: :class:`ProcessRun`, a :class:`~lucid_app.app.executors.JobRun`) sends the
+worker (``job_worker.py``) calls and casts as pickled tuples over a pipe; the worker runs a
+:class:`~lucid_app.app.job_host.JobHost` and sends back replies, the run's events as they happen and the prompt state
+when it changes. A reader thread on the app's side
 routes them. Values are pickled with the standard pickler (tensors by value), never through shared memory. A worker
 whose job ended normally stays for the next job with its loaded model (``idle_workers`` of them); one whose job ran
 out of memory, or that died, is replaced.
@@ -26,171 +27,24 @@ import logging
 import multiprocessing
 import pickle
 import queue
-import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from lucid_app.app.executors import RunError, started
 from lucid_app.app.job_host import JobStart, control_fields
+from lucid_app.app.job_worker import GB, Failure, worker_main
 from lucid_app.config import PromptChange, TrainConfig
 from lucid_app.train.controls import ControlState, PromptState
 from lucid_app.train.events import Event, GaussianSnapshot
 
 logger = logging.getLogger(__name__)
 
-GB = 1e9
-# glibc's mallopt parameter for the number of malloc arenas.
-_M_ARENA_MAX = -8
-_ARENAS = 2
 # A call's answer may take this long beyond its own timeout (the pipe, pickling a snapshot).
 _REPLY_MARGIN_S = 30.0
-_MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory",
-                 "std::bad_alloc")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An error raised in the worker, as the app's side receives it: its type, first line, and whether it was an
-    allocation failure."""
-
-    kind: str
-    message: str
-    memory: bool
-
-
-def is_memory_error(err: BaseException) -> bool:
-    """An allocation failure: Python's ``MemoryError`` or torch's allocator error (a ``RuntimeError``)."""
-    return isinstance(err, MemoryError) or (
-        isinstance(err, RuntimeError) and any(word in str(err).lower() for word in _MEMORY_WORDS))
-
-
-def _failure(err: BaseException) -> Failure:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return Failure(kind=type(err).__name__, message=lines[0] if lines else "", memory=is_memory_error(err))
-
-
-def _vm_size_bytes() -> int:
-    """This process's address space (``VmSize``)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmSize in /proc/self/status")
-
-
-def _limit_malloc_arenas() -> None:
-    """At most :data:`_ARENAS` glibc malloc arenas (each thread's own would reserve 64 MB of address space)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).mallopt(_M_ARENA_MAX, _ARENAS)
-        except (OSError, AttributeError):
-            logger.debug("mallopt is not available; malloc arenas left as they are")
-
-
-def cap_address_space(job_bytes: int) -> int:
-    """Cap this process's address space at its present size plus ``job_bytes`` (soft and hard: the job cannot
-    raise it); returns the cap in bytes."""
-    import resource
-
-    cap = _vm_size_bytes() + int(job_bytes)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    return cap
-
-
-# ---------------------------------------------------------------------------------------------- the worker process
-
-
-def worker_main(conn: Connection, device: str, job_bytes: int | None, log_level: int) -> None:
-    """The worker process: import, cap, then serve one job after another (module docstring) until told to quit or
-    the app's end of the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops the jobs
-    _limit_malloc_arenas()
-    logging.basicConfig(level=log_level,
-                        format="%(asctime)s %(levelname)s %(name)s [job worker %(process)d]: %(message)s")
-    import torch
-
-    from lucid_app.app.job_host import JobHost
-    from lucid_app.app.model_cache import ModelCache
-    from lucid_app.priors import load_prior
-
-    torch_device = torch.device(device)
-    if job_bytes is not None and torch_device.type == "cpu":
-        cap = cap_address_space(job_bytes)
-        logger.info("address space capped at %.1f GB (%.1f GB for the job)", cap / GB, job_bytes / GB)
-    cache = ModelCache(load_prior, 1)
-    send_lock = threading.Lock()
-    host: list[JobHost | None] = [None]
-
-    def send(message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        with send_lock:
-            conn.send_bytes(data)
-
-    def answer(call_id: int, work: Callable[[], Any]) -> None:
-        try:
-            result: Any = work()
-        except Exception as err:  # every error reaches the app as a Failure; the worker goes on
-            logger.exception("job worker call failed")
-            result = _failure(err)
-        send(("reply", call_id, result))
-
-    def train() -> None:
-        def emit(event: Event) -> None:
-            state = host[0].prompt_update()
-            if state is not None:
-                send(("prompt", state))
-            send(("event", event))
-
-        try:
-            host[0].train(emit)
-        except BaseException as err:  # the trainer exported what it had; the app gets one line
-            logger.exception("the job failed in its worker")
-            send(("ended", _failure(err)))
-            return
-        send(("ended", None))
-
-    calls: dict[str, Callable[..., Any]] = {
-        "open": lambda config, allow_demo, run_dir, resume: host.__setitem__(
-            0, JobHost(config, allow_demo, run_dir, torch_device, resume=resume, loader=cache.get)),
-        "prepare": lambda: host[0].prepare(),
-        "change_prompt": lambda changes: host[0].change_prompt(changes),
-        "snapshot": lambda timeout_s: host[0].snapshot(timeout_s),
-        "end": lambda: host.__setitem__(0, None),
-    }
-    # Calls that may wait on the training thread run beside the loop, so a stop is never stuck behind them.
-    beside = {"change_prompt", "snapshot"}
-    while True:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        kind, name, args = message[0], message[1], message[-1]
-        if kind == "call":
-            call_id = message[2]
-            work = (lambda n=name, a=args: calls[n](*a))
-            if name in beside:
-                threading.Thread(target=answer, args=(call_id, work), daemon=True).start()
-            else:
-                answer(call_id, work)
-        elif name == "train":
-            threading.Thread(target=train, name="lucid-train", daemon=True).start()
-        elif name == "sync":
-            host[0].sync(*args)
-        elif name == "quit":
-            return
-
-
-# ---------------------------------------------------------------------------------------------- the app's side
 
 
 class _Worker:
@@ -431,5 +285,5 @@ class ProcessExecutor:
             worker.stop()
 
 
-__all__ = ["Failure", "ProcessExecutor", "ProcessRun", "cap_address_space", "is_memory_error", "worker_main"]
+__all__ = ["ProcessExecutor", "ProcessRun"]
 

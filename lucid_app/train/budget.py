@@ -2,7 +2,7 @@
 
 The app refuses a job whose estimate exceeds its limits with one line (``app.py --max-job-gb``,
 ``--max-job-hours``), e.g. "this job needs ~7.1 GB; this server allows 4 GB (--max-job-gb)", before any memory is
-taken; the worker process's address-space cap (``app/process_executor.py``) catches what the estimate misses.
+taken; the worker process's address-space cap (``app/job_worker.py``) catches what the estimate misses.
 
 The estimate (:func:`estimate_job`) is a pure function of the config and a few facts about its model
 (:class:`ModelFacts`: its kind, the multi-view dataset's image count, the weights' size; :func:`model_facts` reads
