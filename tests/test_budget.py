@@ -143,3 +143,16 @@ def test_the_demo_standing_in_is_checked_on_the_demo(tmp_path: Path, monkeypatch
         assert "multiview:" in failed.config_yaml, "the demo's config was the one checked"
     finally:
         jobs.close(timeout_s=5)
+
+
+def test_the_app_flags_of_the_limits() -> None:
+    from app import DEFAULT_MAX_JOB_MEMORY_SHARE, machine_memory_gb, parse_args
+
+    args = parse_args([])
+    assert 0 < args.max_job_gb <= DEFAULT_MAX_JOB_MEMORY_SHARE * machine_memory_gb() and args.max_job_hours == 2.0
+    assert not args.in_process
+    assert parse_args(["--max-job-gb", "4", "--max-job-hours", "0.5"]).max_job_gb == 4.0
+    for bad in (["--max-job-gb", "0"], ["--max-job-gb", "nan"], ["--max-job-hours", "-1"],
+                ["--ray", "local", "--in-process"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
