@@ -36,13 +36,14 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
     from lucid_app.guidance.base import for_run
     from lucid_app.guidance.prompts import encode_prompt_set
     from lucid_app.priors import load_prior
-    from lucid_app.train.prepare import resolve_config, resolve_model_id
+    from lucid_app.priors.model_ref import multiview_ref
+    from lucid_app.train.prepare import resolve_config
 
     config = resolve_config("demo", prompt=args.prompt, model=args.model,
                             overrides=[*args.set, f"guidance.method={method}", f"seed={args.seed}"])
     prior = load_prior(config.model.id, config.model, "cpu")
     size = int(prior.encode_images(torch.zeros(1, 8, 8, 3)).shape[-1])
-    root = Path(resolve_model_id(f"multiview:{args.dataset}")[len("multiview:"):])
+    root = Path(multiview_ref(args.dataset).location)
     data = read_dataset(root, size)
     train = data.objects[select_object_index(data, args.prompt)].train_images  # [N, R, R, 3]
     guidance = GUIDANCES[method]

@@ -8,6 +8,8 @@ Scene: N Gaussians uniform in a ball of radius 1, random rotations, scales unifo
 spacing (4.19 / N)^(1/3) per axis, opacities 0.1-0.9, random colours; default iso-level (0.5).
 
     python bench/mesh.py --gaussians 10000 100000 --resolutions 128 256
+
+``python bench/mesh.py texture ...`` benchmarks the textured export instead (``bench/mesh_texture.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def run_case(n: int, resolution: int) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["texture"]:
+        from mesh_texture import main as texture_main  # bench/ is the script's folder, first on sys.path
+
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(message)s")
+        texture_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gaussians", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])

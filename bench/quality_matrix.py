@@ -70,6 +70,15 @@ def _fraction(psnr: float, init: float, oracle: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _doctor_means(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The prior doctor's restoring coefficient of the cells' method, {t: r} averaged over the cells that measured it
+    (``bench quality``'s "doctor"); None for the oracle and cells run with ``--no-doctor``."""
+    measured = [run["doctor"]["restoring"] for run in runs if "doctor" in run]
+    if not measured:
+        return None
+    return {t: round(statistics.fmean(r[t] for r in measured), 3) for t in measured[0]}
+
+
 def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sample std over seeds per (object, method, step), with the oracle's mean PSNR over the same seeds and
     the oracle fraction of the means (module docstring) wherever the oracle ran for those seeds."""
@@ -105,6 +114,7 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "s_per_step": round(statistics.fmean(run["s_per_step"] for run in runs), 3),
             "n_gaussians": round(statistics.fmean(run["n_gaussians"] for run in runs)),
             "prior_evals_per_view": round(statistics.fmean(run.get("prior_evals_per_view", 0.0) for run in runs), 2),
+            "doctor_restoring": _doctor_means(runs),
         })
     return {"cells": len(cells), "failed": sum("error" in c for c in cells), "summary": out}
 

@@ -24,6 +24,7 @@ TINY_OVERRIDES = (
     "render.width=32", "render.height=32", "cameras.batch_size=2", "init.num_points=300",
     "model.multiview_resolution=32", "export.turntable_size=32", "export.turntable_frames=6",
     "export.turntable_rings=1", "export.eval_views=2", "export.log_every=1", "export.checkpoint_every=0",
+    "export.mesh_resolution=32", "export.mesh_texture=64",
 )
 
 
@@ -33,25 +34,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False):
-    """Start a JobManager and the app on a free local port; returns (demo, jobs, url). Close both when done."""
+def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False, models=None, auth=None):
+    """Start a JobManager and the app on a free local port, launched as ``app.py`` launches it (no
+    ``allowed_paths``); returns (demo, jobs, url). Close both when done."""
     from lucid_app.app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
-    from lucid_app.ui.layout import APP_CSS
+    from lucid_app.ui.layout import APP_CSS, ZOOM_JS
 
     jobs = JobManager(outputs, device).start()
-    demo = build_demo(jobs, shared_runs=shared_runs)
+    demo = build_demo(jobs, shared_runs=shared_runs, models=models)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(jobs.outputs)], css=APP_CSS)
+                        css=APP_CSS, js=ZOOM_JS, auth=auth)
     return demo, jobs, f"http://127.0.0.1:{port}/"
 
 
 @contextmanager
-def running_app(outputs: Path, device: str = "cpu") -> Iterator[tuple]:
-    """:func:`launch_app` as a context: yields (jobs, url) and closes the app and the job manager on exit."""
-    demo, jobs, url = launch_app(outputs, device)
+def running_app(outputs: Path, device: str = "cpu", **options) -> Iterator[tuple]:
+    """:func:`launch_app` (with its keyword ``options``) as a context: yields (jobs, url) and closes the app and the
+    job manager on exit."""
+    demo, jobs, url = launch_app(outputs, device, **options)
     try:
         yield jobs, url
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The doctor's verdict cache (lucid_app.lab.doctor.verdicts) of this test session, never the user's.
+    os.environ["LUCID_CACHE_DIR"] = tempfile.mkdtemp(prefix="lucid-test-cache-")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,3 +42,15 @@ def tiny_controlnet_dir(tmp_path_factory: pytest.TempPathFactory) -> os.PathLike
     from tests.tiny_sd import save_tiny_controlnet
 
     return save_tiny_controlnet(tmp_path_factory.mktemp("tiny_controlnet"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-object multi-view dataset ("a red chair", six 16 px views; tests.helpers.write_object). A test module
+    that needs another dataset defines its own ``dataset`` fixture, which takes precedence."""
+    from tests.helpers import write_object
+
+    root = tmp_path_factory.mktemp("ds") / "chair"
+    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 60)], seed=0, size=16)
+    return root
+

@@ -81,3 +81,16 @@ def test_no_import_cycles() -> None:
 def test_few_modules_at_the_top_level() -> None:
     flat = sorted(path.name for path in PACKAGE.glob("*.py"))
     assert len(flat) <= MAX_TOP_LEVEL_MODULES, flat
+
+
+def test_no_test_file_imports_another() -> None:
+    """Shared helpers live in tests/helpers.py (and the harness modules), never in a test file."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in tests.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(tests)} imports {name}" for name in names
+                          if name.rsplit(".", 1)[-1].startswith("test_")]
+    assert not offenders, "\n".join(offenders)

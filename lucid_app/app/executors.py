@@ -16,28 +16,38 @@ The order of calls on a :class:`JobRun`:
 1. ``prepare()`` loads the model and builds the trainer where the job runs (a failure is a :class:`RunError` whose
    message the user sees, e.g. a worker that cannot load the model);
 2. ``train(on_event, on_prompt)`` blocks until the run ends, handing over the events the trainer emitted (steps,
-   previews, the end of training, the export's stages, the end) and every new prompt state;
+   previews, the end of training, the export's stages, the end), each step's count of prior evaluations
+   (:class:`~lucid_app.app.job_host.PriorSamples`) and every new prompt state;
 3. meanwhile other threads forward the job's controls with ``sync(snapshot)`` (the whole snapshot, versioned, so
    changes that arrive out of order never undo a later one) and prompt changes with ``change_prompt``, and the
    inspector asks for the live Gaussians with ``snapshot``;
 4. ``release()`` frees the worker.
+
+An executor also warms a model ahead of the first job (``warm``, at the app's start-up): it loads where its jobs
+will run, so a cold server's first job finds it loaded, or waits for that load instead of starting its own.
 
 The trainer does not know which executor runs it (DESIGN §6b). Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from lucid_app.app.job_host import JobHost, JobStart, TrainerFactory, control_fields
+from lucid_app.app.job_host import HostEvent, JobHost, JobStart, TrainerFactory, control_fields
 from lucid_app.app.model_cache import ModelCache
-from lucid_app.config import PromptChange, TrainConfig
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig
+from lucid_app.priors.base import PriorError
 from lucid_app.train.controls import ControlState, PromptState
-from lucid_app.train.events import Event, GaussianSnapshot
+from lucid_app.train.events import GaussianSnapshot
+
+logger = logging.getLogger(__name__)
 
 
 class RunError(Exception):
@@ -56,7 +66,7 @@ class JobRun(Protocol):
         """
         ...
 
-    def train(self, on_event: Callable[[Event], None], on_prompt: Callable[[PromptState], None]) -> None:
+    def train(self, on_event: Callable[[HostEvent], None], on_prompt: Callable[[PromptState], None]) -> None:
         """Run to the end, calling ``on_event`` for each event and ``on_prompt`` for each new prompt state.
 
         Raises:
@@ -102,6 +112,11 @@ class JobExecutor(Protocol):
 
     def open(self, config: TrainConfig, allow_demo: bool, run_dir: str, resume: bool = False) -> JobRun: ...
 
+    def warm(self, model: ModelConfig) -> threading.Thread | None:
+        """Start loading ``model`` where jobs will run, in the background; a model that cannot be loaded is logged
+        (the job that asks for it says why). Returns the loading thread when it runs in this process, else None."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -121,8 +136,8 @@ class InProcessRun:
     def prepare(self) -> JobStart:
         return started(self.host.prepare())
 
-    def train(self, on_event: Callable[[Event], None], on_prompt: Callable[[PromptState], None]) -> None:
-        def relay(event: Event) -> None:
+    def train(self, on_event: Callable[[HostEvent], None], on_prompt: Callable[[PromptState], None]) -> None:
+        def relay(event: HostEvent) -> None:
             state = self.host.prompt_update()
             if state is not None:
                 on_prompt(state)
@@ -146,7 +161,7 @@ class InProcessRun:
         return result
 
     def release(self) -> None:
-        self.host.trainer = None  # the prior and the Gaussians may go as soon as the job ends
+        self.host.trainer = self.host.counted = None  # the prior and the Gaussians may go as soon as the job ends
 
 
 class InProcessExecutor:
@@ -166,6 +181,24 @@ class InProcessExecutor:
         host = JobHost(config, allow_demo, run_dir, self.device, resume=resume, loader=self.cache.get,
                        trainer_factory=self.trainer_factory)
         return InProcessRun(host)
+
+    def warm(self, model: ModelConfig) -> threading.Thread:
+        """Load ``model`` into the model cache on a background thread (:meth:`JobExecutor.warm`; a job that asks
+        for it meanwhile waits for this load, :meth:`ModelCache.get`)."""
+
+        def load() -> None:
+            started = time.perf_counter()
+            try:
+                self.cache.get(model, self.device)
+            except (PriorError, ValueError, OSError) as err:
+                logger.warning("warm-up: model %s not loaded: %s", model.id, err)
+                return
+            logger.info("warm-up: model %s ready on %s after %.1f s", model.id, self.device,
+                        time.perf_counter() - started)
+
+        thread = threading.Thread(target=load, name="lucid-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
         """Nothing to free: the jobs ran on the manager's threads."""

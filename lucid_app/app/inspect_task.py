@@ -39,6 +39,8 @@ CameraMode = Literal["orbit", "training"]
 CAMERA_MODES: tuple[str, ...] = ("orbit", "training")
 GRID_NAME = "pseudo_gt.png"
 NUMBERS_NAME = "inspect.json"
+# The pseudo-GT grid's tiles are enlarged to at least this height (issue 27: 64 px tiles showed as ~60 px thumbnails).
+INSPECT_TILE_MIN_PX = 128
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,13 @@ def run_inspect(request: InspectRequest, context: TaskContext) -> TaskResult:
     data = inspect_data(numbers, request.settings, config, cameras, request.run_dir)
     if request.snapshot is not None:
         data["live_step"] = step
-    image = label_grid(grid.cpu().numpy(), list(numbers), len(cameras), request.settings.seeds,
+    tiles = grid.cpu().numpy()
+    # Each tile (its gap included) at least INSPECT_TILE_MIN_PX high (nearest neighbour, a whole factor): a 64 px
+    # pseudo-GT is a readable picture, not a thumbnail, and the labels stay sharp (drawn after).
+    tile_px = max(tiles.shape[0] // max(len(numbers), 1), 1)
+    factor = max(1, -(-INSPECT_TILE_MIN_PX // tile_px))
+    tiles = tiles.repeat(factor, axis=0).repeat(factor, axis=1)
+    image = label_grid(tiles, list(numbers), len(cameras), request.settings.seeds,
                        grid_title(config, step if request.snapshot is not None else None))
     files = {
         "png": str(write_png(context.folder / GRID_NAME, image)),
@@ -114,7 +122,8 @@ def inspect_data(numbers: dict[str, float], settings: InspectSettings, config: T
                  run_dir: Path | None) -> dict[str, Any]:
     """The inspector's JSON: the run's folder name (None for a .ply), settings, cameras, the flat ``inconsistency``
     per grid row (as the CLI prints it) and the same numbers nested as
-    ``by_method[method]["t<t>"]["dt<δ_T>"][variant]`` (SDS and SDI have the single ``dt0``). No server paths."""
+    ``by_method[method]["t<t>"]["dt<δ_T>"][variant]`` (SDS and SDI have the single ``dt0``). The model is the config's
+    id (the app shows it to clients without server folders, ``client_config.public_path``)."""
     nested: dict[str, Any] = {}
     for label, value in numbers.items():
         method, t, *rest = label.split("_")

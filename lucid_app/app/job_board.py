@@ -57,6 +57,9 @@ class JobView:
         resumed: the job continues an earlier run from its checkpoint (its steps start after the checkpoint's).
         detached: the job left its worker slot when its training ended (state ``exporting`` then ``done`` or
             ``failed``): its export went on in the background.
+        prior_samples: the prior evaluations of a training run so far, in samples (one view at one timestep and
+            prompt = 1; counted where the run trains, whichever executor); 0 for a task (for a resumed run: those
+            since it resumed).
     """
 
     id: str
@@ -82,6 +85,7 @@ class JobView:
     exporting: str = ""
     resumed: bool = False
     detached: bool = False
+    prior_samples: int = 0
 
     @property
     def finished(self) -> bool:
@@ -128,6 +132,8 @@ class JobRecord:
     # The export stage at the end, and whether the job left its worker slot for it.
     exporting: str = ""
     detached: bool = False
+    # The prior evaluations so far (the A/B run's table shows them).
+    prior_samples: int = 0
     # to_yaml(config), rendered whenever config is set (here, and in JobRunner when a run is prepared), never per
     # snapshot.
     config_yaml: str = field(init=False, default="")
@@ -212,5 +218,5 @@ class JobBoard:
             outcome=job.outcome, steps=job.steps.view(), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
             kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting, resumed=job.resume,
-            detached=job.detached,
+            detached=job.detached, prior_samples=job.prior_samples,
         )

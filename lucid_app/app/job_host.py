@@ -6,7 +6,9 @@ Ray executor in an actor (``ray_executor.py``). The app talks to it only through
 boundaries, with plain picklable values:
 
 * :meth:`prepare` loads the model and builds the trainer (a new run, or a resumed one from its folder);
-* :meth:`train` runs it, handing every event to ``emit``;
+* :meth:`train` runs it, handing every event to ``emit``, each step's preceded by the run's prior evaluations so far
+  (:class:`PriorSamples`: the prior is wrapped in a counter, so the A/B table can show a run's cost whichever executor
+  ran it);
 * :meth:`sync` applies the app's control snapshot (versioned: an older one never undoes a newer one);
 * :meth:`change_prompt` encodes a prompt change where the prior is; :meth:`prompt_update` hands back the prompt
   state in force when it changed (with its tensors on the CPU);
@@ -15,11 +17,12 @@ boundaries, with plain picklable values:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,15 @@ import torch
 
 from lucid_app.avatar import check_avatar
 from lucid_app.avatar.body import AvatarError
-from lucid_app.config import ConfigError, ModelConfig, PromptChange, TrainConfig, from_yaml
+from lucid_app.bench.quality import CountingPrior
+from lucid_app.config import ConfigError, ModelConfig, PromptChange, TrainConfig, from_yaml, replace
 from lucid_app.io.checkpoints import load_checkpoint
 from lucid_app.io.run_layout import CHECKPOINT_NAME, CONFIG_NAME
+from lucid_app.lab.doctor.verdicts import drift_notice
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
 from lucid_app.train.controls import ControlState, LiveControls, PromptState
-from lucid_app.train.events import Event, GaussianSnapshot
+from lucid_app.train.events import Event, GaussianSnapshot, StepEvent
 from lucid_app.train.prepare import load_run_prior, resolve_model_id
 from lucid_app.train.prompt_changes import request_change
 from lucid_app.train.trainer import Trainer, initial_controls
@@ -62,6 +67,19 @@ class JobStart:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class PriorSamples:
+    """The run's prior evaluations so far, in samples (one view at one timestep and prompt = 1): what
+    :meth:`JobHost.train` hands over just before each :class:`~lucid_app.train.events.StepEvent` (the count after
+    that step), so that the step and its count reach the app's job record together."""
+
+    samples: int
+
+
+# What a host hands to its ``emit``: the trainer's events and the prior's count.
+HostEvent = Event | PriorSamples
+
+
 def control_fields(state: ControlState) -> dict[str, Any]:
     """The part of a control snapshot that crosses to the job (:meth:`JobHost.sync`)."""
     return {name: getattr(state, name) for name in (*TUNABLE, *FLAGS)}
@@ -70,8 +88,9 @@ def control_fields(state: ControlState) -> dict[str, Any]:
 def cpu_prompt(state: PromptState) -> PromptState:
     """The prompt state with its embeddings on the CPU (the app's process may have no GPU)."""
     e = state.embeddings
-    cpu = replace(e, base=e.base.cpu(), views=e.views.cpu(), negative=e.negative.cpu(), inverse=e.inverse.cpu())
-    return replace(state, embeddings=cpu)
+    cpu = dataclasses.replace(e, base=e.base.cpu(), views=e.views.cpu(), negative=e.negative.cpu(),
+                              inverse=e.inverse.cpu())
+    return dataclasses.replace(state, embeddings=cpu)
 
 
 class JobHost:
@@ -101,6 +120,8 @@ class JobHost:
         self._sync_lock = threading.Lock()
         self._prompt_version = -1
         self.trainer: Any = None
+        # The prior the trainer evaluates, behind a counter (set by prepare).
+        self.counted: CountingPrior | None = None
 
     def prepare(self) -> JobStart:
         """Load the model and build the trainer; a user error (missing model, bad avatar, damaged checkpoint) is
@@ -116,32 +137,44 @@ class JobHost:
         if prepared.config != self.config:
             start = initial_controls(prepared.config)
             self.controls.replace_defaults(**{name: getattr(start, name) for name in TUNABLE})
-        self.trainer = self._factory(prepared.config, prepared.prior, run_dir=self.run_dir, controls=self.controls,
+        self.counted = CountingPrior(prepared.prior)
+        self.trainer = self._factory(prepared.config, self.counted, run_dir=self.run_dir, controls=self.controls,
                                      device=self.device)
         return JobStart(config=prepared.config, notice=prepared.notice, controls=self._tunables())
 
     def _prepare_resume(self) -> JobStart:
-        """A run continued from its folder's checkpoint (the checkpoint is read before the model loads)."""
+        """A run continued from its folder's checkpoint (the checkpoint is read before the model loads); its notice
+        is the doctor's, when its method is known to drift on its model (as a new run's)."""
         saved = from_yaml((self.run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
         if not (self.run_dir / CHECKPOINT_NAME).is_file():
             return JobStart(error=f"the run {self.run_dir.name} has no {CHECKPOINT_NAME} to continue from")
         try:
             state = load_checkpoint(self.run_dir / CHECKPOINT_NAME)
             model = replace(saved.model, id=resolve_model_id(saved.model.id))
-            prior = self._load(model, self.device)
-            self.trainer = Trainer.resume(self.run_dir, prior, controls=self.controls, device=self.device,
+            self.counted = CountingPrior(self._load(model, self.device))
+            self.trainer = Trainer.resume(self.run_dir, self.counted, controls=self.controls, device=self.device,
                                           state=state)
         except ValueError as err:  # a damaged checkpoint, or one of another run
             return JobStart(error=f"the run {self.run_dir.name} cannot be resumed: {str(err).splitlines()[0]}")
-        return JobStart(config=self.trainer.config, controls=self._tunables())
+        config = self.trainer.config
+        return JobStart(config=config, notice=drift_notice(config.model.id, config.guidance.method),
+                        controls=self._tunables())
 
     def _tunables(self) -> dict[str, float | int]:
         state = self.controls.snapshot()
         return {name: getattr(state, name) for name in TUNABLE}
 
-    def train(self, emit: Callable[[Event], None]) -> None:
-        """Run the trainer to its end, handing each event to ``emit`` (errors propagate after its export)."""
-        self.trainer.run(emit)
+    def train(self, emit: Callable[[HostEvent], None]) -> None:
+        """Run the trainer to its end, handing each event to ``emit``, a :class:`StepEvent` after the
+        :class:`PriorSamples` of its step (errors propagate after its export)."""
+        counted = self.counted
+
+        def relay(event: Event) -> None:
+            if counted is not None and isinstance(event, StepEvent):
+                emit(PriorSamples(counted.samples))
+            emit(event)
+
+        self.trainer.run(relay)
 
     def prompt_update(self) -> PromptState | None:
         """The prompt state in force (on the CPU) when it changed since the last call, else None."""
@@ -191,4 +224,4 @@ class JobHost:
             return f"no step boundary within {timeout_s:g} s"
 
 
-__all__ = ["FLAGS", "TUNABLE", "JobHost", "JobStart", "control_fields", "cpu_prompt"]
+__all__ = ["FLAGS", "TUNABLE", "HostEvent", "JobHost", "JobStart", "PriorSamples", "control_fields", "cpu_prompt"]

@@ -21,12 +21,13 @@ from lucid_app.app.job_board import TERMINAL_STATES, JobBoard, JobRecord, JobSta
 from lucid_app.app.model_cache import ModelCache
 from lucid_app.app.preview_grid import PREVIEW_MIN_SIZE_PX, tile_views
 from lucid_app.app.tasks import Task, TaskContext, TaskStopped
+from lucid_app.app.job_host import HostEvent, PriorSamples
 from lucid_app.config import to_yaml
 from lucid_app.io.run_layout import PLY_NAME, RUN_FILES, run_files
 from lucid_app.priors.base import PriorError
 from lucid_app.train.budget import JobLimits, JobTooLarge
 from lucid_app.train.controls import PromptState
-from lucid_app.train.events import DoneEvent, Event, ExportEvent, PreviewEvent, StepEvent, TrainedEvent
+from lucid_app.train.events import DoneEvent, ExportEvent, PreviewEvent, StepEvent, TrainedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ class JobRunner:
             start = run.prepare()
             job.controls.replace_defaults(**start.controls)
             with self.board.cond:
-                job.config, job.notice = start.config, start.notice
-                job.config_yaml = to_yaml(start.config)
+                if start.config != job.config:
+                    job.config, job.config_yaml = start.config, to_yaml(start.config)
+                job.notice = start.notice  # the offline demo's, the doctor's drift warning
                 self.board.touch(job)
             self.limits.check(start.config)
             with self.board.cond:
@@ -119,8 +121,11 @@ class JobRunner:
             job.preview, job.data = result.image, dict(result.data)
         self.board.finish(job, "done", result.message or "finished", outcome="done", files=dict(result.files))
 
-    def _on_event(self, job: JobRecord, event: Event) -> None:
-        if isinstance(event, StepEvent):
+    def _on_event(self, job: JobRecord, event: HostEvent) -> None:
+        if isinstance(event, PriorSamples):
+            with self.board.cond:  # shown with the step that follows (its StepEvent touches the job)
+                job.prior_samples = event.samples
+        elif isinstance(event, StepEvent):
             with self.board.cond:
                 job.steps.append(event)
                 self.board.touch(job)

@@ -7,6 +7,11 @@ plus the job's allowance, then serves the app's calls and casts on its pipe with
 :class:`~lucid_app.app.job_host.JobHost` per job: replies, the run's events as they happen and the prompt state when it
 changes go back as pickled tuples. An error raised here reaches the app as a :class:`Failure` (its type, first line,
 and whether it was an allocation failure); the worker itself goes on.
+
+Models load through the worker's own model cache: ``warm`` starts loading one in the background before any job
+(the app's default model, at start-up), a job that asks for it meanwhile waits for that load, and a worker kept for
+the next job keeps its model. Before each job the worker unloads any other model (its memory would count against
+the job's cap), once a warm-up in progress has ended.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import logging
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lucid_app.train.events import Event
+if TYPE_CHECKING:
+    from lucid_app.app.job_host import HostEvent
+    from lucid_app.config import ModelConfig, TrainConfig
+
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +114,7 @@ def worker_main(conn: Connection, device: str, job_bytes: int | None, log_level:
     cache = ModelCache(load_prior, 1)
     send_lock = threading.Lock()
     host: list[JobHost | None] = [None]
+    warming: list[threading.Thread] = []
 
     def send(message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -120,7 +130,7 @@ def worker_main(conn: Connection, device: str, job_bytes: int | None, log_level:
         send(("reply", call_id, result))
 
     def train() -> None:
-        def emit(event: Event) -> None:
+        def emit(event: HostEvent) -> None:
             state = host[0].prompt_update()
             if state is not None:
                 send(("prompt", state))
@@ -134,13 +144,29 @@ def worker_main(conn: Connection, device: str, job_bytes: int | None, log_level:
             return
         send(("ended", None))
 
+    def warm(model: ModelConfig) -> None:
+        started = time.perf_counter()
+        try:
+            cache.get(model, torch_device)
+        except Exception as err:  # the job that asks for the model says why
+            logger.warning("warm-up: model %s not loaded: %s", model.id, err)
+            return
+        logger.info("warm-up: model %s ready after %.1f s", model.id, time.perf_counter() - started)
+
+    def open_job(config: TrainConfig, allow_demo: bool, run_dir: str, resume: bool) -> None:
+        for thread in warming:
+            thread.join()
+        warming.clear()
+        cache.keep_only(config.model)
+        host[0] = JobHost(config, allow_demo, run_dir, torch_device, resume=resume, loader=cache.get)
+
     calls: dict[str, Callable[..., Any]] = {
-        "open": lambda config, allow_demo, run_dir, resume: host.__setitem__(
-            0, JobHost(config, allow_demo, run_dir, torch_device, resume=resume, loader=cache.get)),
+        "open": open_job,
         "prepare": lambda: host[0].prepare(),
         "change_prompt": lambda changes: host[0].change_prompt(changes),
         "snapshot": lambda timeout_s: host[0].snapshot(timeout_s),
         "end": lambda: host.__setitem__(0, None),
+        "models": cache.model_ids,
     }
     # Calls that may wait on the training thread run beside the loop, so a stop is never stuck behind them.
     beside = {"change_prompt", "snapshot"}
@@ -161,6 +187,9 @@ def worker_main(conn: Connection, device: str, job_bytes: int | None, log_level:
             threading.Thread(target=train, name="lucid-train", daemon=True).start()
         elif name == "sync":
             host[0].sync(*args)
+        elif name == "warm":
+            warming.append(threading.Thread(target=warm, args=args, name="lucid-warm-up", daemon=True))
+            warming[-1].start()
         elif name == "quit":
             return
 

@@ -13,8 +13,9 @@
   for tests), in a worker process with a memory cap (the app's default) or on Ray. The server's per-job limits
   (``train/budget.py``) are checked before a job is queued.
 * A run folder with a checkpoint can be continued (:meth:`JobManager.resume_run`), e.g. after a server restart.
-* Per-session run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
-  ``run_folders.py``).
+* Per-owner run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
+  ``run_folders.py``), where a job's ``session`` is the owner id the app derives on the server
+  (:mod:`lucid_app.app.identity`), never a value a client sent.
 * Besides training, *task* jobs (:meth:`JobManager.submit_task`, e.g. the pseudo-GT inspector) queue on the same
   worker, so they never run beside training on the device; they report progress and end with a
   :class:`TaskResult` (the task types live in ``tasks.py``). :meth:`JobManager.latest` returns a session's newest
@@ -23,7 +24,8 @@
 Where the rest lives: the jobs' records, their :class:`JobView` snapshots and the board that holds them under one
 condition (and so the lock order) in ``job_board.py``; running one job (a task, or a training run through the
 executor) in ``job_runner.py``; the model cache, step log, task types and preview tiling in their own modules.
-Nothing here starts a thread before :meth:`JobManager.start`.
+Nothing here starts a thread before :meth:`JobManager.start` (or :meth:`JobManager.warm`, which has the executor
+load a model in the background at the app's start-up).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from lucid_app.app.job_runner import JobRunner
 from lucid_app.app.model_cache import ModelCache, PriorLoader
 from lucid_app.app.run_folders import JobError, session_folder
 from lucid_app.app.tasks import Task
-from lucid_app.config import PromptChange, TrainConfig, from_yaml
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig, from_yaml
 from lucid_app.config.devices import resolve_device
 from lucid_app.io.run_layout import CONFIG_NAME, slug
 from lucid_app.priors import load_prior
@@ -138,6 +140,15 @@ class JobManager:
         thread = threading.Thread(target=self._work, name=WORKER_NAME, daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def warm(self, model: ModelConfig) -> threading.Thread | None:
+        """Have the executor load ``model`` in the background where jobs run (app start-up: the first job of a cold
+        server then finds its prior loaded, or waits for this load instead of starting its own). A model that cannot
+        be loaded is logged; the job that asks for it says why. Returns the loading thread when it loads in this
+        process (the in-process executor, through this manager's model cache), else None (:meth:`JobExecutor.warm`:
+        a worker process loads it in its own cache; Ray's actors, one per job, load their own).
+        """
+        return self.executor.warm(model)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
         """Cancel queued jobs, stop the running ones (they export) and end the workers, waiting for exports in the

@@ -38,7 +38,9 @@ class ModelCache:
     the cache's reference: a job that still holds the prior keeps using it, and its memory returns when the last
     holder lets go (finished jobs drop theirs).
 
-    Only the worker thread loads, but the lock keeps ``loads`` and the dict consistent for readers.
+    The worker thread loads, and at start-up :meth:`~lucid_app.app.jobs.JobManager.warm` may load the default model
+    beside it: a :meth:`get` of a prior that another thread is loading waits for that load instead of loading it a
+    second time (and tries itself only if that load failed).
     """
 
     def __init__(self, loader: PriorLoader = load_prior, max_models: int = 1) -> None:
@@ -46,6 +48,8 @@ class ModelCache:
         self._priors: OrderedDict[_CacheKey, DiffusionPrior] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._max_models = _checked_max_models(max_models)
+        # Keys being loaded now, each with the event its load sets when it ends (loaded or failed).
+        self._loading: dict[_CacheKey, threading.Event] = {}
         self.loads = 0
 
     @property
@@ -64,27 +68,53 @@ class ModelCache:
         with self._lock:
             return len(self._priors)
 
+    def model_ids(self) -> list[str]:
+        """The ids of the loaded priors, least recently used first."""
+        with self._lock:
+            return [key[0] for key in self._priors]
+
     def get(self, model: ModelConfig, device: torch.device) -> DiffusionPrior:
-        """The prior for ``model`` on ``device``, loading it when it is not cached.
+        """The prior for ``model`` on ``device``, loading it when it is not cached (or waiting for another thread's load
+        of it).
 
         Raises:
             PriorError: the model cannot be loaded (the loader's message says what to do).
         """
         key = (model.id, str(device), str(resolve_dtype(model.dtype, device)), model)
-        with self._lock:
-            cached = self._priors.get(key)
-            if cached is not None:
+        while True:
+            with self._lock:
+                cached = self._priors.get(key)
+                if cached is not None:
+                    self._priors.move_to_end(key)
+                    return cached
+                pending = self._loading.get(key)
+                if pending is None:
+                    done = self._loading[key] = threading.Event()
+                    break
+            pending.wait()
+        try:
+            logger.info("loading model %s on %s", model.id, device)
+            prior = self._loader(model.id, model, device)
+            with self._lock:
+                self.loads += 1
+                self._priors[key] = prior
                 self._priors.move_to_end(key)
-                return cached
-        logger.info("loading model %s on %s", model.id, device)
-        prior = self._loader(model.id, model, device)
-        with self._lock:
-            self.loads += 1
-            self._priors[key] = prior
-            self._priors.move_to_end(key)
-            evicted = self._evict_excess()
+                evicted = self._evict_excess()
+        finally:
+            with self._lock:
+                del self._loading[key]
+            done.set()
         _release(evicted)
         return prior
+
+    def keep_only(self, model: ModelConfig) -> None:
+        """Unload every cached prior of a model other than ``model`` (a job worker process before its next job:
+        what it holds beyond the job's own model would count against the job's memory cap)."""
+        with self._lock:
+            others = [key for key in self._priors if key[3] != model]
+            for key in others:
+                del self._priors[key]
+        _release([key[0] for key in others])
 
     def _evict_excess(self) -> list[str]:
         """Drop the least recently used priors beyond ``max_models`` (the caller holds the lock); their model ids."""

@@ -17,7 +17,8 @@ worker (``job_worker.py``) calls and casts as pickled tuples over a pipe; the wo
 when it changes. A reader thread on the app's side
 routes them. Values are pickled with the standard pickler (tensors by value), never through shared memory. A worker
 whose job ended normally stays for the next job with its loaded model (``idle_workers`` of them); one whose job ran
-out of memory, or that died, is replaced.
+out of memory, or that died, is replaced. :meth:`ProcessExecutor.warm` has the waiting workers load the app's default
+model at start-up, so the first job finds it loaded.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from lucid_app.app.executors import RunError, started
-from lucid_app.app.job_host import JobStart, control_fields
+from lucid_app.app.job_host import HostEvent, JobStart, control_fields
 from lucid_app.app.job_worker import GB, Failure, worker_main
-from lucid_app.config import PromptChange, TrainConfig
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig
 from lucid_app.train.controls import ControlState, PromptState
-from lucid_app.train.events import Event, GaussianSnapshot
+from lucid_app.train.events import GaussianSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class ProcessRun:
     def prepare(self) -> JobStart:
         return started(self._expect(self._call("prepare")))
 
-    def train(self, on_event: Callable[[Event], None], on_prompt: Callable[[PromptState], None]) -> None:
+    def train(self, on_event: Callable[[HostEvent], None], on_prompt: Callable[[PromptState], None]) -> None:
         self._worker.cast("train")
         while True:
             kind, value = self._worker.inbox.get()
@@ -249,6 +250,15 @@ class ProcessExecutor:
             self.give_back(worker, healthy=False)
             raise
 
+    def warm(self, model: ModelConfig) -> None:
+        """Have every waiting worker load ``model`` in the background (:meth:`JobExecutor.warm`; the worker's log says
+        when it is ready, or why not). Returns None: the loads run in the workers."""
+        with self._lock:
+            workers = list(self._idle)
+        for worker in workers:
+            worker.cast("warm", model)
+        logger.info("warm-up: %d job worker(s) loading model %s", len(workers), model.id)
+
     def give_back(self, worker: _Worker, healthy: bool) -> None:
         """A run is done with ``worker``: keep it for the next job when it is healthy and fewer than
         ``idle_workers`` wait, else end it."""
@@ -269,6 +279,12 @@ class ProcessExecutor:
             return (f"the job ran out of memory: it needed more than {limit}; lower the resolution, the number of "
                     "points or views, or the multi-view resolution")
         return f"internal error in the job's worker ({failure.kind}); the server log has the details"
+
+    def idle_models(self, timeout_s: float = 30.0) -> list[list[str]]:
+        """The model ids each waiting worker has loaded, for benchmarks and tests."""
+        with self._lock:
+            workers = list(self._idle)
+        return [worker.call("models", timeout_s=timeout_s) for worker in workers]
 
     def worker_pids(self) -> list[int]:
         """The process ids of the workers (idle and busy), for benchmarks and tests."""

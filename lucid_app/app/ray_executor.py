@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lucid_app.app.executors import RunError, started
-from lucid_app.app.job_host import JobHost, JobStart, control_fields
+from lucid_app.app.job_host import HostEvent, JobHost, JobStart, control_fields
 from lucid_app.batch.cluster import connect, import_ray, job_resources, worker_device
-from lucid_app.config import PromptChange, TrainConfig
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig
 from lucid_app.train.controls import ControlState, PromptState
-from lucid_app.train.events import Event, GaussianSnapshot
+from lucid_app.train.events import GaussianSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class TrainingActor(JobHost):
     def __init__(self, config: TrainConfig, allow_demo: bool, run_dir: str, device: str,
                  resume: bool = False) -> None:
         super().__init__(config, allow_demo, run_dir, device, resume=resume)
-        self._events: list[Event] = []
+        self._events: list[HostEvent] = []
         self._lock = threading.Lock()
 
     def prepare(self) -> JobStart:
@@ -49,11 +49,11 @@ class TrainingActor(JobHost):
     def train(self) -> None:  # type: ignore[override]  # the actor's train pushes to its buffer
         super().train(self._push)
 
-    def _push(self, event: Event) -> None:
+    def _push(self, event: HostEvent) -> None:
         with self._lock:
             self._events.append(event)
 
-    def poll(self) -> tuple[list[Event], PromptState | None]:
+    def poll(self) -> tuple[list[HostEvent], PromptState | None]:
         """The events since the last poll, and the prompt state in force when it changed since the last poll."""
         with self._lock:
             events, self._events = self._events, []
@@ -76,7 +76,7 @@ class RayRun:
     def prepare(self) -> JobStart:
         return started(self._get(self._actor.prepare.remote()))
 
-    def train(self, on_event: Callable[[Event], None], on_prompt: Callable[[PromptState], None]) -> None:
+    def train(self, on_event: Callable[[HostEvent], None], on_prompt: Callable[[PromptState], None]) -> None:
         ray = import_ray()
         done = self._actor.train.remote()
         while True:
@@ -152,6 +152,11 @@ class RayExecutor:
     def open(self, config: TrainConfig, allow_demo: bool, run_dir: str | Path, resume: bool = False) -> RayRun:
         actor = self._actor_class.remote(config, allow_demo, str(run_dir), worker_device(self.gpus_per_job), resume)
         return RayRun(actor)
+
+    def warm(self, model: ModelConfig) -> None:
+        """Nothing to warm (:meth:`JobExecutor.warm`): each job's actor is new, on whichever node has room, and
+        loads its own model there."""
+        logger.info("warm-up skipped for model %s: each Ray actor loads its job's model", model.id)
 
     def close(self) -> None:
         """Shut Ray down if this executor connected it."""

@@ -28,10 +28,8 @@ import argparse
 import functools
 import io
 import logging
-import os
 import pickle
 import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from lucid_app.avatar.body import (
     check_smpl_arrays,
     model_file_name,
 )
+from lucid_app.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -278,20 +277,10 @@ def find_smpl_pickles(src_dir: str | Path) -> dict[Gender, Path]:
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` into a temporary file next to ``path``, then ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open rather than mkstemp: the file gets the usual umask permissions (mkstemp's are 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``np.savez`` through :func:`lucid_app.io.files.atomic_path` (a temporary file, then a rename): readers never
+    see half a file."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def convert_smpl_folder(src_dir: str | Path, dst_dir: str | Path) -> dict[Gender, Path]:

@@ -27,13 +27,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lucid_app.batch.index import last_status
 from lucid_app.batch.prompts_file import BadLine, BatchEntry
-from lucid_app.config import ConfigError, TrainConfig, from_yaml, to_yaml
+from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace, to_yaml
 from lucid_app.io.files import OutputError
 from lucid_app.io.run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLY_NAME
 from lucid_app.train.interrupts import StopOnSignal

@@ -3,7 +3,8 @@
 The benchmark reads the dataset (DESIGN §5 layout) with the multi-view reader whatever prior it trains with, so the
 object, its train views (the oracle's targets), its test views (the score) and the training-camera band all come
 from the dataset, never from the prior or the demo's constants:
-- :func:`read_dataset` / :func:`select_object_index`: the objects and the multi-view prior's own caption matching;
+- :func:`~lucid_app.priors.multiview.read_dataset` / :func:`~lucid_app.priors.multiview.select_object_index` (in the
+  multi-view prior's module, whose reader and caption matching they are): the objects;
 - :func:`band_cameras` / :func:`camera_band`: the band of an object's ``transforms_train.json`` as ``cameras.*``
   config overrides (:func:`band_overrides`).
 """
@@ -16,57 +17,13 @@ from typing import Any
 
 import torch
 
-from lucid_app.config import ModelConfig
-from lucid_app.priors.multiview import MultiViewPrior, load_multiview_prior
-from lucid_app.priors.nerf_dataset import MultiViewObject, image_file, read_transforms
+from lucid_app.priors.nerf_dataset import image_file, read_transforms
 from lucid_app.render.cameras import CameraBatch, cameras_from_opengl_c2w
 
-WHITE = (1.0, 1.0, 1.0)
 TRAIN_SPLIT = "transforms_train.json"
 # Train cameras with no azimuth gap wider than this go all round: the band is the whole orbit.
 FULL_ORBIT_GAP_DEG = 45.0
 BAND_DECIMALS = 4
-
-
-def select_object_index(dataset: MultiViewPrior, prompt: str) -> int:
-    """Index in ``dataset.objects`` of the one object ``prompt`` selects (the multi-view prior's caption matching:
-    a trailing ", <word> view" dropped, exact caption first, then containment, case-insensitive).
-
-    Raises:
-        ValueError: the prompt selects several objects (PriorError: it matches none).
-    """
-    weights = dataset.encode_prompts([prompt])[0].cpu()
-    indices = sorted({int(i) for i in dataset.object_index[weights > 0]})
-    if len(indices) != 1:
-        captions = [dataset.objects[i].caption for i in indices]
-        raise ValueError(f"prompt {prompt!r} selects {len(indices)} objects ({captions}); name exactly one")
-    return indices[0]
-
-
-def select_object(prior: MultiViewPrior, prompt: str) -> MultiViewObject:
-    """The one object of ``prior`` that ``prompt`` selects (:func:`select_object_index`), with its test split.
-
-    Raises:
-        ValueError: the prompt selects several objects, or the object has no test split.
-    """
-    return with_test_split(prior.objects[select_object_index(prior, prompt)])
-
-
-def with_test_split(obj: MultiViewObject) -> MultiViewObject:
-    """``obj``, which has a test split.
-
-    Raises:
-        ValueError: it has none (no ``transforms_test.json``).
-    """
-    if obj.test_images is None or obj.test_cameras is None:
-        raise ValueError(f"object {obj.caption!r} has no transforms_test.json: nothing to score against")
-    return obj
-
-
-def read_dataset(root: Path, size_px: int) -> MultiViewPrior:
-    """The dataset at ``root`` read with the multi-view reader at ``size_px`` (images on white). Only its objects
-    and caption matching are used: it is the benchmark's ground truth, not a prior."""
-    return load_multiview_prior(root, ModelConfig(multiview_resolution=size_px), "cpu", background=WHITE)
 
 
 def band_cameras(folder: Path) -> CameraBatch:

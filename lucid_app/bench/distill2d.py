@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 
-from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig
+from lucid_app.config import GuidanceConfig, ModelConfig, PromptConfig, replace
 from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.base import for_run
 from lucid_app.guidance.prompts import encode_prompt_set

@@ -22,13 +22,12 @@ dominate the fit. The training-time perturbations that only make sense for a gui
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import torch
 
-from lucid_app.config import TrainConfig
+from lucid_app.config import TrainConfig, replace
 from lucid_app.guidance import GuidanceOutput
 from lucid_app.priors.base import DiffusionPrior
 from lucid_app.render.cameras import CameraBatch

@@ -1,7 +1,7 @@
 """The quality benchmark: train with a guidance (or the supervised oracle), score the object's held-out views.
 
-The run is the demo preset (``presets/demo.yaml``) trained in memory with :meth:`Trainer.train_step` (nothing is
-written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The *dataset*
+The run is a preset (``--preset``, default ``presets/demo.yaml``) trained in memory with :meth:`Trainer.train_step`
+(nothing is written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The *dataset*
 (a NeRF-synthetic style folder, DESIGN §5) is read here with the multi-view reader, whatever the model: the prompt
 selects one of its objects by the multi-view prior's own caption matching (:mod:`lucid_app.bench.dataset`), and
 1. the training cameras' band comes from that object's ``transforms_train.json`` (``bench_dataset.camera_band``:
@@ -32,27 +32,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lucid_app.bench.dataset import (
-    WHITE,
-    band_cameras,
-    band_overrides,
-    camera_band,
-    read_dataset,
-    select_object_index,
-    with_test_split,
-)
+from lucid_app.bench.dataset import band_cameras, band_overrides, camera_band
 from lucid_app.bench.metrics import psnr, ssim
 from lucid_app.config import TrainConfig
 from lucid_app.config.devices import resolve_device
 from lucid_app.guidance import GUIDANCES
+from lucid_app.lab.doctor.measure import METHOD_PREVIEWS, DoctorSettings
+from lucid_app.lab.doctor.run import diagnose
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior
-from lucid_app.priors.multiview import MODEL_PREFIX, MultiViewPrior
+from lucid_app.priors.model_ref import multiview_ref
+from lucid_app.priors.multiview import (
+    WHITE,
+    MultiViewPrior,
+    read_dataset,
+    select_object_index,
+    with_test_split,
+)
 from lucid_app.priors.nerf_dataset import MultiViewObject, object_folders, resize_images
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.render.cameras import CameraBatch
 from lucid_app.train.events import StepEvent
-from lucid_app.train.prepare import DEMO_PRESET, resolve_config, resolve_model_id
+from lucid_app.train.prepare import DEMO_PRESET, resolve_config
 
 if TYPE_CHECKING:
     from lucid_app.train.trainer import Trainer
@@ -64,6 +65,11 @@ DEFAULT_EVAL_STEPS = (250, 500, 1000, 2000)
 ORACLE = "oracle"
 # Every method: the registered guidances (a new one appears here by itself) and the supervised ceiling.
 METHODS = (*sorted(GUIDANCES), ORACLE)
+# The doctor beside every figure (module docstring): the readiness gate's timesteps, 3 seeds, 4 test views.
+DOCTOR_METHODS = tuple(METHOD_PREVIEWS)
+DOCTOR_TIMESTEPS = (300, 450)
+DOCTOR_SEEDS = 3
+DOCTOR_VIEWS = 4
 # Test views rendered per renderer call (bounds the memory of the evaluation render).
 EVAL_BATCH = 8
 
@@ -114,12 +120,14 @@ def score_views(renders: torch.Tensor, targets: torch.Tensor) -> tuple[float, fl
 @dataclass
 class QualitySetup:
     """A benchmark run before training: its resolved config (camera band, user overrides, method, steps, seed),
-    the dataset as read (:func:`read_dataset`, at ``render.width``), the selected object's index and its band."""
+    the dataset as read (:func:`read_dataset`, at ``render.width``), the selected object's index and its band, and
+    the dataset's folder."""
 
     config: TrainConfig
     dataset: MultiViewPrior
     index: int
     band: dict[str, Any]
+    root: Path
 
     @property
     def object(self) -> MultiViewObject:
@@ -134,6 +142,7 @@ def prepare_quality(
     seed: int = 0,
     overrides: Sequence[str] = (),
     model: str | None = None,
+    preset: str = DEMO_PRESET,
 ) -> QualitySetup:
     """Resolve a run's config and read its dataset and object (module docstring, steps 1-2).
 
@@ -144,17 +153,17 @@ def prepare_quality(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
     fixed = [f"optim.steps={steps}", f"seed={seed}", *([f"guidance.method={method}"] if method in GUIDANCES else [])]
-    model_id = f"{MODEL_PREFIX}{dataset}" if model is None else model
-    base = resolve_config(DEMO_PRESET, model=model_id, overrides=[*overrides, *fixed])
-    root = Path(resolve_model_id(f"{MODEL_PREFIX}{dataset}")[len(MODEL_PREFIX):])
+    dataset_ref = multiview_ref(dataset)
+    base = resolve_config(preset, model=dataset_ref.id if model is None else model, overrides=[*overrides, *fixed])
+    root = Path(dataset_ref.location)
     data = read_dataset(root, base.render.width)
     text = data.captions[0] if prompt is None else prompt
     index = select_object_index(data, text)
     with_test_split(data.objects[index])
     band = camera_band(band_cameras(object_folders(root)[index]))
-    config = resolve_config(DEMO_PRESET, prompt=text, model=base.model.id,
+    config = resolve_config(preset, prompt=text, model=base.model.id,
                             overrides=[*band_overrides(band), *overrides, *fixed])
-    return QualitySetup(config, data, index, band)
+    return QualitySetup(config, data, index, band, root)
 
 
 class CountingPrior:
@@ -173,6 +182,16 @@ class CountingPrior:
         """The wrapped prior's ε̂, after adding ``x_t``'s batch size [B, ...] to :attr:`samples`."""
         self.samples += int(x_t.shape[0])
         return self._prior.predict_noise(x_t, t, cond, control)
+
+
+def doctor_summary(prior: DiffusionPrior, setup: QualitySetup, method: str) -> dict[str, Any]:
+    """The prior doctor on the benchmark's own prior, config and object (its first :data:`DOCTOR_VIEWS` test views):
+    ``{"t", "restoring": {t: r}, "gain": {...}, "verdict"}`` for ``method`` at :data:`DOCTOR_TIMESTEPS`, so that every
+    figure stands beside the restoring coefficient of the method that made it (:mod:`lucid_app.lab.doctor`)."""
+    settings = DoctorSettings(timesteps=DOCTOR_TIMESTEPS, methods=(method,), seeds=DOCTOR_SEEDS)
+    result = diagnose(prior, setup.config, settings, setup.root, DOCTOR_VIEWS)
+    return {"t": result["t"], "restoring": result["restoring"][method], "gain": result["gain"][method],
+            "verdict": result["verdict"][method]}
 
 
 def make_trainer(setup: QualitySetup, method: str, prior: DiffusionPrior | None, device: torch.device) -> Trainer:
@@ -250,6 +269,8 @@ def quality(
     on_step: Callable[[StepEvent], None] | None = None,
     model: str | None = None,
     with_oracle: bool = False,
+    preset: str = DEMO_PRESET,
+    with_doctor: bool = True,
 ) -> dict[str, Any]:
     """Train the demo preset with ``method`` and measure held-out PSNR/SSIM over the steps (module docstring).
 
@@ -266,6 +287,10 @@ def quality(
         on_step: called with each step's :class:`StepEvent` (e.g. a progress bar), the oracle's steps included.
         model: the prior (anything ``load_prior`` accepts; default ``multiview:`` + ``dataset``).
         with_oracle: also run the oracle with the same config and seed and report ``oracle_*``.
+        preset: the product settings trained (default the demo preset; e.g. ``learned_demo``), under the camera
+            band and ``overrides``.
+        with_doctor: also measure the prior doctor's restoring coefficient of ``method`` on this prior and config
+            at the object's test views (:func:`doctor_summary`; guidance methods the doctor knows only).
 
     Returns:
         JSON-serialisable ``{"method", "steps", "seed", "prompt", "dataset", "model", "camera_band", "psnr_init",
@@ -279,7 +304,7 @@ def quality(
             test views (ConfigError / PriorError for bad overrides or datasets).
     """
     schedule = eval_schedule(steps, eval_steps)
-    setup = prepare_quality(dataset, prompt, method, steps, seed, overrides, model)
+    setup = prepare_quality(dataset, prompt, method, steps, seed, overrides, model, preset)
     config, obj = setup.config, setup.object
     target_device = resolve_device(device)
     prior = None if method == ORACLE else CountingPrior(load_prior(config.model.id, config.model, target_device))
@@ -290,7 +315,7 @@ def quality(
                           on_step, label)
     result: dict[str, Any] = {
         "method": method, "steps": steps, "seed": seed, "prompt": config.prompt.text, "dataset": dataset,
-        "model": config.model.id, "camera_band": setup.band, **{k: v for k, v in run.items() if k != "ssim_init"},
+        "model": config.model.id, "preset": preset, "camera_band": setup.band, **{k: v for k, v in run.items() if k != "ssim_init"},
         "overrides": list(overrides),
         # Prior evaluations per training step, in samples (one view at one timestep and prompt = 1) and in units of
         # the C views a step renders (the README's method table counts "calls of 2C" as 2).
@@ -298,6 +323,8 @@ def quality(
         "prior_evals_per_view": (round(prior.samples / steps / config.cameras.batch_size, 2)
                                  if prior is not None else 0.0),
     }
+    if with_doctor and method in DOCTOR_METHODS:
+        result["doctor"] = doctor_summary(prior._prior, setup, method)
     if with_oracle:
         oracle = run if method == ORACLE else train_and_score(
             make_trainer(setup, ORACLE, None, target_device), steps, schedule, cameras, targets, on_step,

@@ -23,13 +23,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lucid_app.config import TrainConfig
+from lucid_app.config import TrainConfig, replace
 from lucid_app.config.devices import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)

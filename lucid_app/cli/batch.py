@@ -11,9 +11,11 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from lucid_app.cli.types import non_negative_float, non_negative_int
+from annotated_types import Ge, Le
+
+from lucid_app.cli.types import bounded, non_negative_float
 from lucid_app.config import ConfigError
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from lucid_app.batch.run import PlannedRun, Progress
 
 logger = logging.getLogger(__name__)
+
+# Retries of one run after its worker died (user errors never retry).
+RETRIES = Annotated[int, Ge(0), Le(100)]
 
 
 class _Bars:
@@ -128,6 +133,6 @@ def add_batch_parser(sub: Any) -> None:
     batch.add_argument("--gpus-per-job", type=non_negative_float, default=None,
                        help="GPUs each job reserves (default: 1 if the cluster has GPUs, else 0: CPU jobs)")
     batch.add_argument("--cpus-per-job", type=non_negative_float, default=1.0, help="CPUs each job reserves")
-    batch.add_argument("--retries", type=non_negative_int, default=2,
+    batch.add_argument("--retries", type=bounded(RETRIES), default=2,
                        help="runs again after a worker died, from the last checkpoint (user errors never retry)")
     batch.set_defaults(func=cmd_batch)

@@ -7,16 +7,33 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Le
 
 from lucid_app.bench.distill2d import distill2d
-from lucid_app.bench.quality import DEFAULT_DATASET, METHODS, ORACLE, quality
+from lucid_app.bench.quality import DEFAULT_DATASET, DEMO_PRESET, METHODS, ORACLE, quality
 from lucid_app.bench.step import bench_step
-from lucid_app.cli.types import positive_int
-from lucid_app.config import GuidanceConfig, ModelConfig
+from lucid_app.cli.types import bounded, field_bounds
+from lucid_app.config import (
+    MAX_BATCH_SIZE,
+    MAX_POINTS,
+    MAX_SEED,
+    MAX_STEPS,
+    GuidanceConfig,
+    LearningRate,
+    ModelConfig,
+    RenderSize,
+    StepIndex,
+    Steps,
+    Weight,
+)
 from lucid_app.config.devices import resolve_device
 from lucid_app.guidance import GUIDANCES
 from lucid_app.train.events import StepEvent
+
+# Every size, count and rate is bounded by the config's own limits (the field each flag stands for).
+SEED = Annotated[int, Ge(0), Le(MAX_SEED)]
 
 
 def add_bench_commands(bench_parser: argparse.ArgumentParser) -> None:
@@ -33,16 +50,19 @@ def add_distill2d_parser(bench_subparsers: argparse._SubParsersAction) -> argpar
     d2.add_argument("--model", required=True, help="multiview:DIR")
     d2.add_argument("--prompt", default="", help="caption of the object to distil ('' = any)")
     d2.add_argument("--method", choices=sorted(GUIDANCES), default="ism")
-    d2.add_argument("--steps", type=positive_int, default=500)
-    d2.add_argument("--seed", type=int, default=0)
-    d2.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on the pixels")
-    d2.add_argument("--lambda-guidance", type=float, default=1.0, help="λ of the guidance gradient")
-    d2.add_argument("--warmup-steps", type=int, default=0,
+    d2.add_argument("--steps", type=bounded(Steps), default=500)
+    d2.add_argument("--seed", type=bounded(SEED), default=0)
+    d2.add_argument("--lr", type=bounded(LearningRate), default=0.02, help="Adam learning rate on the pixels")
+    d2.add_argument("--lambda-guidance", type=bounded(Weight), default=1.0, help="λ of the guidance gradient")
+    d2.add_argument("--warmup-steps", type=bounded(StepIndex), default=0,
                     help="guidance warm-up (t range and δ_T annealing); 0 as in the demo preset")
-    d2.add_argument("--resolution", type=positive_int, default=64, help="prior resolution (px)")
+    d2.add_argument("--resolution", type=bounded(field_bounds(ModelConfig, "multiview_resolution")), default=64,
+                    help="prior resolution (px)")
     d2.add_argument("--kernel", choices=["snr", "constant"], default="snr", help="multi-view prior kernel")
-    d2.add_argument("--keep-t", type=int, default=450, help="'snr' kernel: t at which half the input is kept")
-    d2.add_argument("--sigma", type=float, default=0.1, help="'constant' kernel: its width σ")
+    d2.add_argument("--keep-t", type=bounded(field_bounds(ModelConfig, "multiview_keep_t")), default=450,
+                    help="'snr' kernel: t at which half the input is kept")
+    d2.add_argument("--sigma", type=bounded(field_bounds(ModelConfig, "multiview_sigma")), default=0.1,
+                    help="'constant' kernel: its width σ")
     d2.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     d2.set_defaults(func=cmd_bench_distill2d)
     return d2
@@ -66,8 +86,9 @@ def _step_list(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive steps like 250,500,1000, got {text!r}")
+    if not values or any(not 1 <= v <= MAX_STEPS for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated steps from 1 to {MAX_STEPS} like 250,500,1000, "
+                                         f"got {text!r}")
     return values
 
 
@@ -86,12 +107,17 @@ def add_quality_parser(bench_subparsers: argparse._SubParsersAction) -> argparse
                         help="a guidance, or 'oracle': supervised fit of the train views (the ceiling)")
     parser.add_argument("--with-oracle", action="store_true",
                         help="also run the oracle (same seed and steps): oracle_psnr, oracle_ssim, oracle_fraction")
-    parser.add_argument("--steps", type=positive_int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=bounded(Steps), default=1000)
+    parser.add_argument("--seed", type=bounded(SEED), default=0)
     parser.add_argument("--eval-steps", type=_step_list, default=None, metavar="N,N,...",
                         help="steps to evaluate at (default 250,500,1000,2000 up to --steps; the last is added)")
+    parser.add_argument("--preset", default=DEMO_PRESET,
+                        help="preset trained (default demo; e.g. learned_demo); the dataset's camera band and --set "
+                             "apply on top")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override on the demo preset, e.g. guidance.lambda_guidance=1 (repeatable)")
+                        help="config override on the preset, e.g. guidance.lambda_guidance=1 (repeatable)")
+    parser.add_argument("--no-doctor", action="store_true",
+                        help="skip the prior doctor's restoring coefficient of the method (reported as \"doctor\")")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.set_defaults(func=cmd_bench_quality)
     return parser
@@ -110,7 +136,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix(gaussians=event.n_gaussians, refresh=False)
 
         return quality(args.dataset, args.prompt, args.method, args.steps, args.seed, args.eval_steps, args.set,
-                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle)
+                       args.device, on_step=on_step, model=args.model, with_oracle=args.with_oracle,
+                       preset=args.preset, with_doctor=not args.no_doctor)
 
 
 def add_step_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -119,18 +146,19 @@ def add_step_parser(bench_subparsers: argparse._SubParsersAction) -> argparse.Ar
         "step", help="time and memory of training steps at SD 2.1 base's full size (random weights, no download)"
     )
     parser.add_argument("--arch", choices=["sd21-base", "mini"], default="sd21-base")
-    parser.add_argument("--views", type=positive_int, default=4)
-    parser.add_argument("--size", type=positive_int, default=512, help="render size in px (multiple of 8)")
+    parser.add_argument("--views", type=bounded(Annotated[int, Ge(1), Le(MAX_BATCH_SIZE)]), default=4)
+    parser.add_argument("--size", type=bounded(RenderSize), default=512, help="render size in px (multiple of 8)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                         help="auto: float16 on CUDA, float32 on the CPU")
-    parser.add_argument("--steps", type=positive_int, default=1)
-    parser.add_argument("--gaussians", type=positive_int, default=100_000, help="initial Gaussians (a sphere)")
+    parser.add_argument("--steps", type=bounded(Steps), default=1)
+    parser.add_argument("--gaussians", type=bounded(Annotated[int, Ge(1), Le(MAX_POINTS)]), default=100_000,
+                        help="initial Gaussians (a sphere)")
     parser.add_argument("--method", choices=["ism", "sds"], default="ism")
     parser.add_argument("--no-vae-checkpointing", action="store_true",
                         help="keep the VAE encoder's activations for the backward (more memory)")
     parser.add_argument("--channels-last", action="store_true", help="UNet and VAE in channels-last format")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=bounded(SEED), default=0)
     parser.set_defaults(func=cmd_bench_step)
     return parser
 

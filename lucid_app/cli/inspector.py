@@ -39,7 +39,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     model_id = resolve_model_id(args.model)
     prior = load_prior(model_id, ModelConfig(id=model_id), device, allow_pickle=args.allow_pickle)
-    azimuth = torch.tensor([float(a) for a in args.azimuth.split(",")])
+    azimuth = torch.tensor(args.azimuth, dtype=torch.float32)
     cameras = orbit_views(azimuth, args.elevation, args.radius, args.size, CameraConfig().default_fovy_rad)
     renders = render_ply_cameras(args.ply, cameras, device)
     prompt = PromptConfig(text=args.prompt) if args.negative is None else PromptConfig(

@@ -14,26 +14,49 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any, NoReturn
+
+from annotated_types import Ge, Le
 
 # Only light modules at the top: torch, the renderers, the trainer and the benchmarks load inside the commands that
 # use them, so ``python -m lucid_app --help`` (and every parse error) starts in a fraction of a second. This module is
 # the parser and the dispatch; each command's work is in its own module of this package (render, generate,
 # inspector, batch, train_prior, bench).
+from lucid_app.cli.add_user import add_add_user_parser
 from lucid_app.cli.batch import add_batch_parser
 from lucid_app.cli.generate import cmd_generate
 from lucid_app.cli.inspector import cmd_inspect
 from lucid_app.cli.render import cmd_mesh, cmd_render
-from lucid_app.cli.types import int_list, positive_int, rgb_color
-from lucid_app.config import ExportConfig
+from lucid_app.cli.types import bounded, bounded_list, field_bounds, positive_float, rgb_color
+from lucid_app.config import (
+    MAX_INSPECT_SEEDS,
+    MAX_INSPECT_VALUES,
+    MAX_TIMESTEP,
+    AzimuthDeg,
+    CameraConfig,
+    ElevationDeg,
+    ExportConfig,
+    Length,
+    RenderSize,
+    Timestep,
+)
+from lucid_app.train.eta import DEFAULT_MAX_HOURS
 
 logger = logging.getLogger("lucid_app")
+
+# ``mesh --faces``: the mesher needs at least a tetrahedron's 4; the most is far above what a 512³ grid (the largest
+# --resolution) gives, so it never binds a real mesh but keeps the value a size.
+MESH_FACES = Annotated[int, Ge(4), Le(100_000_000)]
+# ``inspect --t``: timestep indices of the 1000-step schedule (0 included, unlike δ_T).
+TIMESTEP_INDEX = Annotated[int, Ge(0), Le(MAX_TIMESTEP)]
 
 # ValueError covers bad device names and argument values found after parsing (ConfigError, PlyError and
 # OutputError are ValueErrors too); OSError a file that cannot be read or written (missing, no permission, disk
 # full); PriorError (see _user_errors) a model that cannot be loaded or used; ``--verbose`` logs the traceback of any
 # of them.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+# ``mesh --texture`` without a size (issue 26); the end-of-run export's size is ``export.mesh_texture``.
+MESH_COMMAND_TEXTURE_PX = 512
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -73,19 +96,32 @@ class _Parser(argparse.ArgumentParser):
         self._populated()
         return super().format_help()
 
+    def error(self, message: str) -> NoReturn:
+        """A bad argument is one line on stderr and exit status 2, as every user error of the CLI (argparse would
+        print the whole usage, several lines for most commands, before it)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _add_render_parser(sub: argparse._SubParsersAction) -> None:
     export = ExportConfig()
     render = sub.add_parser("render", help="turntable .mp4 and PNG views of a 3DGS .ply")
     render.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
     render.add_argument("--out", required=True, help="output folder")
-    render.add_argument("--frames", type=positive_int, default=export.turntable_frames)
-    render.add_argument("--fps", type=positive_int, default=export.turntable_fps)
-    render.add_argument("--rings", type=positive_int, default=export.turntable_rings, help="orbits at 90°, 60°, ...")
-    render.add_argument("--size", type=positive_int, default=export.turntable_size, help="square frame size (px)")
-    render.add_argument("--views", type=positive_int, default=export.eval_views, help="PNG views on a ring")
-    render.add_argument("--radius", type=float, default=None, help="camera distance (default: preview radius)")
-    render.add_argument("--fovy", type=float, default=None, help="vertical field of view in radians")
+    # Every number is bounded by the config field it stands for (export.turntable_*, cameras.default_*).
+    render.add_argument("--frames", type=bounded(field_bounds(ExportConfig, "turntable_frames")),
+                        default=export.turntable_frames)
+    render.add_argument("--fps", type=bounded(field_bounds(ExportConfig, "turntable_fps")),
+                        default=export.turntable_fps)
+    render.add_argument("--rings", type=bounded(field_bounds(ExportConfig, "turntable_rings")),
+                        default=export.turntable_rings, help="orbits at 90°, 60°, ...")
+    render.add_argument("--size", type=bounded(field_bounds(ExportConfig, "turntable_size")),
+                        default=export.turntable_size, help="square frame size (px)")
+    render.add_argument("--views", type=bounded(field_bounds(ExportConfig, "eval_views")), default=export.eval_views,
+                        help="PNG views on a ring")
+    render.add_argument("--radius", type=bounded(field_bounds(CameraConfig, "default_radius")), default=None,
+                        help="camera distance (default: preview radius)")
+    render.add_argument("--fovy", type=bounded(field_bounds(CameraConfig, "default_fovy_rad")), default=None,
+                        help="vertical field of view in radians")
     render.add_argument("--background", type=rgb_color, default=(1.0, 1.0, 1.0))
     render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     render.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat", "inria"])
@@ -99,8 +135,8 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--preset", default=None, help="preset name in presets/ or a YAML path")
     gen.add_argument("--model", default=None,
                      help="hub id, local diffusers folder, .safetensors file, multiview:DIR or a train-prior folder "
-                          "(default: the preset's; "
-                          "without weights the offline demo runs instead)")
+                          "(default: the preset's; with neither --model nor --preset, what this machine can finish: "
+                          "Stable Diffusion with CUDA, else the offline demo; without weights the offline demo)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config override, e.g. guidance.delta_t=50 (repeatable)")
     gen.add_argument("--out", default=None, help="run folder to write")
@@ -108,6 +144,11 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--overwrite", action="store_true",
                      help="start over in a non-empty --out: an earlier run's files there are removed, others kept")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--max-hours", type=positive_float, default=DEFAULT_MAX_HOURS,
+                     help="refuse a run estimated to take longer than this, saying the estimate (default: "
+                          f"{DEFAULT_MAX_HOURS:g}; estimated before loading for Stable Diffusion on a CPU, else from "
+                          "the first steps)")
+    gen.add_argument("--force", action="store_true", help="run even when the estimate exceeds --max-hours")
     _add_allow_pickle(gen)
     gen.add_argument("--avatar", action="store_true",
                      help="avatar mode: start from a posed SMPL body, guide with a body-part ControlNet")
@@ -125,12 +166,18 @@ def _add_mesh_parser(sub: argparse._SubParsersAction) -> None:
     mesh = sub.add_parser("mesh", help="coloured surface mesh (.glb / .obj, y up) of a 3DGS .ply")
     mesh.add_argument("--ply", required=True, help="INRIA-layout 3DGS .ply")
     mesh.add_argument("--out", required=True, help="mesh file to write: .glb (vertex colours) or .obj")
-    mesh.add_argument("--resolution", type=positive_int, default=None,
+    mesh.add_argument("--resolution", type=bounded(field_bounds(ExportConfig, "mesh_resolution")), default=None,
                       help="grid samples along the longest side (8-512; default: lucid_app.mesh's)")
-    mesh.add_argument("--iso", type=float, default=None,
+    mesh.add_argument("--iso", type=bounded(field_bounds(ExportConfig, "mesh_iso")), default=None,
                       help="density level of the surface (default: lucid_app.mesh's)")
-    mesh.add_argument("--faces", type=positive_int, default=None,
+    mesh.add_argument("--faces", type=bounded(MESH_FACES), default=None,
                       help="at most this many faces (a coarser grid; the mesh stays watertight)")
+    mesh.add_argument("--texture", type=int, nargs="?", const=MESH_COMMAND_TEXTURE_PX, default=None, metavar="SIZE",
+                      help=f"bake a SIZE x SIZE px texture (16-8192; {MESH_COMMAND_TEXTURE_PX} without SIZE); .obj also "
+                           "writes .mtl and .png beside it (default: vertex colours only)")
+    mesh.add_argument("--bake", default=None, metavar="METHOD",
+                      help="texture bake: normal (the Gaussians along each texel's normal; default) or views "
+                           "(projected renders)")
     mesh.set_defaults(func=cmd_mesh)
 
 
@@ -162,13 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--model", required=True, help="hub id, local diffusers folder or multiview:DIR")
     insp.add_argument("--prompt", required=True)
     insp.add_argument("--negative", default=None, help="negative prompt or @NAME (default: the paper's)")
-    insp.add_argument("--t", type=int_list, default=(200, 500), help="timestep indices, e.g. 200,500")
-    insp.add_argument("--delta-t", type=int_list, default=(20, 200), help="ISM intervals δ_T, e.g. 20,200")
-    insp.add_argument("--seeds", type=positive_int, default=3)
-    insp.add_argument("--azimuth", default="0", help="camera azimuths in degrees, comma-separated")
-    insp.add_argument("--elevation", type=float, default=0.0, help="degrees above the horizon")
-    insp.add_argument("--radius", type=float, default=4.0)
-    insp.add_argument("--size", type=positive_int, default=64, help="render size (px)")
+    insp.add_argument("--t", type=bounded_list(TIMESTEP_INDEX, MAX_INSPECT_VALUES), default=(200, 500),
+                      help="timestep indices, e.g. 200,500")
+    insp.add_argument("--delta-t", type=bounded_list(Timestep, MAX_INSPECT_VALUES), default=(20, 200),
+                      help="ISM intervals δ_T, e.g. 20,200")
+    insp.add_argument("--seeds", type=bounded(Annotated[int, Ge(1), Le(MAX_INSPECT_SEEDS)]), default=3)
+    insp.add_argument("--azimuth", type=bounded_list(AzimuthDeg, MAX_INSPECT_VALUES), default=(0.0,),
+                      help="camera azimuths in degrees, comma-separated")
+    insp.add_argument("--elevation", type=bounded(ElevationDeg), default=0.0, help="degrees above the horizon")
+    insp.add_argument("--radius", type=bounded(Length), default=4.0)
+    insp.add_argument("--size", type=bounded(RenderSize), default=64, help="render size (px)")
     insp.add_argument("--out", required=True, help="output folder (pseudo_gt.png)")
     insp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_allow_pickle(insp)
@@ -176,10 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("smpl-convert", populate=_add_smpl_convert_arguments,
                    help="convert the downloaded SMPL .pkl files once to the .npz files avatar mode reads")
+    from lucid_app.cli.doctor import add_doctor_parser
     from lucid_app.cli.train_prior import add_train_prior_parser
 
     add_train_prior_parser(sub)
+    add_doctor_parser(sub)
     add_batch_parser(sub)
+    add_add_user_parser(sub)
     return parser
 
 

@@ -76,16 +76,28 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
-    """Surface mesh (``.glb`` / ``.obj``, y up, vertex colours) of any INRIA-layout ``.ply``."""
+    """Surface mesh (``.glb`` / ``.obj``, y up; vertex colours, or a baked texture with ``--texture``) of any
+    INRIA-layout ``.ply``."""
     from tqdm import tqdm
 
     from lucid_app.io.files import check_output_file
     from lucid_app.io.ply import read_gaussian_ply
-    from lucid_app.mesh import DEFAULT_ISO, DEFAULT_RESOLUTION, MESH_FORMATS, MeshError, mesh_from_splats, write_mesh
+    from lucid_app.mesh import (
+        DEFAULT_ISO,
+        DEFAULT_RESOLUTION,
+        MESH_FORMATS,
+        MeshError,
+        mesh_from_splats,
+        write_mesh_files,
+    )
+    from lucid_app.mesh.bake import DEFAULT_BAKE_METHOD, check_bake_method
+    from lucid_app.mesh.uv import check_texture_size
     from lucid_app.scene.gaussians import GaussianModel
 
     start = time.perf_counter()
     iso = DEFAULT_ISO if args.iso is None else args.iso
+    texture_px = 0 if args.texture is None else check_texture_size(args.texture)
+    method = check_bake_method(args.bake or DEFAULT_BAKE_METHOD)
     out = check_output_file(args.out)
     if out.suffix.lower() not in MESH_FORMATS:
         raise MeshError(f"--out {out}: the mesh format must be one of {', '.join(MESH_FORMATS)}, "
@@ -96,11 +108,11 @@ def cmd_mesh(args: argparse.Namespace) -> dict[str, Any]:
               leave=False) as bar:
         result = mesh_from_splats(splats, resolution=args.resolution or DEFAULT_RESOLUTION, iso=iso,
                                   max_faces=args.faces, progress=bar.update)
-    path = write_mesh(out, result.mesh)
+    written = write_mesh_files(out, result.mesh, splats, texture_px, method)
     return {
         "command": "mesh", "ply": str(args.ply), "n_gaussians": data.count, "resolution": result.resolution,
         "iso": iso, "vertices": len(result.mesh.vertices), "faces": len(result.mesh.faces),
         "watertight": bool(result.mesh.is_watertight),
         "components_kept": result.components_kept, "components_found": result.components_found,
-        "path": str(path), "wall_s": round(time.perf_counter() - start, 3),
+        **written, "path": written["files"][0], "wall_s": round(time.perf_counter() - start, 3),
     }

@@ -11,13 +11,27 @@ import logging
 import shlex
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from lucid_app.cli.types import non_negative_float, non_negative_int, positive_int
+from annotated_types import Ge, Le
+
+from lucid_app.cli.types import bounded
+from lucid_app.config import MAX_SEED, MAX_TIMESTEP
 
 logger = logging.getLogger(__name__)
 
 SIZES = (32, 64)
+# The objective of a prior saved before it was a setting (format 1 without these keys): ε-prediction, unweighted.
+LEGACY_SETTINGS = {"prediction": "epsilon", "snr_gamma": 0.0}
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+# Named limits of the flags: a week of wall-clock time, a million optimisation steps (the shipped prior took 1,416),
+# batches that fit a large GPU at 64 px, and at most one DDIM step per training timestep for samples.png.
+MINUTES = Annotated[float, Ge(0.0), Le(7 * 24 * 60.0)]
+STEPS = Annotated[int, Ge(1), Le(1_000_000)]
+SEED = Annotated[int, Ge(0), Le(MAX_SEED)]
+BATCH_SIZE = Annotated[int, Ge(1), Le(4096)]
+SAMPLE_STEPS = Annotated[int, Ge(0), Le(MAX_TIMESTEP + 1)]
+SNR_GAMMA = Annotated[float, Ge(0.0), Le(1000.0)]
 
 
 def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,12 +42,16 @@ def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
                              "--resume, default: the dataset it was trained on)")
     parser.add_argument("--out", required=True, help="prior folder to write (then usable as --model PRIOR_DIR)")
     parser.add_argument("--size", type=int, choices=SIZES, default=None, help="pixel resolution R (default 32)")
-    parser.add_argument("--minutes", type=non_negative_float, default=None,
+    parser.add_argument("--minutes", type=bounded(MINUTES), default=None,
                         help="wall-clock limit of this session (default: 10 when --steps is not given, else none)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="total optimisation steps to reach")
-    parser.add_argument("--seed", type=non_negative_int, default=None, help="seed of every random draw (default 0)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 32)")
-    parser.add_argument("--sample-steps", type=non_negative_int, default=None,
+    parser.add_argument("--steps", type=bounded(STEPS), default=None, help="total optimisation steps to reach")
+    parser.add_argument("--seed", type=bounded(SEED), default=None, help="seed of every random draw (default 0)")
+    parser.add_argument("--batch-size", type=bounded(BATCH_SIZE), default=None, help="images per step (default 32)")
+    parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
+                        help="what the UNet predicts: noise, v or the clean image x0 (default epsilon)")
+    parser.add_argument("--snr-gamma", type=bounded(SNR_GAMMA), default=None,
+                        help="min-SNR-gamma loss weighting, x0-space weight min(SNR, gamma) (default 0 = off)")
+    parser.add_argument("--sample-steps", type=bounded(SAMPLE_STEPS), default=None,
                         help="DDIM steps of each samples.png image (default 50; 0 writes no samples.png)")
     parser.add_argument("--resume", action="store_true", help="continue the training saved in --out")
     parser.add_argument("--overwrite", action="store_true",
@@ -49,7 +67,11 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> tuple[list[Path], di
         OutputError / FileNotFoundError / PriorError: a folder that may not be written, nothing to resume.
     """
     from lucid_app.io.files import OutputError, check_output_dir
-    from lucid_app.priors.learned_folder import STATE_NAME, existing_prior_paths, read_metadata
+    from lucid_app.priors.learned_folder import (
+        STATE_NAME,
+        existing_prior_paths,
+        read_metadata,
+    )
 
     check_output_dir(out)
     if resume:
@@ -75,8 +97,9 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     change a saved setting (dataset captions are checked later) is refused."""
     from lucid_app.learned_prior.train import DEFAULT_MINUTES, TrainSettings
 
-    kept = dict((saved or {}).get("settings", {}))
-    for flag, key in (("size", "size"), ("seed", "seed"), ("batch_size", "batch_size")):
+    kept = {**LEGACY_SETTINGS, **saved.get("settings", {})} if saved is not None else {}
+    for flag, key in (("size", "size"), ("seed", "seed"), ("batch_size", "batch_size"), ("prediction", "prediction"),
+                      ("snr_gamma", "snr_gamma")):
         value = getattr(args, flag)
         if saved is not None and value is not None and value != kept.get(key):
             raise ValueError(f"--resume: --{flag.replace('_', '-')} {value} differs from the prior's {kept.get(key)}")
@@ -98,7 +121,8 @@ def _settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
 def command_line(settings: Any, resume: bool) -> str:
     """The command that runs this session (recorded in ``lucid_prior.json``)."""
     words = ["python", "-m", "lucid_app", "train-prior", "--dataset", settings.dataset, "--out", settings.out,
-             "--size", str(settings.size), "--seed", str(settings.seed), "--batch-size", str(settings.batch_size)]
+             "--size", str(settings.size), "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
+             "--prediction", settings.prediction, "--snr-gamma", f"{settings.snr_gamma:g}"]
     words += ["--steps", str(settings.steps)] if settings.steps is not None else []
     words += ["--minutes", f"{settings.minutes:g}"] if settings.minutes is not None else []
     return shlex.join(words + (["--resume"] if resume else []))

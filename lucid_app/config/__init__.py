@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from lucid_app.config.coerce import MAX_NESTING, REMOVED_KEYS
 from lucid_app.config.loader import (
+    check_value,
     deep_merge,
     from_dict,
     from_yaml,
@@ -25,10 +26,18 @@ from lucid_app.config.loader import (
     to_dict,
     to_yaml,
 )
-from lucid_app.config.overrides import apply_overrides, parse_override
+from lucid_app.config.overrides import (
+    MAX_OVERRIDE_CHARS,
+    MAX_OVERRIDES,
+    apply_overrides,
+    check_override_count,
+    parse_override,
+)
 from lucid_app.config.schema import (
     DEFAULT_MODEL,
     MAX_BATCH_SIZE,
+    MAX_INSPECT_SEEDS,
+    MAX_INSPECT_VALUES,
     MAX_PATH_CHARS,
     MAX_POINTS,
     MAX_SEED,
@@ -44,6 +53,7 @@ from lucid_app.config.schema import (
     ControlChange,
     Decay,
     DensifyConfig,
+    ElevationDeg,
     ExportConfig,
     Factor,
     FovyRad,
@@ -78,6 +88,8 @@ __all__ = [
     # schema: limits and defaults
     "DEFAULT_MODEL",
     "MAX_BATCH_SIZE",
+    "MAX_INSPECT_SEEDS",
+    "MAX_INSPECT_VALUES",
     "MAX_PATH_CHARS",
     "MAX_POINTS",
     "MAX_SEED",
@@ -89,6 +101,7 @@ __all__ = [
     # schema: bound types
     "AzimuthDeg",
     "Decay",
+    "ElevationDeg",
     "Factor",
     "FovyRad",
     "Fraction",
@@ -125,8 +138,12 @@ __all__ = [
     "TrainConfig",
     # loader, overrides and the coercer's limits
     "MAX_NESTING",
+    "MAX_OVERRIDE_CHARS",
+    "MAX_OVERRIDES",
     "REMOVED_KEYS",
     "apply_overrides",
+    "check_override_count",
+    "check_value",
     "deep_merge",
     "from_dict",
     "from_yaml",

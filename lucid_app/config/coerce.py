@@ -233,6 +233,18 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def field_bounds(cls: type, name: str) -> tuple[float | None, float | None]:
+    """(lowest, highest) value the schema allows for field ``name`` of ``cls`` (its ``Ge``/``Le`` constraints; None
+    where it sets none). For showing limits (sliders, messages); checking stays :func:`coerce`'s."""
+    low = high = None
+    for constraint in _constraints(getattr(field_types(cls)[name], "__metadata__", ())):
+        if isinstance(constraint, Ge):
+            low = constraint.ge
+        elif isinstance(constraint, Le):
+            high = constraint.le
+    return low, high
+
+
 def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
     """A ``cls`` built strictly from ``data``: removed keys dropped with a warning, unknown or missing keys refused,
     every value through :func:`coerce`."""

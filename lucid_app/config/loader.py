@@ -38,6 +38,17 @@ def load_section(cls: type, data: dict[str, Any], where: str) -> Any:
     return coerce(data, cls, where)
 
 
+def check_value(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` checked against a schema annotation (a bound type such as ``Steps`` or ``FovyRad``, or a field's
+    annotation) as the loader checks a field: the same type rules, finiteness and bounds, so a command-line flag or a
+    form field that is not a config key meets the schema's limits.
+
+    Raises:
+        ConfigError: a wrong type or a value out of bounds; the message starts with ``where``.
+    """
+    return coerce(value, annotation, where)
+
+
 def from_dict(data: dict[str, Any] | None, base: TrainConfig | None = None) -> TrainConfig:
     """Build a TrainConfig from a (partial, nested) mapping applied on ``base`` (defaults if None).
 

@@ -5,8 +5,9 @@ A config's ``prompt.negative`` is either literal text or ``"@NAME"``, a referenc
 calls :func:`resolve_negative`), so presets, ``--set prompt.negative=@NAME``, ``--negative @NAME`` and the UI field
 all accept them, and the trainer only ever sees text. An unknown name is a :class:`ConfigError` naming the library.
 
-Users add their own negatives to a separate *user library* (the app keeps one in its outputs root): the shipped file
-is never written, a user name never shadows a shipped one, and :func:`merged_negatives` lists both.
+Users add their own negatives to a separate *user library* (the app keeps one per owner, in the owner's folder of its
+outputs root): the shipped file is never written, a user name never shadows a shipped one, :func:`merged_negatives`
+lists both, and a user library holds at most :data:`MAX_USER_NEGATIVES` entries and :data:`MAX_USER_LIBRARY_BYTES`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from lucid_app.config.presets import PRESETS_DIR
 from lucid_app.io.files import write_text
 
 NEGATIVES_FILE = PRESETS_DIR / "negatives.yaml"
-USER_NEGATIVES_NAME = "negatives.yaml"  # the app's user library: OUTPUTS/negatives.yaml
+USER_NEGATIVES_NAME = "negatives.yaml"  # the app's user libraries: OUTPUTS/<owner>/negatives.yaml
+# Caps of one user library (a few dozen paper-length negatives fit easily).
+MAX_USER_NEGATIVES = 100
+MAX_USER_LIBRARY_BYTES = 64 * 1024
 REFERENCE_PREFIX = "@"
 # Names are written after "@" in configs and on command lines: keep them to one plain word.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -83,12 +87,14 @@ def merged_negatives(user_path: Path | None, path: Path = NEGATIVES_FILE) -> dic
     return library
 
 
-def save_negative(name: str, text: str, user_path: Path, path: Path = NEGATIVES_FILE) -> dict[str, str]:
+def save_negative(name: str, text: str, user_path: Path, path: Path = NEGATIVES_FILE,
+                  max_entries: int = MAX_USER_NEGATIVES, max_bytes: int = MAX_USER_LIBRARY_BYTES) -> dict[str, str]:
     """Add (or replace) the user negative ``name`` in the user library ``user_path``; returns the user library.
 
     Raises:
         ConfigError: an empty or malformed name (letters, digits, ``_`` and ``-`` only), a name of the shipped
-            library (it cannot be overwritten), empty text, or an unreadable user library.
+            library (it cannot be overwritten), empty text, an unreadable user library, or a library that would hold
+            more than ``max_entries`` negatives or ``max_bytes`` (one line saying which, and what to do).
     """
     name = name.strip().removeprefix(REFERENCE_PREFIX)
     text = text.strip()
@@ -104,8 +110,15 @@ def save_negative(name: str, text: str, user_path: Path, path: Path = NEGATIVES_
     user_path = Path(user_path)
     with _SAVE_LOCK:
         library = load_negatives(user_path) if user_path.is_file() else {}
+        if name not in library and len(library) >= max_entries:
+            raise ConfigError(f"your negative-prompt library is full ({max_entries} entries): save under an existing "
+                              "name to replace it")
         library[name] = text
-        write_text(user_path, yaml.safe_dump(library, sort_keys=False, allow_unicode=True, width=1_000_000))
+        content = yaml.safe_dump(library, sort_keys=False, allow_unicode=True, width=1_000_000)
+        if len(content.encode("utf-8")) > max_bytes:
+            raise ConfigError(f"your negative-prompt library would exceed {max_bytes // 1024} KB: save a shorter text, "
+                              "or under an existing name to replace it")
+        write_text(user_path, content)
     return library
 
 

@@ -18,6 +18,12 @@ from lucid_app.config.coerce import MAX_NESTING, REMOVED_KEYS, check_nesting, fi
 from lucid_app.config.loader import deep_merge, from_dict
 from lucid_app.config.schema import ConfigError, TrainConfig
 
+# Most overrides in one list, and most characters in one: the schema has fewer keys than MAX_OVERRIDES (a longer list
+# repeats keys), and the longest valid value (64 textual-inversion paths of MAX_PATH_CHARS) is shorter than
+# MAX_OVERRIDE_CHARS, so within it a value too long for its field is named by the field's own check.
+MAX_OVERRIDES = 256
+MAX_OVERRIDE_CHARS = 300_000
+
 
 def parse_override(text: str) -> dict[str, Any]:
     """Parse ``"a.b=value"`` into ``{"a": {"b": value}}``, reading the value for the type of the field it sets.
@@ -33,6 +39,9 @@ def parse_override(text: str) -> dict[str, Any]:
     Raises:
         ConfigError: not ``key=value``, an unknown key (naming the valid ones), or a value nested too deeply.
     """
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override {show(text)} has {len(text)} characters; at most {MAX_OVERRIDE_CHARS} are "
+                          "allowed (put long values in a preset file)")
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -118,13 +127,22 @@ def _lookup_type(path: list[str]) -> Any:
     return tp
 
 
+def check_override_count(count: int) -> None:
+    """Raise ConfigError when ``count`` overrides are more than :data:`MAX_OVERRIDES`."""
+    if count > MAX_OVERRIDES:
+        raise ConfigError(f"{count} overrides; at most {MAX_OVERRIDES} are allowed (the config has fewer keys than "
+                          "that)")
+
+
 def apply_overrides(config: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
     """Apply ``["guidance.delta_t=50", "prompt.text=a cat"]`` to ``config`` strictly (values read as in
     :func:`parse_override`; later overrides win).
 
     Raises:
-        ConfigError: a malformed override, an unknown or removed key, a wrong type or a value out of bounds.
+        ConfigError: more than :data:`MAX_OVERRIDES` overrides, one longer than :data:`MAX_OVERRIDE_CHARS`, a
+            malformed override, an unknown or removed key, a wrong type or a value out of bounds.
     """
+    check_override_count(len(overrides))
     data: dict[str, Any] = {}
     for text in overrides:
         data = deep_merge(data, parse_override(text))

@@ -6,10 +6,6 @@ enforces them. Checks across fields are the classes' ``__post_init__`` and raise
 relative to the class. Every config object is frozen: training never mutates it.
 
 Defaults are the reference settings of LucidDreamer (DESIGN.md §4).
-
-Size: this module is slightly over ~400 lines on purpose: it is the one list of every setting, read top to bottom
-(``TrainConfig`` last, holding the sections above it). Splitting it per section would scatter the schema over files
-that change together; the loader, coercion and overrides are already their own modules.
 """
 
 from __future__ import annotations
@@ -36,8 +32,13 @@ MAX_PATH_CHARS = 4096
 MAX_TIMESTEP = 999
 MAX_POINTS = 10_000_000
 MAX_BATCH_SIZE = 64
+# A baked mesh texture's side (px); the mesh command and export.mesh_texture share it (lucid_app/mesh/uv.py).
+MESH_TEXTURE_RANGE_PX = (16, 8192)
 # torch.Generator.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
+# The pseudo-GT inspector (CLI ``inspect`` and the app's tab): seeds per row, and values per list (t, δ_T, azimuths).
+MAX_INSPECT_SEEDS = 16
+MAX_INSPECT_VALUES = 16
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,8 @@ Length = Annotated[float, Gt(0.0), Le(1000.0)]
 Jitter = Annotated[float, Ge(0.0), Le(10.0)]
 PolarDeg = Annotated[float, Ge(0.0), Le(180.0)]
 AzimuthDeg = Annotated[float, Ge(-360.0), Le(360.0)]
+# Degrees above the horizon: polar = 90° − elevation stays in PolarDeg's [0, 180].
+ElevationDeg = Annotated[float, Ge(-90.0), Le(90.0)]
 FovyRad = Annotated[float, Gt(0.0), Lt(math.pi)]
 PerpNegWeight = Annotated[float, Ge(-100.0), Le(100.0)]
 Decay = Annotated[float, Ge(0.0), Le(100.0)]
@@ -231,6 +234,12 @@ class InitConfig:
     opacity: OpenFraction = 0.1
     sh_degree: Annotated[int, Ge(0), Le(3)] = 0
 
+    def __post_init__(self) -> None:
+        if self.shape in ("ply", "mesh") and not self.path.strip():
+            kind = "a point cloud or 3DGS .ply" if self.shape == "ply" else "an .obj, .glb or .ply mesh"
+            raise ConfigError(f"path: empty, but init.shape={self.shape!r} reads its points from a file: set init.path "
+                              f"to {kind}")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -315,12 +324,18 @@ class ExportConfig:
     turntable_fps: Annotated[int, Ge(1), Le(120)] = 30
     # Rings 30° apart above the default one: four reach straight above.
     turntable_rings: Annotated[int, Ge(1), Le(4)] = 2
+    # The one size (px, square) of the turntable's frames and the final views, whatever the training resolution: the
+    # Gaussians render at any size, and a frame costs about the same at 512 px as at 128 px on the CPU renderer.
     turntable_size: Annotated[int, Ge(16), Le(2048)] = 512
     eval_views: Annotated[int, Ge(1), Le(360)] = 8
     mesh: bool = False
     # Density grid resolution (mesh.py's range, 8..MAX_RESOLUTION) and iso-level of the mesh.
     mesh_resolution: Annotated[int, Ge(8), Le(512)] = 128
     mesh_iso: Annotated[float, Gt(0.0), Le(100.0)] = 0.5
+    # At most this many faces (a coarser grid, still watertight; 0 = no budget), and the side of the baked colour
+    # texture in px (0 = vertex colours only, else within MESH_TEXTURE_RANGE_PX): light by default (issue 26).
+    mesh_faces: Annotated[int, Ge(0), Le(10_000_000)] = 20_000
+    mesh_texture: Annotated[int, Ge(0), Le(MESH_TEXTURE_RANGE_PX[1])] = 1024
     # 0 = never.
     checkpoint_every: StepIndex = 500
     # Also checkpoint when this many seconds have passed since the last one (0 = steps only): a kill loses at most this.
@@ -328,6 +343,11 @@ class ExportConfig:
     # 0 = never.
     preview_every: StepIndex = 50
     log_every: Annotated[int, Ge(1), Le(MAX_STEPS)] = 10
+
+    def __post_init__(self) -> None:
+        if 0 < self.mesh_texture < MESH_TEXTURE_RANGE_PX[0]:
+            raise ConfigError(f"mesh_texture: 0 (vertex colours) or {MESH_TEXTURE_RANGE_PX[0]}.."
+                              f"{MESH_TEXTURE_RANGE_PX[1]} px, got {self.mesh_texture}")
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ Conventions, stated once here for every method:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
-from lucid_app.config import GuidanceConfig
+from lucid_app.config import GuidanceConfig, replace
 from lucid_app.guidance.cfg import cfg_combine
 from lucid_app.guidance.ddim import delta_t_at, sample_timestep, snr_weight, t_bounds_at
 from lucid_app.guidance.prompts import PromptEmbeddings

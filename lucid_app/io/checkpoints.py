@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import pickle
 from pathlib import Path
@@ -13,11 +14,28 @@ from lucid_app.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
+# How torch.save's zip writer reports a write that fell short (its C++ ``fwrite`` found no room): a RuntimeError
+# "[enforce fail at inline_container.cc:...] . unexpected pos 640 vs 534", or "PytorchStreamWriter failed writing
+# file ..." / "file write failed" in other versions.
+_SHORT_WRITE = ("unexpected pos", "failed writing file", "file write failed")
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save`` a checkpoint atomically: a crash mid-write keeps the previous checkpoint."""
+    """``torch.save`` a checkpoint atomically: a crash mid-write keeps the previous checkpoint.
+
+    Raises:
+        OSError: the disk is full (ENOSPC, a message that says so; the previous checkpoint is kept), or another
+            write failure.
+    """
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:
+            if not any(phrase in str(err) for phrase in _SHORT_WRITE):
+                raise
+            logger.debug("torch.save(%s) failed", tmp, exc_info=err)
+            # A short write of a local file: the disk is full (atomic_path words it and keeps the previous file).
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp)) from None
     return Path(path)
 
 

@@ -5,9 +5,11 @@ checked before any work starts; ``metrics.jsonl`` is appended line by line."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +17,25 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# errno values of a write that found no room: the disk (ENOSPC) or the user's quota (EDQUOT) is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(target: Path) -> OSError:
+    """The error of a write to ``target`` that found the disk full: an ``OSError(ENOSPC)`` whose text says so, and
+    that the previous file is kept (every writer here writes beside its target first)."""
+    return OSError(errno.ENOSPC, "the disk is full (no space left on device), so this file was not written (its "
+                                 "previous version, if any, is kept)", str(target))
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` if the block succeeds."""
+def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix) and move it onto ``path`` with permissions ``mode`` if
+    the block succeeds (the temporary file is private to the user until then).
+
+    Raises:
+        OSError: :func:`disk_full`'s when the block or the move fails for lack of space (``path`` unchanged).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
@@ -26,8 +43,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        tmp_path.chmod(0o644)
+        tmp_path.chmod(mode)
         os.replace(tmp_path, target)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:
+            raise disk_full(target) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -70,6 +91,27 @@ def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """Make the folder ``path`` (and its parents) and prove that a file can be written in it, before any work.
+
+    Unlike :func:`check_output_dir` this writes (a probe file, removed at once), so it also finds a read-only file
+    system or a folder that refuses its owner, which permission bits alone do not show (e.g. to root).
+
+    Raises:
+        OutputError: the folder cannot be made or written in; the message says why.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise OutputError(f"{what} {path}: cannot write there ({reason}); choose a folder you can write") from None
+    return path
+
+
 def check_output_file(path: str | Path, what: str = "--out") -> Path:
     """Check, before any work, that the file ``path`` can be written (replacing a file there is allowed).
 
@@ -90,11 +132,19 @@ def remove_files(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically (e.g. ``config.yaml``)."""
-    with atomic_path(path) as tmp:
+def write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
+    """Write a text file atomically (e.g. ``config.yaml``); ``mode`` 0o600 keeps a secret readable by its owner
+    only, from its first byte."""
+    with atomic_path(path, mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def copy_file(source: str | Path, target: str | Path) -> Path:
+    """Copy the file ``source`` to ``target`` atomically (contents only, not its permissions or times)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
 
 
 class MetricsLog:

@@ -11,7 +11,7 @@ the reference 3DGS code and read by common splat viewers:
   ``f_rest_{c*(K-1)+k}`` holds band coefficient ``k+1`` of channel ``c``;
 - the SH degree is inferred from the number of ``f_rest`` properties (0, 9, 24, 45 -> degree 0..3).
 
-Every failure is a :class:`PlyError` naming the path. Writes are atomic (temp file + ``os.replace``).
+Every failure is a :class:`PlyError` naming the path (and the property, for a NaN or infinite value). Writes are atomic (temp file + ``os.replace``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import plyfile
+
+from lucid_app.io.files import DISK_FULL_ERRNOS, disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +152,10 @@ def _atomic_write(path: Path, data: plyfile.PlyData) -> Path:
         # mkstemp creates 0600 files; results are meant to be shared like any other output.
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path) from None
         raise
     return path
 
@@ -174,6 +178,17 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, plyfile.PlyData]:
     return p, data
 
 
+def _finite_column(path: Path, vertices: np.ndarray, name: str) -> np.ndarray:
+    """The vertex property ``name`` as float32, or a PlyError naming the file, the property and where a value is NaN
+    or infinite (after the cast: a float64 value beyond float32's range is infinite too)."""
+    column = np.asarray(vertices[name], dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(column))
+    if bad.size:
+        raise PlyError(f"{path}: vertex property {name!r} is NaN or infinite at {bad.size} of {column.size} vertices "
+                       f"(first: vertex {bad[0]}, value {column[bad[0]]})")
+    return column
+
+
 def _vertex_properties(data: plyfile.PlyData) -> list[str]:
     return [prop.name for prop in data["vertex"].properties]
 
@@ -189,8 +204,8 @@ def read_gaussian_ply(path: str | os.PathLike[str]) -> GaussianPly:
     """Read a 3DGS ``.ply`` (INRIA layout) into raw float32 arrays; the SH degree is inferred.
 
     Raises:
-        PlyError: missing file, truncated or corrupt file, missing properties (named), or a foreign layout
-            such as a mesh or a plain point cloud.
+        PlyError: missing file, truncated or corrupt file, missing properties (named), a foreign layout
+            such as a mesh or a plain point cloud, a NaN or infinite value (the property named) or a zero rotation.
     """
     p, data = _read(path)
     props = _vertex_properties(data)
@@ -219,7 +234,7 @@ def read_gaussian_ply(path: str | os.PathLike[str]) -> GaussianPly:
     def cols(names: list[str]) -> np.ndarray:
         if not names:
             return np.zeros((n, 0), np.float32)
-        return np.stack([np.asarray(v[name], dtype=np.float32) for name in names], axis=1)
+        return np.stack([_finite_column(p, v, name) for name in names], axis=1)
 
     k_rest = n_rest // 3
     rest = cols([f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, k_rest).transpose(0, 2, 1)
@@ -227,10 +242,14 @@ def read_gaussian_ply(path: str | os.PathLike[str]) -> GaussianPly:
         means=cols(["x", "y", "z"]),
         sh_dc=cols([f"f_dc_{i}" for i in range(3)]).reshape(n, 1, 3),
         sh_rest=np.ascontiguousarray(rest),
-        opacity_logits=np.asarray(v["opacity"], dtype=np.float32).copy(),
+        opacity_logits=_finite_column(p, v, "opacity").copy(),
         log_scales=cols([f"scale_{i}" for i in range(3)]),
         quats=cols([f"rot_{i}" for i in range(4)]),
     )
+    zero = np.flatnonzero(~out.quats.any(axis=1))
+    if zero.size:
+        raise PlyError(f"{p}: rot_0..rot_3 are all zero at {zero.size} of {n} vertices (first: vertex {zero[0]}); "
+                       "a rotation quaternion cannot be zero")
     logger.debug("read %d Gaussians (SH degree %d) from %s", n, degree, p)
     return out
 
@@ -241,7 +260,8 @@ def read_point_cloud(path: str | os.PathLike[str]) -> PointCloud:
     Integer colours are scaled by their type's maximum (uint8 -> /255); float colours are taken as [0, 1].
 
     Raises:
-        PlyError: missing file, truncated or corrupt file, or no x/y/z properties.
+        PlyError: missing file, truncated or corrupt file, no x/y/z properties, or a NaN or infinite position or
+            float colour (the property named).
     """
     p, data = _read(path)
     props = _vertex_properties(data)
@@ -249,13 +269,13 @@ def read_point_cloud(path: str | os.PathLike[str]) -> PointCloud:
     if missing:
         raise PlyError(f"{p}: missing vertex properties: {', '.join(missing)}")
     v = data["vertex"].data
-    points = np.stack([np.asarray(v[c], dtype=np.float32) for c in "xyz"], axis=1)
+    points = np.stack([_finite_column(p, v, c) for c in "xyz"], axis=1)
     colors = None
     if all(c in props for c in ("red", "green", "blue")):
         raw = np.stack([np.asarray(v[c]) for c in ("red", "green", "blue")], axis=1)
         if np.issubdtype(raw.dtype, np.integer):
             colors = raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
         else:
-            colors = raw.astype(np.float32)
+            colors = np.stack([_finite_column(p, v, c) for c in ("red", "green", "blue")], axis=1)
         colors = np.clip(colors, 0.0, 1.0)
     return PointCloud(points=points, colors=colors)

@@ -14,6 +14,13 @@ moves the Gaussians into the viewer's frame instead (a pure function, written by
 3. Rotation into the viewer's axes, X = −x, Y = −z, Z = −y (a proper rotation, det +1): up is −Y, and the
    viewer's starting camera (on the −Z side) faces the object's front. Means, rotations and scales move with it;
    SH bands above 0 are not rotated (view-dependent colour of a preview only; the demo trains degree 0).
+
+Before all that, a nearly transparent model is exposed (:func:`exposed_opacities`). An opacity reset (3DGS: every
+opacity clamped to 0.01, the demo's step 300) leaves the Gaussians barely visible for tens of steps; gsplat.js draws
+them over black, so a run stopped then showed a black canvas, and so did reopening it (issue 27: the splat viewer was
+blank after a Stop). The copy's opacities are raised, α' = 1 − (1 − α)^k with one k ≥ 1 for all, until the
+:data:`EXPOSE_QUANTILE` quantile reaches :data:`EXPOSED_OPACITY` (k = 1, no change, for a model already that
+opaque): their order is kept and the shape shows. ``model.ply`` keeps the trained opacities.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from lucid_app.io.ply import GaussianPly
 VIEW_RADIUS = 0.7
 REACH_SIGMAS = 2.0
 VISIBLE_OPACITY = 0.1
+EXPOSE_QUANTILE = 90.0
+EXPOSED_OPACITY = 0.5
 # Rotation from our world (z-up, front +y) to gsplat.js's frame (y-down, camera starting on −z): row i = new axis i.
 TO_VIEWER = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]])
 # The same rotation as a (w, x, y, z) quaternion: 180° about the axis (0, 1, −1)/√2.
@@ -46,6 +55,23 @@ def frame_of(ply: GaussianPly) -> tuple[np.ndarray, float]:
     return centre, VIEW_RADIUS / radius if radius > 1e-8 else 1.0
 
 
+def exposed_opacities(opacity_logits: np.ndarray) -> np.ndarray:
+    """Opacity logits [N] raised so that their :data:`EXPOSE_QUANTILE` quantile is at least :data:`EXPOSED_OPACITY`
+    (module docstring): α' = 1 − (1 − α)^k, k = max(1, log(1 − target) / log(1 − α_q)). Unchanged when the model is
+    that opaque already."""
+    if opacity_logits.size == 0:
+        return opacity_logits
+    logits = opacity_logits.astype(np.float64)
+    # log(1 − α) = −softplus(logit), computed stably: 1 − α underflows for opaque Gaussians.
+    log_clear = -np.logaddexp(0.0, logits)
+    quantile = float(np.percentile(log_clear, 100.0 - EXPOSE_QUANTILE))  # (1 − α)'s low end is α's high end
+    target = np.log1p(-EXPOSED_OPACITY)
+    k = max(1.0, target / quantile) if quantile < 0.0 else 1.0
+    # α' = 1 − exp(k·log(1 − α)); logit(α') = log(α') − log(1 − α').
+    log_clear_k = k * log_clear
+    return (np.log(-np.expm1(log_clear_k)) - log_clear_k).astype(opacity_logits.dtype)
+
+
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton products a ⊗ b of (w, x, y, z) quaternions [..., 4] (broadcast)."""
     aw, ax, ay, az = np.moveaxis(a, -1, 0)
@@ -55,7 +81,10 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def framed_for_viewer(ply: GaussianPly) -> GaussianPly:
-    """``ply`` centred, scaled to :data:`VIEW_RADIUS` and rotated into gsplat.js's axes (module docstring)."""
+    """``ply`` exposed, centred, scaled to :data:`VIEW_RADIUS` and rotated into gsplat.js's axes (module
+    docstring)."""
+    ply = GaussianPly(means=ply.means, sh_dc=ply.sh_dc, sh_rest=ply.sh_rest,
+                      opacity_logits=exposed_opacities(ply.opacity_logits), log_scales=ply.log_scales, quats=ply.quats)
     centre, scale = frame_of(ply)
     means = ((ply.means.astype(np.float64) - centre) * scale) @ TO_VIEWER.T
     quats = quat_multiply(TO_VIEWER_QUAT, ply.quats.astype(np.float64))
@@ -65,4 +94,5 @@ def framed_for_viewer(ply: GaussianPly) -> GaussianPly:
     )
 
 
-__all__ = ["TO_VIEWER", "TO_VIEWER_QUAT", "VIEW_RADIUS", "frame_of", "framed_for_viewer", "quat_multiply"]
+__all__ = ["EXPOSED_OPACITY", "TO_VIEWER", "TO_VIEWER_QUAT", "VIEW_RADIUS", "exposed_opacities", "frame_of",
+           "framed_for_viewer", "quat_multiply"]

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lucid_app.config import GuidanceConfig, OptimConfig, PromptConfig
+from lucid_app.config import GuidanceConfig, OptimConfig, PromptConfig, replace
 from lucid_app.guidance.base import Guidance
 from lucid_app.guidance.ism import ism_guidance
 from lucid_app.guidance.prompts import PromptEmbeddings, encode_prompt_set

@@ -8,7 +8,8 @@ autoencoder to train, and no reconstruction error confounds the quality benchmar
   two CPU cores. R > 32 (``--size 64``) gets one more plain ``DownBlock2D`` level in front, so cross-attention
   stays at 16×16 and 8×8 tokens and a step costs only the extra convolutions at 64×64.
 - Text encoder: a CLIP text transformer of width 64 (2 layers, 2 heads, 77 positions), trained jointly.
-- Schedule: Stable Diffusion's (scaled-linear β from 0.00085 to 0.012 over 1000 steps), ε-prediction.
+- Schedule: Stable Diffusion's (scaled-linear β from 0.00085 to 0.012 over 1000 steps); the scheduler config records
+  what the UNet predicts (``prediction_type``: ε, v or x₀, :mod:`lucid_app.learned_prior.objective`).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def build_models(tokenizer: CLIPTokenizer, resolution: int, seed: int) -> tuple[
     return unet, text_encoder
 
 
-def build_scheduler() -> DDPMScheduler:
-    """Stable Diffusion's training schedule (1000 steps, scaled-linear β), ε-prediction."""
-    return DDPMScheduler(**SD_SCHEDULE, prediction_type="epsilon", clip_sample=False)
+def build_scheduler(prediction: str = "epsilon") -> DDPMScheduler:
+    """Stable Diffusion's training schedule (1000 steps, scaled-linear β) for a UNet that predicts ``prediction``
+    (diffusers' ``prediction_type``: "epsilon", "v_prediction" or "sample")."""
+    return DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction, clip_sample=False)
 
 
 def parameter_count(module: torch.nn.Module) -> int:

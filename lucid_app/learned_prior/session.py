@@ -20,11 +20,18 @@ from tqdm import tqdm
 from transformers import CLIPTokenizer
 
 from lucid_app.config import ModelConfig
+from lucid_app.guidance.sampling import sample_cfg
 from lucid_app.io.checkpoints import load_checkpoint, save_checkpoint
 from lucid_app.io.media import write_png
-from lucid_app.learned_prior.data import DROP_PROB, PLAIN_PROB, VIEW_SUFFIX, load_training_data, view_caption
+from lucid_app.learned_prior.data import (
+    DROP_PROB,
+    PLAIN_PROB,
+    VIEW_SUFFIX,
+    load_training_data,
+    view_caption,
+)
 from lucid_app.learned_prior.model import build_scheduler
-from lucid_app.learned_prior.sampling import sample_cfg, sample_grid
+from lucid_app.learned_prior.sampling import sample_grid
 from lucid_app.learned_prior.save import remove_prior, save_weights, write_json, write_loss_log
 from lucid_app.learned_prior.tokenizer import build_tokenizer
 from lucid_app.learned_prior.train import PriorTraining, TrainSettings, train_loop
@@ -85,7 +92,7 @@ def _save(training: PriorTraining, metadata: dict[str, Any]) -> None:
     """Write the folder; ``lucid_prior.json`` last, so a folder that has one has its weights."""
     out = Path(training.settings.out)
     unet, text_encoder = training.ema_models()
-    save_weights(out, unet, text_encoder, training.tokenizer, build_scheduler())
+    save_weights(out, unet, text_encoder, training.tokenizer, build_scheduler(training.settings.prediction))
     write_loss_log(out / LOSS_NAME, training.loss_records())
     save_checkpoint(out / STATE_NAME, training.state_dict())
     write_json(out / METADATA_NAME, metadata)

@@ -1,9 +1,11 @@
-"""Training the learned prior: ε-prediction on a dataset's train views (DESIGN §5b).
+"""Training the learned prior on a dataset's train views (DESIGN §5b).
 
-One step (DDPM's simple loss, Ho et al. 2020 eq. 14):
+One step (DDPM's simple loss, Ho et al. 2020 eq. 14, in the parametrisation ``prediction`` with optional min-SNR-γ
+weighting: :mod:`lucid_app.learned_prior.objective`):
 1. draw B image indices and their captions (``data.draw_batch``: 10% empty, else 20% plain, else view caption);
 2. draw t ~ U{0, ..., T−1} and ε ~ N(0, I); x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε;
-3. encode the distinct caption strings once, pick each sample's row; L = ‖ε_θ(x_t, t, text) − ε‖² (mean);
+3. encode the distinct caption strings once, pick each sample's row; L = mean_b w_b·‖f_θ(x_t, t, text) − target‖²
+   (``objective.diffusion_loss``: target ε, v or x₀; w = 1 without min-SNR-γ);
 4. AdamW step at lr_k = lr·min(1, (k+1)/warmup) — constant after the warm-up, a function of the step only, so a
    resumed or time-limited run follows the same schedule; then the EMA update with decay
    min(ema_decay, (1+k)/(10+k)) (warm-up: early EMA weights are not dominated by the random initialisation).
@@ -24,13 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from lucid_app.guidance.ddim import add_noise
 from lucid_app.learned_prior.data import TrainingData, draw_batch
 from lucid_app.learned_prior.model import build_models, build_scheduler, parameter_count
+from lucid_app.learned_prior.objective import Prediction, diffusion_loss
 from lucid_app.priors.text import tokenize_padded
 
 DEFAULT_BATCH_SIZE = 32
@@ -40,7 +42,8 @@ DEFAULT_MINUTES = 10.0
 @dataclass(frozen=True)
 class TrainSettings:
     """What a training session does. ``steps`` is the total step count to reach (None: no step limit), ``minutes``
-    this session's wall-clock limit (None: none); it stops at whichever comes first."""
+    this session's wall-clock limit (None: none); it stops at whichever comes first. ``prediction`` and
+    ``snr_gamma`` are the objective (:mod:`lucid_app.learned_prior.objective`; γ = 0: no weighting)."""
 
     dataset: str
     out: str
@@ -57,6 +60,8 @@ class TrainSettings:
     checkpoint_s: float = 60.0
     sample_steps: int = 50
     sample_scale: float = 5.0
+    prediction: Prediction = "epsilon"
+    snr_gamma: float = 0.0
     device: str = "cpu"
 
 
@@ -115,10 +120,11 @@ class PriorTraining:
         t = torch.randint(0, self.alphas_cumprod.shape[0], (batch,), generator=self.generator)
         noise = torch.randn((batch, *self.images.shape[1:]), generator=self.generator).to(self.device)
         t = t.to(self.device)
-        x_t = add_noise(self.images[index.to(self.device)], noise, self.alphas_cumprod[t])
+        x0, alpha = self.images[index.to(self.device)], self.alphas_cumprod[t]
+        x_t = add_noise(x0, noise, alpha)
         hidden = self.text_encoder(self.text_ids)[0][text.to(self.device)]
         pred = self.unet(x_t, t, encoder_hidden_states=hidden).sample
-        loss = F.mse_loss(pred, noise)
+        loss = diffusion_loss(pred, x0, noise, alpha, self.settings.prediction, self.settings.snr_gamma)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.settings)
         self.optimizer.zero_grad(set_to_none=True)

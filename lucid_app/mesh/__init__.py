@@ -18,8 +18,19 @@ Steps (:func:`mesh_from_splats`):
 
 The steps live in :mod:`lucid_app.mesh.density` (1-2: the grid and the density splatted on it, and why it is
 splatted per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all) and
-:mod:`lucid_app.mesh.write` (the upright ``.glb`` / ``.obj``). This package writes files (``write_mesh``), as does
-the end-of-run export (:mod:`lucid_app.train.export_run`); everything else here is pure. Import from here: it re-exports the public names of all three.
+:mod:`lucid_app.mesh.write` (the upright ``.glb`` / ``.obj``).
+
+The textured export (issue 26) adds: :mod:`lucid_app.mesh.uv` (xatlas charts and packing, seams),
+:mod:`lucid_app.mesh.raster` (a CPU triangle rasteriser: texels in UV space, z-buffered camera renders),
+:mod:`lucid_app.mesh.bake` (each texel's surface point and its colour from the Gaussians; why along the normal),
+:mod:`lucid_app.mesh.bake_views` (the measured alternative: projected renders), :mod:`lucid_app.mesh.fill` (the
+padding), :mod:`lucid_app.mesh.textured` (unwrap + bake as one value and its figures) and
+:mod:`lucid_app.mesh.write_textured` (``.glb`` with ``baseColorTexture``, or ``.obj`` + ``.mtl`` + ``.png``).
+
+This package writes files (``write_mesh``, ``write_textured_mesh``, ``write_mesh_files``), as does the end-of-run
+export (:mod:`lucid_app.train.export_run`);
+everything else here is pure. Import from here: it re-exports the public names of density, surface and write, and
+the textured export's entry points.
 """
 
 from __future__ import annotations
@@ -50,7 +61,9 @@ from lucid_app.mesh.surface import (
     remove_floaters,
     vertex_colors,
 )
+from lucid_app.mesh.textured import TexturedMesh, texture_mesh
 from lucid_app.mesh.write import MESH_FORMATS, Z_UP_TO_Y_UP, to_y_up, write_mesh
+from lucid_app.mesh.write_textured import write_mesh_files, write_textured_mesh
 
 __all__ = [
     "DEFAULT_COLOR_NEIGHBORS",
@@ -69,6 +82,7 @@ __all__ = [
     "Grid",
     "MeshError",
     "MeshResult",
+    "TexturedMesh",
     "check_resolution",
     "density_grid",
     "grid_for",
@@ -76,7 +90,10 @@ __all__ = [
     "marching_cubes",
     "mesh_from_splats",
     "remove_floaters",
+    "texture_mesh",
     "to_y_up",
     "vertex_colors",
     "write_mesh",
+    "write_mesh_files",
+    "write_textured_mesh",
 ]

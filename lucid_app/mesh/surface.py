@@ -177,7 +177,7 @@ def mesh_from_splats(
         raise MeshError(f"the iso-level must be positive, got {iso}")
     if max_faces is not None and max_faces < 4:
         raise MeshError(f"the face budget must be at least 4, got {max_faces}")
-    means, quats, scales, opacities, rgb = _visible_gaussians(splats, min_opacity)
+    means, quats, scales, opacities, rgb = visible_gaussians(splats, min_opacity)
 
     def surface(grid_resolution: int, report: Callable[[int], None] | None) -> _Surface:
         grid = grid_for(means, cutoff_sigma * scales.amax(dim=1), grid_resolution)
@@ -200,7 +200,7 @@ def mesh_from_splats(
                       resolution=result.resolution)
 
 
-def _visible_gaussians(splats: Splats, min_opacity: float) -> tuple[torch.Tensor, ...]:
+def visible_gaussians(splats: Splats, min_opacity: float) -> tuple[torch.Tensor, ...]:
     """Means [N, 3], quats [N, 4], scales [N, 3], opacities [N] and band-0 colours [N, 3] of the Gaussians with
     opacity >= ``min_opacity``, float32 on the CPU.
 

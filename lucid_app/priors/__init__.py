@@ -16,23 +16,32 @@ __all__ = ["DiffusionPrior", "PriorError", "load_prior"]
 def load_prior(
     model: str, config: ModelConfig, device: torch.device | str = "cpu", allow_pickle: bool = False
 ) -> DiffusionPrior:
-    """``multiview:PATH`` → the analytic multi-view prior; a folder holding ``lucid_prior.json`` (written by
-    ``train-prior``) → the learned prior; anything else → Stable Diffusion (hub id or folder).
+    """Load the prior ``model`` names (parsed once as a :class:`~lucid_app.priors.model_ref.ModelRef`):
+    ``multiview:PATH`` → the analytic multi-view prior; a folder holding ``lucid_prior.json`` (written by
+    ``train-prior``) → the learned prior; anything else → Stable Diffusion (hub id, folder or single file).
 
     Each loader is imported only when needed, so the multi-view prior works without the others.
     ``allow_pickle`` lets it read pickle-format weights (``.ckpt``/``.bin``/``.pt``); only the CLI's explicit
     ``--allow-pickle`` sets it (:mod:`lucid_app.config.trust`).
+
+    Raises:
+        PriorError: the model cannot be loaded (one line saying why).
     """
-    if model.startswith("multiview:"):
-        from lucid_app.priors.multiview import MODEL_PREFIX, load_multiview_prior
+    from lucid_app.config import ConfigError
+    from lucid_app.priors.model_ref import parse_model_ref
 
-        return load_multiview_prior(model[len(MODEL_PREFIX) :], config, device)
-    from lucid_app.priors.learned_folder import is_prior_folder
+    try:
+        ref = parse_model_ref(model)
+    except ConfigError as err:
+        raise PriorError(str(err)) from None
+    if ref.kind == "multiview":
+        from lucid_app.priors.multiview import load_multiview_prior
 
-    if is_prior_folder(model):
+        return load_multiview_prior(ref.location, config, device)
+    if ref.kind == "learned":
         from lucid_app.priors.learned import load_learned_prior
 
-        return load_learned_prior(model, config, device)
+        return load_learned_prior(ref.location, config, device)
     from lucid_app.priors.stable_diffusion import load_stable_diffusion
 
-    return load_stable_diffusion(model, config, device, allow_pickle=allow_pickle)
+    return load_stable_diffusion(ref.location, config, device, allow_pickle=allow_pickle)

@@ -3,8 +3,9 @@
 A folder written by ``python -m lucid_app train-prior`` (format: :mod:`lucid_app.priors.learned_folder`) holds a
 small text-conditioned pixel-space UNet, its CLIP text encoder and tokenizer, and SD's DDPM schedule. Guidance sees
 it exactly as it sees Stable Diffusion: x₀ lives in [C, 3, R, R] pixels in [-1, 1] (no autoencoder), prompts are
-encoded by the same :class:`~lucid_app.priors.text.PromptEncoder`, ε̂ comes from one batched UNet call. It has no
-ControlNet and no camera input: a ``control`` tensor is refused.
+encoded by the same :class:`~lucid_app.priors.text.PromptEncoder`, ε̂ comes from one batched UNet call (converted
+from v or x̂₀ with the saved scheduler config's ``prediction_type``, as Stable Diffusion's). It has no ControlNet
+and no camera input: a ``control`` tensor is refused.
 
 Every weight is frozen and kept in float32 (the model is small; half precision buys nothing), and is read with
 ``use_safetensors=True`` only (:mod:`lucid_app.config.trust`); the training state in the folder is never read here.
@@ -24,6 +25,7 @@ from lucid_app.config.devices import resolve_device
 from lucid_app.priors.base import PriorError
 from lucid_app.priors.learned_folder import SCHEDULER_DIR, TEXT_ENCODER_DIR, TOKENIZER_DIR, UNET_DIR, read_metadata
 from lucid_app.priors.nerf_dataset import resize_images
+from lucid_app.priors.prediction import PredictionType, noise_from_model_output, prediction_type_of
 from lucid_app.priors.text import PromptEncoder
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class LearnedPrior:
 
     Attributes:
         resolution: R, the side of x₀ [C, 3, R, R].
+        prediction_type: what the UNet outputs (ε, v or x̂₀); ``predict_noise`` always returns ε̂.
         captions: the captions it was trained on (from ``lucid_prior.json``; empty when built in memory).
         unet, text_encoder, tokenizer: the frozen components.
     """
@@ -50,8 +53,10 @@ class LearnedPrior:
         alphas_cumprod: torch.Tensor,
         device: torch.device | str = "cpu",
         captions: list[str] | None = None,
+        prediction_type: PredictionType = "epsilon",
     ) -> None:
-        """``alphas_cumprod``: [T] ᾱ of the training schedule; the modules are frozen and moved to ``device``."""
+        """``alphas_cumprod``: [T] ᾱ of the training schedule; ``prediction_type``: what the UNet was trained to
+        predict; the modules are frozen and moved to ``device``."""
         self.name = name
         self.device = torch.device(device)
         self.unet = unet.requires_grad_(False).eval().float().to(self.device)
@@ -63,6 +68,7 @@ class LearnedPrior:
         self.resolution = int(sample_size if isinstance(sample_size, int) else sample_size[0])
         self.channels = int(self.unet.config.in_channels)
         self.captions = list(captions or [])
+        self.prediction_type: PredictionType = prediction_type
         self._prompts = PromptEncoder(tokenizer, self.text_encoder, self.device, torch.float32, logger)
 
     def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -87,7 +93,7 @@ class LearnedPrior:
         cond: torch.Tensor,
         control: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε̂(x_t, t, cond) in one batched UNet call (no gradient).
+        """ε̂(x_t, t, cond) in one batched UNet call (no gradient; a v or x̂₀ output converted to ε̂).
 
         Args:
             x_t: [B, 3, R, R] noisy pixels.
@@ -109,7 +115,8 @@ class LearnedPrior:
             raise ValueError(f"cond batch {cond.shape[0]} != x_t batch {batch}")
         t = torch.as_tensor(t, device=self.device).long().reshape(-1).expand(batch)
         sample = x_t.detach().to(device=self.device, dtype=torch.float32)
-        eps = self.unet(sample, t, encoder_hidden_states=cond.to(self.device, torch.float32)).sample
+        output = self.unet(sample, t, encoder_hidden_states=cond.to(self.device, torch.float32)).sample
+        eps = noise_from_model_output(output, sample, self.alphas_cumprod[t], self.prediction_type)
         return eps.to(x_t.dtype)
 
 
@@ -156,4 +163,4 @@ def load_learned_prior(
     logger.info("learned prior %s: %d px, %d steps trained, captions %s", root, meta["resolution"],
                 meta.get("steps", 0), meta.get("captions", []))
     return LearnedPrior(str(folder), unet, text_encoder, tokenizer, scheduler.alphas_cumprod, target,
-                        captions=meta.get("captions"))
+                        captions=meta.get("captions"), prediction_type=prediction_type_of(scheduler.config))

@@ -7,8 +7,8 @@ A prior folder (what ``--model PRIOR_DIR`` names) holds::
     unet/                diffusers UNet2DConditionModel (EMA weights, .safetensors)
     text_encoder/        transformers CLIPTextModel (EMA weights, .safetensors)
     tokenizer/           the CLIP tokenizer built from the captions (tokenizer.json)
-    scheduler/           diffusers DDPMScheduler config (SD's β schedule, ε-prediction)
-    loss.jsonl           {"step", "loss"} per logged step (mean ε-MSE since the previous line)
+    scheduler/           diffusers DDPMScheduler config (SD's β schedule; prediction_type ε, v or x₀)
+    loss.jsonl           {"step", "loss"} per logged step (mean training loss since the previous line)
     loss.svg             the same as a curve (log y axis)
     samples.png          rows = captions, columns = view words: DDIM samples of the EMA weights
     training_state.pt    raw weights, optimizer, EMA, step and generator state, for ``--resume`` only

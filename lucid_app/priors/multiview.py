@@ -63,18 +63,20 @@ import torch.nn.functional as F
 
 from lucid_app.config import ModelConfig
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.model_ref import ModelRef
 from lucid_app.priors.nerf_dataset import MultiViewObject, load_object, object_folders, resize_images
 from lucid_app.render.cameras import CameraBatch, orbit_positions
 
 logger = logging.getLogger(__name__)
 
-MODEL_PREFIX = "multiview:"
 # Stable Diffusion's training schedule (scaled-linear β from 0.00085 to 0.012 over 1000 steps).
 SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 OVERHEAD_MAX_POLAR_DEG = 30.0
 FRONT_MAX_ABS_AZIMUTH_DEG = 45.0
 BACK_MIN_ABS_AZIMUTH_DEG = 135.0
 VIEW_WORDS = ("front", "side", "back", "overhead")
+# Datasets read as ground truth (the quality benchmark, the prior doctor) are composited on white.
+WHITE = (1.0, 1.0, 1.0)
 _VIEW_SUFFIX = re.compile(r",\s*(\w+)\s+view\s*$", re.IGNORECASE)
 
 
@@ -327,6 +329,51 @@ def load_multiview_prior(
     )
     keep_t = config.multiview_keep_t if config.multiview_kernel == "snr" else None
     return MultiViewPrior(
-        objects, name=f"{MODEL_PREFIX}{path}", device=device, sigma=config.multiview_sigma, keep_t=keep_t,
+        objects, name=ModelRef("multiview", str(path)).id, device=device, sigma=config.multiview_sigma, keep_t=keep_t,
         keep_sharpness=config.multiview_keep_sharpness, camera_sigma_deg=config.multiview_camera_sigma_deg,
     )
+
+
+# ---------------------------------------------------------------------------- a dataset's objects, as ground truth
+
+
+def select_object_index(dataset: MultiViewPrior, prompt: str) -> int:
+    """Index in ``dataset.objects`` of the one object ``prompt`` selects (the multi-view prior's caption matching:
+    a trailing ", <word> view" dropped, exact caption first, then containment, case-insensitive).
+
+    Raises:
+        ValueError: the prompt selects several objects (PriorError: it matches none).
+    """
+    weights = dataset.encode_prompts([prompt])[0].cpu()
+    indices = sorted({int(i) for i in dataset.object_index[weights > 0]})
+    if len(indices) != 1:
+        captions = [dataset.objects[i].caption for i in indices]
+        raise ValueError(f"prompt {prompt!r} selects {len(indices)} objects ({captions}); name exactly one")
+    return indices[0]
+
+
+def select_object(prior: MultiViewPrior, prompt: str) -> MultiViewObject:
+    """The one object of ``prior`` that ``prompt`` selects (:func:`select_object_index`), with its test split.
+
+    Raises:
+        ValueError: the prompt selects several objects, or the object has no test split.
+    """
+    return with_test_split(prior.objects[select_object_index(prior, prompt)])
+
+
+def with_test_split(obj: MultiViewObject) -> MultiViewObject:
+    """``obj``, which has a test split.
+
+    Raises:
+        ValueError: it has none (no ``transforms_test.json``).
+    """
+    if obj.test_images is None or obj.test_cameras is None:
+        raise ValueError(f"object {obj.caption!r} has no transforms_test.json: nothing to score against")
+    return obj
+
+
+def read_dataset(root: Path, size_px: int) -> MultiViewPrior:
+    """The dataset at ``root`` read with the multi-view reader at ``size_px`` (images on white). Only its objects
+    and caption matching are used: it is the ground truth of the quality benchmark and the prior doctor, not a
+    prior."""
+    return load_multiview_prior(root, ModelConfig(multiview_resolution=size_px), "cpu", background=WHITE)

@@ -3,9 +3,12 @@ conversion every prior applies before guidance sees its prediction."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
+
+from lucid_app.priors.base import PriorError
 
 
 def broadcast_alpha(alpha: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -54,3 +57,15 @@ def noise_from_model_output(
     else:
         raise ValueError(f"unknown prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
     return eps.to(output.dtype)
+
+
+def prediction_type_of(scheduler_config: Mapping[str, object]) -> PredictionType:
+    """The scheduler config's ``prediction_type`` (what the UNet predicts), checked.
+
+    Raises:
+        PriorError: a type the guidance cannot convert to ε.
+    """
+    kind = dict(scheduler_config).get("prediction_type") or "epsilon"
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise PriorError(f"unsupported scheduler prediction_type {kind!r}: expected epsilon, v_prediction or sample")
+    return kind

@@ -14,16 +14,19 @@ import functools
 import importlib.util
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from diffusers import ControlNetModel
 from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError
 
 from lucid_app.config import DEFAULT_MODEL
 from lucid_app.config.trust import ALLOW_PICKLE_HINT
 from lucid_app.priors.base import PriorError
+from lucid_app.priors.model_ref import SINGLE_FILE_SUFFIXES, looks_like_path
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -31,27 +34,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PAPER_MODEL = "stabilityai/stable-diffusion-2-1-base"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 PEFT_REQUIREMENT = "peft==0.21.2"
-# Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read.
-_LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError)
+# Errors the hub, the filesystem and diffusers' path checks raise for a model that cannot be found or read, and those
+# safetensors, torch and diffusers raise on a file of the wrong content: anything named .safetensors/.txt that is not
+# safetensors (SafetensorError), a damaged pickle with allow_pickle (UnpicklingError, EOFError, RuntimeError from the
+# zip reader), a state dict of other keys or shapes (KeyError, RuntimeError). Each becomes one PriorError line.
+_LOAD_ERRORS = (OSError, ValueError, EntryNotFoundError, SafetensorError, pickle.UnpicklingError, EOFError,
+                RuntimeError, KeyError)
 
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_model_loadable(model_id: str) -> bool:
-    """Whether the hub model ``model_id`` may load: it is in the Hugging Face cache, or the hub may be asked
-    (``HF_HUB_OFFLINE`` is not set). Reads the cache only; never the network."""
-    if not _hub_offline():
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
-    except ValueError:  # not a valid repository id
-        return False
 
 
 def missing_model_message(model_id: str, reason: str) -> str:
@@ -66,7 +59,7 @@ def missing_model_message(model_id: str, reason: str) -> str:
         f"Could not load the diffusion model {model_id!r}: {reason}\n"
         f"The paper's {PAPER_MODEL!r} was removed from the hub in late 2025; the community mirror "
         f"{DEFAULT_MODEL!r} holds the same weights. You can also give a local diffusers folder (with "
-        f"model_index.json) or a single .safetensors/.ckpt checkpoint file.\n{offline}"
+        f"model_index.json) or a single .safetensors file.\n{offline}"
     )
 
 
@@ -87,9 +80,11 @@ _LIBRARY_ADVICE = ("stacktrace", "stack trace", "local_files_only", "weights_onl
 
 
 def _first_line(err: BaseException) -> str:
-    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, else the error's
-    first line without the library's advice (the full error goes to the debug log)."""
+    """Why a load failed, in one line of our own: a known hub / diffusers failure in our words, a file that is not
+    safetensors, else the error's first line without the library's advice (the full error goes to the debug log)."""
     text = str(err).strip()
+    if isinstance(err, SafetensorError):
+        return f"it is not a .safetensors file ({text.splitlines()[0] if text else 'unreadable header'})"
     lowered = text.lower()
     for phrases, reason in _LIBRARY_REASONS:
         if any(phrase in lowered for phrase in phrases):
@@ -99,20 +94,11 @@ def _first_line(err: BaseException) -> str:
     return ". ".join(sentences).strip() or type(err).__name__
 
 
-def _looks_like_path(model_id: str) -> bool:
-    return (
-        model_id.startswith((".", "/", "~"))
-        or model_id.count("/") > 1
-        or (os.sep != "/" and os.sep in model_id)
-        or model_id.lower().endswith(SINGLE_FILE_SUFFIXES)
-    )
-
-
 def _check_local(name: str, what: str, need_model_index: bool) -> tuple[Path | None, str]:
     """The local path ``name`` names (None for a hub id) and why it is unusable ("" when it is usable)."""
     path = Path(name).expanduser()
     if not path.exists():
-        return None, (f"no such {what} file or folder" if _looks_like_path(name) else "")
+        return None, (f"no such {what} file or folder" if looks_like_path(name) else "")
     if path.is_dir() and need_model_index and not (path / "model_index.json").is_file():
         return path, "the folder has no model_index.json (not a diffusers folder)"
     if path.is_file() and not path.name.lower().endswith(SINGLE_FILE_SUFFIXES):
@@ -205,6 +191,7 @@ def apply_textual_inversion(pipe: StableDiffusionPipeline, paths: tuple[str, ...
         try:
             pipe.load_textual_inversion(path, **_safetensors(allow_pickle))
         except _LOAD_ERRORS as err:
+            logger.debug("loading the textual inversion %s failed", path, exc_info=True)
             raise PriorError(f"Could not load the textual-inversion embedding {path!r}: {_first_line(err)}") from None
         logger.info("textual inversion loaded from %s", path)
 
@@ -222,6 +209,7 @@ def apply_lora(pipe: StableDiffusionPipeline, path: str, scale: float, allow_pic
     try:
         pipe.load_lora_weights(source, adapter_name="lucid", **kwargs, **_safetensors(allow_pickle))
     except _LOAD_ERRORS as err:
+        logger.debug("loading the LoRA %s failed", path, exc_info=True)
         raise PriorError(f"Could not load the LoRA {path!r}: {_first_line(err)}") from None
     # Fusing folds scale·BA into the base weights: no extra matmuls per UNet call; unloading drops the adapters.
     pipe.fuse_lora(lora_scale=scale)

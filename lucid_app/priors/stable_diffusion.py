@@ -22,7 +22,6 @@ Runtime conventions:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,7 +33,7 @@ from lucid_app.config import ModelConfig, replace
 from lucid_app.config.devices import resolve_device, resolve_dtype
 from lucid_app.config.trust import UnsafeWeightsError, check_weights
 from lucid_app.priors.base import PriorError
-from lucid_app.priors.prediction import PredictionType, noise_from_model_output
+from lucid_app.priors.prediction import PredictionType, noise_from_model_output, prediction_type_of
 from lucid_app.priors.sd_loading import apply_lora, apply_textual_inversion, load_controlnet, load_pipeline
 from lucid_app.priors.text import PromptEncoder
 
@@ -90,7 +89,7 @@ class StableDiffusionPrior:
                     model.to(memory_format=torch.channels_last)
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        self.prediction_type: PredictionType = _prediction_type(scheduler.config)
+        self.prediction_type: PredictionType = prediction_type_of(scheduler.config)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
 
@@ -201,18 +200,6 @@ class StableDiffusionPrior:
         ).sample
         eps = noise_from_model_output(eps, sample, self.alphas_cumprod[t], self.prediction_type)
         return eps.to(x_t.dtype)
-
-
-def _prediction_type(scheduler_config: Mapping[str, object]) -> PredictionType:
-    """The scheduler config's ``prediction_type`` (what the UNet predicts), checked.
-
-    Raises:
-        PriorError: a type the guidance cannot convert to ε.
-    """
-    kind = dict(scheduler_config).get("prediction_type") or "epsilon"
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise PriorError(f"unsupported scheduler prediction_type {kind!r}: expected epsilon, v_prediction or sample")
-    return kind
 
 
 def load_stable_diffusion(

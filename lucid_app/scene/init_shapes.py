@@ -5,13 +5,12 @@ scales from the mean distance to the 3 nearest neighbours), and Point-E's text-t
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lucid_app.config import ConfigError, InitConfig, OptimConfig
+from lucid_app.config import ConfigError, InitConfig, OptimConfig, replace
 from lucid_app.io.ply import is_gaussian_ply, read_gaussian_ply, read_point_cloud
 from lucid_app.scene.gaussians import GaussianModel
 from lucid_app.scene.pointe_init import INSTALL_HINT, pointe_available, pointe_points
@@ -95,8 +94,7 @@ def init_gaussians(
     if init.shape in ("sphere", "ellipsoid", "box"):
         points = sample_volume(init.shape, init.num_points, init.size, generator)
     elif init.shape == "ply":
-        if not init.path:
-            raise ConfigError("init.shape='ply' needs init.path (a point cloud or 3DGS .ply)")
+        # InitConfig refuses ``ply`` and ``mesh`` without a path.
         if is_gaussian_ply(init.path):
             return GaussianModel.from_raw(read_gaussian_ply(init.path), optim, init.sh_degree, device)
         cloud = read_point_cloud(init.path)
@@ -104,8 +102,6 @@ def init_gaussians(
         if cloud.colors is not None:
             colors = torch.as_tensor(cloud.colors)
     elif init.shape == "mesh":
-        if not init.path:
-            raise ConfigError("init.shape='mesh' needs init.path (.obj, .glb or .ply mesh)")
         points, colors = sample_mesh_surface(init.path, init.num_points, generator)
     elif init.shape == "pointe":
         if not pointe_available():

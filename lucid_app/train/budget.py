@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lucid_app.config import ModelConfig, TrainConfig
-from lucid_app.priors.learned_folder import is_prior_folder
-from lucid_app.priors.multiview import MODEL_PREFIX
+from lucid_app.config import ConfigError, ModelConfig, TrainConfig
+from lucid_app.priors.model_ref import parse_model_ref
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +105,17 @@ class JobTooLarge(ValueError):
 
 
 def model_facts(model: ModelConfig) -> ModelFacts:
-    """The facts of ``model`` for :func:`estimate_job`: a multi-view dataset's image count (from its transforms
-    files), a learned prior's weights (its folder's size); anything else is Stable Diffusion."""
-    if model.id.startswith(MODEL_PREFIX):
-        return ModelFacts("multiview", images=_dataset_images(Path(model.id[len(MODEL_PREFIX):])))
-    if is_prior_folder(model.id):
-        folder = Path(model.id).expanduser()
+    """The facts of ``model`` for :func:`estimate_job`, by the kind its reference names (``parse_model_ref``): a
+    multi-view dataset's image count (from its transforms files), a learned prior's weights (its folder's size);
+    anything else is Stable Diffusion."""
+    try:
+        ref = parse_model_ref(model.id)
+    except ConfigError:  # not a reference at all: the loader says so when the job starts
+        return ModelFacts("stable-diffusion", weights_bytes=SD_WEIGHTS_BYTES)
+    if ref.kind == "multiview":
+        return ModelFacts("multiview", images=_dataset_images(Path(ref.location)))
+    if ref.kind == "learned":
+        folder = Path(ref.location)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         return ModelFacts("learned", weights_bytes=float(size))
     return ModelFacts("stable-diffusion", weights_bytes=SD_WEIGHTS_BYTES)

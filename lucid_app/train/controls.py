@@ -13,11 +13,16 @@ nothing here touches a prior.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from lucid_app.config import replace
+from lucid_app.config.coerce import coerce, field_types
 
 if TYPE_CHECKING:
     from lucid_app.config import ControlChange, GuidanceConfig, PromptConfig
@@ -47,7 +52,7 @@ class PromptState:
 
     def guidance(self, config: GuidanceConfig) -> GuidanceConfig:
         """``config`` with this state's Perp-Neg settings."""
-        return dataclasses.replace(config, perp_neg=self.perp_neg, perp_neg_weight=self.perp_neg_weight,
+        return replace(config, perp_neg=self.perp_neg, perp_neg_weight=self.perp_neg_weight,
                                    front_decay=self.front_decay, side_decay=self.side_decay)
 
 
@@ -81,10 +86,6 @@ class ControlState:
 _TUNABLE = ("guidance_scale", "delta_t", "delta_t_start", "preview_every")
 # The tunables that change what a run computes: recorded in ``config.control_schedule`` (preview_every does not).
 RECORDED_CONTROLS = ("guidance_scale", "delta_t", "delta_t_start")
-# The config's bounds of those values (GuidanceConfig: guidance_scale a Weight, δ_T a Timestep), so that every live
-# value can be recorded and loaded back.
-MAX_GUIDANCE_SCALE = 1000.0
-DELTA_T_RANGE = (1, 999)
 
 
 class LiveControls:
@@ -209,23 +210,31 @@ class LiveControls:
 
 
 def _checked(changes: dict[str, float | int]) -> dict[str, float | int]:
-    """Tunable ``changes`` validated and typed (``guidance_scale`` float, the others int).
+    """Tunable ``changes`` validated against the schema's own bounds and typed (``guidance_scale`` float, the others
+    int; a whole-number float is taken as the int it is), so every live value can be recorded and loaded back.
 
     Raises:
-        ValueError: an unknown name or an out-of-range value (named in the message).
+        ValueError: an unknown name or a value of the wrong type or out of bounds (ConfigError, named in the message).
     """
     unknown = sorted(set(changes) - set(_TUNABLE))
     if unknown:
         raise ValueError(f"unknown control {unknown[0]!r}; valid: {', '.join(_TUNABLE)}")
-    if "guidance_scale" in changes and not 0.0 <= float(changes["guidance_scale"]) <= MAX_GUIDANCE_SCALE:
-        raise ValueError(f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}, got {changes['guidance_scale']}")
-    lo, hi = DELTA_T_RANGE
-    for name in ("delta_t", "delta_t_start"):
-        if name in changes and not lo <= int(changes[name]) <= hi:
-            raise ValueError(f"{name} must be between {lo} and {hi}, got {changes[name]}")
-    if "preview_every" in changes and int(changes["preview_every"]) < 0:
-        raise ValueError(f"preview_every must be >= 0, got {changes['preview_every']}")
-    return {k: (float(v) if k == "guidance_scale" else int(v)) for k, v in changes.items()}
+    types = _tunable_types()
+    typed: dict[str, float | int] = {}
+    for name, value in changes.items():
+        if typing.get_args(types[name])[0] is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        typed[name] = coerce(value, types[name], name)
+    return typed
+
+
+@functools.cache
+def _tunable_types() -> dict[str, Any]:
+    """The schema's annotation of each tunable (GuidanceConfig's, and ExportConfig's ``preview_every``)."""
+    from lucid_app.config import ExportConfig, GuidanceConfig
+
+    guidance, export = field_types(GuidanceConfig), field_types(ExportConfig)
+    return {name: export[name] if name == "preview_every" else guidance[name] for name in _TUNABLE}
 
 
 def _log_change(changes: dict[str, object]) -> None:

@@ -20,7 +20,15 @@ import numpy as np
 
 from lucid_app.io.media import write_png, write_video
 from lucid_app.io.ply import GaussianPly, write_gaussian_ply
-from lucid_app.io.run_layout import MESH_NAME, PLY_NAME, TURNTABLE_NAME, VIEW_PLY_NAME, VIEWS_DIR, view_file
+from lucid_app.io.run_layout import (
+    MESH_NAME,
+    PLY_NAME,
+    TURNTABLE_NAME,
+    VIEW_MESH_NAME,
+    VIEW_PLY_NAME,
+    VIEWS_DIR,
+    view_file,
+)
 from lucid_app.io.splat_view import framed_for_viewer
 from lucid_app.render.base import Renderer, Splats
 from lucid_app.render.cameras import turntable, turntable_rings
@@ -48,7 +56,8 @@ def export_run(
     skip: Callable[[], bool] = lambda: False,
 ) -> dict[str, str]:
     """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
-    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb``.
+    ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb`` (and the app
+    viewer's unlit copy ``mesh_view.glb``).
 
     Args:
         run_dir: the run's folder.
@@ -152,14 +161,19 @@ def _keeping_views(frames: Iterator[np.ndarray], run_dir: Path, every: int, view
 
 def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
                  stage: Callable[[ExportEvent], None]) -> Path | None:
-    """``mesh.glb`` of :func:`export_run`, written last: a mesh that cannot be made (e.g. nothing above the
+    """``mesh.glb`` of :func:`export_run` (at most ``export.mesh_faces`` faces, textured unless ``export.mesh_texture``
+    is 0) and the app viewer's copy ``mesh_view.glb``, written last: a mesh that cannot be made (e.g. nothing above the
     iso-level) is logged and skipped (None), and every other output is already on disk."""
-    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh
+    from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh_files
+    from lucid_app.mesh.write import write_viewer_mesh
 
     stage(ExportEvent(stage="mesh"))
+    exp = config.export
     try:
-        mesh = mesh_from_splats(splats, config.export.mesh_resolution, config.export.mesh_iso).mesh
-        return write_mesh(run_dir / MESH_NAME, mesh)
+        mesh = mesh_from_splats(splats, exp.mesh_resolution, exp.mesh_iso, max_faces=exp.mesh_faces or None).mesh
+        # The viewer's copy first: the app shows the mesh once mesh.glb exists.
+        write_viewer_mesh(run_dir / VIEW_MESH_NAME, mesh)
+        return Path(write_mesh_files(run_dir / MESH_NAME, mesh, splats, exp.mesh_texture)["files"][0])
     except (MeshError, MemoryError) as err:
         logger.warning("mesh export skipped: %s", err)
         return None

@@ -18,19 +18,22 @@ from lucid_app.config import DEFAULT_MODEL, ConfigError, ModelConfig, TrainConfi
 from lucid_app.config.devices import resolve_device
 from lucid_app.config.negatives import resolve_negative
 from lucid_app.config.presets import REPO_ROOT, load_config
-from lucid_app.config.trust import is_pickle_file
 from lucid_app.io.files import OutputError, atomic_temp_glob, check_output_dir
 from lucid_app.io.run_layout import RUN_OUTPUT_PATTERNS
+from lucid_app.lab.doctor.verdicts import drift_notice
 from lucid_app.priors import load_prior
 from lucid_app.priors.base import DiffusionPrior, PriorError
-from lucid_app.priors.learned_folder import is_prior_folder
-from lucid_app.priors.multiview import MODEL_PREFIX
-from lucid_app.priors.sd_loading import hub_model_loadable
+from lucid_app.priors.model_ref import MULTIVIEW_PREFIX, model_ref_of, parse_model_ref
 
 logger = logging.getLogger(__name__)
 
 DEMO_PRESET = "demo"
-DEMO_MODEL = MODEL_PREFIX + "assets/demo"
+# What a run that names no model and no preset runs on a machine without CUDA: the offline demo that
+# docs/BENCHMARKS.md ("Quality on a learned prior") measures best. Today the analytic demo: 29.2 dB on the car with
+# ISM, against 23.1 dB for the learned prior (``learned_demo``, SDS) at the same 1000 steps.
+CPU_PRESET = DEMO_PRESET
+CPU_DEMO_REASON = ("No CUDA device here, so the offline demo runs (minutes; Stable Diffusion would take days to weeks "
+                   "on a CPU; to run it anyway: --preset paper --force)")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -63,67 +66,56 @@ def resolve_config(
 
 
 def resolve_model_id(model_id: str) -> str:
-    """A model id whose local path is absolute, so that a run's ``config.yaml`` (and ``--resume``) works from any
-    working folder.
-
-    ``multiview:DIR`` and local folders or checkpoint files that exist relative to the working folder become
-    absolute; a relative ``multiview:`` path or learned-prior folder that does not exist there is looked up in the
-    repository (so ``presets/demo.yaml`` and ``presets/learned_demo.yaml`` work from anywhere). Hub ids, and paths
-    found nowhere (the loader names them in its error), are returned unchanged.
-    """
-    prefix = MODEL_PREFIX if model_id.startswith(MODEL_PREFIX) else ""
-    value = model_id[len(prefix):]
-    return prefix + _absolute_if_local(value, search_repo=bool(prefix) or is_prior_folder(REPO_ROOT / value))
+    """A model id whose local path is absolute (:func:`~lucid_app.priors.model_ref.parse_model_ref`), so that a run's
+    ``config.yaml`` (and ``--resume``) works from any working folder; hub ids, and paths found nowhere (the loader
+    names them in its error), come back unchanged."""
+    try:
+        return parse_model_ref(model_id).id
+    except ConfigError:
+        return model_id
 
 
-def check_model(model: str) -> None:
-    """Accept "" (the preset's model), ``multiview:DIR`` with an existing DIR, an existing local path or a hub id.
-
-    Raises:
-        ConfigError: anything else, naming what is accepted.
-    """
-    if not model:
-        return
-    if is_pickle_file(model):
-        raise ConfigError(
-            f"model {Path(model).name!r} is a pickle-format checkpoint, which can run code when loaded; the app "
-            "loads hub ids, diffusers folders and .safetensors files only"
-        )
-    if model.startswith(MODEL_PREFIX):
-        if not Path(resolve_model_id(model)[len(MODEL_PREFIX):]).exists():
-            raise ConfigError(f"model {model!r}: no such multi-view dataset folder")
-        return
-    if Path(model).expanduser().exists() or _HUB_ID.fullmatch(model):
-        return
-    raise ConfigError(
-        f"unknown model {model!r}: give a Hugging Face hub id (owner/name), a local diffusers folder or "
-        f".safetensors file, or pick the offline demo ({DEMO_MODEL})"
-    )
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is off (``HF_HUB_OFFLINE``): only cached weights can load."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _absolute_if_local(value: str, search_repo: bool = False) -> str:
-    """``value`` as an absolute path when it names an existing file or folder (or, with ``search_repo``, one in the
-    repository), else unchanged (a hub id, a preset name, empty)."""
+def weights_available(model_id: str) -> bool:
+    """Whether a Stable Diffusion model's weights can load on this machine: a local folder or file that exists, a hub
+    id in the local Hugging Face cache, or any hub id while the hub is reachable (not offline). Where they cannot,
+    the loader's message, not a run-time estimate, is what the user needs first."""
+    if Path(model_id).expanduser().exists():
+        return True
+    if not _HUB_ID.fullmatch(model_id):
+        return False
+    if not hub_offline():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+    except ValueError:
+        return False
+
+
+def _absolute_if_local(value: str) -> str:
+    """``value`` as an absolute path when it names an existing file or folder, else unchanged (a preset's pose name,
+    empty)."""
     if not value.strip():
         return value
     path = Path(value).expanduser()
-    if path.exists():
-        return os.path.abspath(path)
-    if search_repo and not path.is_absolute() and (REPO_ROOT / path).exists():
-        return str(REPO_ROOT / path)
-    return value
+    return os.path.abspath(path) if path.exists() else value
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """``config`` with every local path it names made absolute (model, embeddings, LoRA, ControlNet, single-file
-    configs, the SMPL folder and a pose file): what ``config.yaml`` records, valid from any working folder."""
-    model = config.model
-    model = replace(
-        model, id=resolve_model_id(model.id), lora=_absolute_if_local(model.lora),
-        controlnet=_absolute_if_local(model.controlnet),
-        single_file_config=_absolute_if_local(model.single_file_config),
-        textual_inversion=tuple(_absolute_if_local(p) for p in model.textual_inversion),
-    )
+    configs, the SMPL folder and a pose file): what ``config.yaml`` records, valid from any working folder.
+
+    Raises:
+        ConfigError: an empty model id.
+    """
+    model = model_ref_of(config.model).applied(config.model)
+    model = replace(model, single_file_config=_absolute_if_local(model.single_file_config))
     avatar = replace(config.avatar, smpl_dir=_absolute_if_local(config.avatar.smpl_dir),
                      pose=_absolute_if_local(config.avatar.pose))
     return replace(config, model=model, avatar=avatar)
@@ -160,7 +152,8 @@ def check_new_run_dir(out: str | Path, overwrite: bool = False) -> tuple[Path, l
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A config and its loaded prior; ``notice`` says plainly when the offline demo replaced the request."""
+    """A config and its loaded prior; ``notice`` says plainly when the offline demo replaced the request, and when
+    the doctor measured that the run's method drifts on its model."""
 
     config: TrainConfig
     prior: DiffusionPrior
@@ -173,9 +166,15 @@ def load_run_prior(
     allow_demo: bool = True,
     loader: Callable[[ModelConfig, torch.device], DiffusionPrior] | None = None,
     overrides: Sequence[str] = (),
+    machine_choice: bool = False,
 ) -> PreparedRun:
     """Load ``config.model``; when it is the default Stable Diffusion model and its weights are unavailable (and
     ``allow_demo``), run the offline demo instead and say so.
+
+    ``machine_choice``: the run named no model and no preset (the README's first command), so it runs what this
+    machine can finish: on a device without CUDA the offline demo (:data:`CPU_DEMO_PRESET`) at once, without trying
+    Stable Diffusion (which would download gigabytes and take weeks there), and the notice says so and how to run
+    Stable Diffusion anyway; with CUDA, Stable Diffusion as usual.
 
     The demo keeps the user's prompt when it names a demo object, else it uses the demo preset's prompt. The demo
     preset's settings apply, then the user's own ``overrides`` (the ``key=value`` strings that made ``config``:
@@ -190,19 +189,33 @@ def load_run_prior(
     """
     torch_device = resolve_device(device)
     load = loader or (lambda model, dev: load_prior(model.id, model, dev))
+    replaceable = allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled
+    if machine_choice and replaceable and torch_device.type != "cuda":
+        return _demo_instead(config, torch_device, load, overrides, CPU_DEMO_REASON, CPU_PRESET)
     try:
-        return PreparedRun(config, load(config.model, torch_device))
+        return _with_drift_notice(PreparedRun(config, load(config.model, torch_device)))
     except PriorError as err:
         # The demo has no body: an avatar run never silently becomes the demo.
-        if not (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled):
+        if not replaceable:
             raise
         logger.info("%s", err)
+    reason = (f"No Stable Diffusion weights are available for {config.model.id!r} (offline, or not downloaded "
+              "yet): running the built-in offline demo instead")
+    return _demo_instead(config, torch_device, load, overrides, reason, DEMO_PRESET)
+
+
+def _demo_instead(config: TrainConfig, device: torch.device,
+                  load: Callable[[ModelConfig, torch.device], DiffusionPrior], overrides: Sequence[str], reason: str,
+                  preset: str) -> PreparedRun:
+    """The offline demo ``preset`` in place of ``config`` (see :func:`load_run_prior`), with a one-line notice that
+    starts with ``reason`` and names no server path."""
     applied, dropped = demo_overrides(overrides)
     try:
-        demo = resolve_config(DEMO_PRESET, overrides=[f"seed={config.seed}", *applied])
+        demo = resolve_config(preset, overrides=[f"seed={config.seed}", *applied])
     except ConfigError as err:
         raise ConfigError(f"running the offline demo instead of {config.model.id!r}: {err}") from None
-    prior = load(demo.model, torch_device)
+    prior = load(demo.model, device)
+    captions = list(getattr(prior, "captions", []))
     prompt = demo.prompt.text
     try:
         prior.encode_prompts([config.prompt.text])
@@ -210,25 +223,50 @@ def load_run_prior(
     except PriorError:
         pass
     demo = replace(demo, prompt=replace(demo.prompt, text=prompt))
-    captions = ", ".join(repr(c) for c in getattr(prior, "captions", []))
+    known = ", ".join(repr(c) for c in captions)
+    made = (f"it makes {prompt!r}" if prompt == config.prompt.text
+            else f"{config.prompt.text!r} is not one of its objects ({known}), so it makes {prompt!r}")
     notice = (
-        f"No Stable Diffusion weights are available for {config.model.id!r} (offline, or not downloaded yet). "
-        f"Running the built-in offline demo instead: the multi-view prior {demo.model.id} with prompt {prompt!r} "
-        f"(demo objects: {captions}); the demo preset's settings apply"
-        + (f", with your overrides {', '.join(applied)}" if applied else "")
+        f"{reason}: the {preset!r} preset on the prior {display_model(demo.model.id)}; {made}"
+        + (f"; your settings {', '.join(applied)} apply" if applied else "")
         + (f"; dropped, as they do not apply to the demo: {', '.join(dropped)}" if dropped else "")
         + "."
     )
     logger.warning("%s", notice)
-    return PreparedRun(demo, prior, notice)
+    return _with_drift_notice(PreparedRun(demo, prior, notice))
+
+
+def _with_drift_notice(prepared: PreparedRun) -> PreparedRun:
+    """``prepared`` with the doctor's warning appended to its notice when its method is known to drift on its model
+    (:func:`lucid_app.lab.doctor.verdicts.drift_notice`); the CLI logs it and the app shows it before training."""
+    drift = drift_notice(prepared.config.model.id, prepared.config.guidance.method)
+    if drift is None:
+        return prepared
+    logger.warning("%s", drift)
+    notice = drift if prepared.notice is None else f"{prepared.notice} {drift}"
+    return PreparedRun(prepared.config, prepared.prior, notice)
+
+
+def display_model(model_id: str) -> str:
+    """A model id as a person reads it: a path inside the repository relative to it (``multiview:assets/demo``),
+    any other local path by its folder or file name only (never a server's absolute path), a hub id as it is."""
+    ref = parse_model_ref(model_id)
+    prefix = MULTIVIEW_PREFIX if ref.kind == "multiview" else ""
+    path = Path(ref.location)
+    if ref.kind == "hub" or not path.is_absolute():
+        return model_id
+    try:
+        return prefix + path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return prefix + path.name
 
 
 def demo_stands_in(config: TrainConfig, allow_demo: bool = True) -> bool:
     """Whether :func:`load_run_prior` will run the offline demo instead of ``config``: the default model is asked
-    for, the demo may stand in, and its weights cannot load here (offline and not in the cache). Reads the hub's
-    cache only."""
+    for, the demo may stand in, and its weights cannot load here (:func:`weights_available`: offline and not in the
+    cache). Reads the hub's cache only, never the network."""
     return (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled
-            and not hub_model_loadable(config.model.id))
+            and not weights_available(config.model.id))
 
 
 # Override keys that cannot apply to the offline demo: it has its own model, and no body.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lucid_app.config import GuidanceConfig, PromptChange, PromptConfig, TrainConfig, load_section
+from lucid_app.config import GuidanceConfig, PromptChange, PromptConfig, TrainConfig, load_section, replace
 from lucid_app.config.negatives import negative_text, resolve_schedule
 from lucid_app.guidance.prompts import encode_or_unconditional, encode_prompt_set
 from lucid_app.priors.base import DiffusionPrior
@@ -137,7 +137,7 @@ def apply_change(state: PromptState | None, encoded: EncodedChange) -> PromptSta
     views = torch.cat(rows) if any(name in texts for name in _SUFFIX_FIELDS) else embeddings.views
     perp_neg = {name: getattr(change, name) for name in _PERP_NEG_FIELDS if getattr(change, name) is not None}
     return dataclasses.replace(
-        state, prompt=dataclasses.replace(state.prompt, **texts),
+        state, prompt=replace(state.prompt, **texts),
         embeddings=dataclasses.replace(embeddings, negative=negative, views=views), **perp_neg,
     )
 
@@ -212,7 +212,7 @@ def request_change(controls: LiveControls, prior: DiffusionPrior, changes: Mappi
     encoded = encode_change(prior, current.prompt, change)
     _, step = controls.update_prompt(lambda state: apply_change(state, encoded))
     logger.info("prompt change from step %d: %s", step, change_fields(change))
-    return dataclasses.replace(change, step=step)
+    return replace(change, step=step)
 
 
 class PromptTrack:

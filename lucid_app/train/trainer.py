@@ -23,12 +23,13 @@ Gaussians (:meth:`Trainer.request_snapshot`, the app's inspector of a running jo
 ``TrainedEvent`` (the app lets the next job start then), reports each export stage (``ExportEvent``; the
 ``skip_export`` control ends the export after ``model.ply``) and ends with ``DoneEvent``.
 
-Files (only through :mod:`lucid_app.io` and ``export_run.py``): ``config.yaml`` at the start, ``metrics.jsonl`` as it goes (a run
-from step 0 starts it empty), ``checkpoint.pt`` at the start, every ``export.checkpoint_every`` steps, whenever
-``export.checkpoint_every_s`` seconds have passed since the last one (so a kill loses at most that) and at the end,
-and at the end, however the run ends (done, stopped, failed, Ctrl-C), ``model.ply``, ``turntable.mp4`` and
-``views/*.png`` of the last good state. A checkpoint only ever holds the state between two steps: an interrupt in the
-middle of a step keeps the previous checkpoint, so a resume always continues bit for bit.
+Files (only through :mod:`lucid_app.io` and :mod:`lucid_app.train.export_run`): ``config.yaml`` at the start,
+``metrics.jsonl`` as it goes (a run from step 0 starts it empty), ``checkpoint.pt`` at the start, every
+``export.checkpoint_every`` steps, whenever ``export.checkpoint_every_s`` seconds have passed since the last one (so a
+kill loses at most that) and at the end, and at the end, however the run ends (done, stopped, failed, Ctrl-C),
+``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state. A checkpoint only ever holds the state
+between two steps: an interrupt in the middle of a step keeps the previous checkpoint, so a resume always continues
+bit for bit.
 
 The loop's state (step, generator, schedules in force, snapshot requests, the open metrics log) lives in one object
 whose methods each do one job; the end outputs are ``export_run.py``, the loss terms ``losses.step_losses``, when
@@ -37,12 +38,13 @@ previews and checkpoints are due ``outputs.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from lucid_app.avatar import avatar_setup
-from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, to_yaml
+from lucid_app.config import ControlChange, PromptChange, TrainConfig, from_yaml, replace, to_yaml
 from lucid_app.guidance import GUIDANCES, GuidanceOutput
 from lucid_app.guidance.base import for_run
 from lucid_app.guidance.prompts import PromptEmbeddings
@@ -302,7 +304,7 @@ class Trainer:
 
         # 2. Render with noisy scales.
         splats = self.gaussians.splats()
-        splats = replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
+        splats = dataclasses.replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
         out = self.renderer.render(splats, cams, backgrounds)
 
         # 3. The objective's loss on the colour or the disparity, plus the regularisers; one backward pass.

@@ -4,7 +4,9 @@ Modes: ``negative`` (A with the negative prompt, B with none — the true uncond
 guidance methods (``AB_METHOD_PAIRS``: any two of ISM, SDS, SDI and naive; ``method`` is ISM vs SDS, its name
 since before there were more).
 Both jobs go through the app's job manager like any other run (same queue, same run folders); when both finish the
-tab shows each one's first evaluation view (``views/view_000.png``) and its final metrics.
+tab shows each one's final views side by side at the export's size (front, side, back, side, as the preview) and a
+table of their figures: the PSNR between the two runs' final views, training time, s/step, prior evaluations,
+Gaussians and the final guidance loss (each side's figures also as JSON, for the API).
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ import html
 import itertools
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from lucid_app.app.job_board import JobView
+from lucid_app.app.past_runs import read_run, views_image, views_psnr
 from lucid_app.config import ConfigError, TrainConfig, from_yaml, replace
-from lucid_app.io.run_layout import EVAL_VIEW
 from lucid_app.ui.errors import user_errors
 from lucid_app.ui.guidance_handlers import GuidanceHandlers
-from lucid_app.ui.handlers import AppHandlers, relative_to_outputs, session_of, status_html
+from lucid_app.ui.handlers import AppHandlers, status_html
 
 # The methods the A/B run compares, in the order their pairs are listed (keys of ``guidance.GUIDANCES``).
 AB_METHODS = ("ism", "sds", "sdi", "naive")
@@ -35,7 +37,7 @@ AB_METHOD_PAIRS: dict[str, tuple[str, str]] = {
 AB_MODES = {"negative": "With vs without the negative prompt",
             **{mode: f"{METHOD_LABELS[a]} vs {METHOD_LABELS[b]}" for mode, (a, b) in AB_METHOD_PAIRS.items()}}
 AB_FIELDS = ("prompt", "negative", "preset", "model", "mode", "steps", "seed", "extra_overrides")
-AB_OUTPUTS = ("status", "image_a", "image_b", "metrics_a", "metrics_b")
+AB_OUTPUTS = ("status", "image_a", "image_b", "metrics_a", "metrics_b", "table")
 
 
 def ab_configs(base: TrainConfig, mode: str) -> tuple[TrainConfig, TrainConfig]:
@@ -63,26 +65,56 @@ def ab_label(config: TrainConfig, mode: str) -> str:
     return f"negative {config.prompt.negative!r}" if config.prompt.negative else "no negative prompt"
 
 
-def ab_metrics(view: JobView, outputs: Path) -> dict[str, Any]:
-    """A side's final (or current) figures: state, steps, losses, Gaussians, s/step, and its distinguishing fields."""
+def ab_metrics(view: JobView) -> dict[str, Any]:
+    """A side's final (or current) figures: state, steps, losses, Gaussians, time, s/step, prior evaluations, and its
+    distinguishing fields (its run by the run folder's name)."""
     config = from_yaml(view.config_yaml)
     last = view.last_step
     timed = [e.seconds for e in view.steps]
+    steps = last.step if last else 0
     return {
-        "run": relative_to_outputs(view.run_dir, outputs), "state": view.state, "outcome": view.outcome,
+        "run": view.run_dir.name, "state": view.state, "outcome": view.outcome,
         "method": config.guidance.method, "negative": config.prompt.negative, "seed": config.seed,
-        "step": last.step if last else 0, "total_steps": view.total_steps,
+        "step": steps, "total_steps": view.total_steps,
         "loss": last.losses.get("total") if last else None,
         "loss_guidance": last.losses.get("guidance") if last else None,
         "n_gaussians": last.n_gaussians if last else None,
+        "train_s": round(sum(timed), 2) if timed else None,
         "s_per_step": round(sum(timed) / len(timed), 4) if timed else None,
+        "prior_samples": view.prior_samples,
+        "prior_evals_per_view_step": (round(view.prior_samples / steps / config.cameras.batch_size, 2)
+                                      if steps else None),
     }
 
 
 def ab_image(view: JobView) -> Any:
-    """The side's picture: its first evaluation view once exported, else its latest preview grid (or None)."""
-    path = view.run_dir / EVAL_VIEW
-    return str(path) if view.finished and path.is_file() else view.preview
+    """The side's picture: its final views (front, side, back, side at the export's size) once exported, else its
+    latest preview grid (or None)."""
+    if view.finished:
+        final = views_image(read_run(view.run_dir).views)
+        if final is not None:
+            return final
+    return view.preview
+
+
+# The table's rows: (label, the ``ab_metrics`` key, format).
+TABLE_ROWS = (
+    ("state", "outcome", "{}"), ("steps", "step", "{}"), ("training time (s)", "train_s", "{:.1f}"),
+    ("s / step", "s_per_step", "{:.3f}"), ("prior evaluations (samples)", "prior_samples", "{:,}"),
+    ("prior evaluations per view per step", "prior_evals_per_view_step", "{:.2f}"),
+    ("Gaussians", "n_gaussians", "{:,}"), ("final guidance loss", "loss_guidance", "{:.4g}"),
+)
+
+
+def ab_table(labels: tuple[str, str], metrics: tuple[dict[str, Any], dict[str, Any]],
+             psnr_db: float | None) -> pd.DataFrame:
+    """The two sides' figures as a table (a row per figure, a column per side), the PSNR between their final views
+    first (the same value in both columns: it compares the two)."""
+    shown = "—" if psnr_db is None else ("identical" if psnr_db == float("inf") else f"{psnr_db:.2f}")
+    rows = [["PSNR of the final views, A to B (dB)", shown, shown]]
+    for label, key, fmt in TABLE_ROWS:
+        rows.append([label, *("—" if m.get(key) in (None, "") else fmt.format(m[key]) for m in metrics)])
+    return pd.DataFrame(rows, columns=["", f"A — {labels[0]}", f"B — {labels[1]}"])
 
 
 class ABHandlers:
@@ -107,7 +139,7 @@ class ABHandlers:
     ) -> Iterator[tuple[Any, ...]]:
         """Queue A and B for this session and stream both (``AB_OUTPUTS``) until both have ended."""
         try:
-            negative_text = self.guidance.resolve_negative(negative)
+            negative_text = self.guidance.resolve_negative(negative, request)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
         base = self.app.resolve_form({"prompt": prompt, "negative": negative_text, "preset": preset, "model": model,
@@ -117,8 +149,8 @@ class ABHandlers:
             configs = ab_configs(base, mode)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
-        session = session_of(request)
-        views = [self.app.jobs.submit(config, session=session, allow_demo=True) for config in configs]
+        owner = self.app.owner_of(request)
+        views = [self.app.jobs.submit(config, session=owner, allow_demo=True) for config in configs]
         sent = [-1, -1]
         while True:
             yield self.render(views, mode, sent)
@@ -131,10 +163,12 @@ class ABHandlers:
 
     def render(self, views: list[JobView], mode: str, sent: list[int]) -> tuple[Any, ...]:
         """``AB_OUTPUTS`` for the two snapshots; until both have ended a picture is sent only when it changed
-        (``sent`` tracks that), and the last update holds both pictures (what an API caller receives)."""
+        (``sent`` tracks that), and the last update holds both pictures (what an API caller receives). Pictures are
+        arrays (the runs' final views), never a server file."""
+        labels = tuple(ab_label(from_yaml(view.config_yaml), mode) for view in views)
         status = "".join(
-            f"<div><b>{side} — {html.escape(ab_label(from_yaml(view.config_yaml), mode))}</b>"
-            f"{status_html(view)}</div>" for side, view in zip("AB", views)
+            f"<div><b>{side} — {html.escape(label)}</b>{status_html(view)}</div>"
+            for side, label, view in zip("AB", labels, views)
         )
         images = []
         final = all(view.finished for view in views)
@@ -142,5 +176,6 @@ class ABHandlers:
             key = -2 if view.finished else view.preview_step
             images.append(gr.skip() if sent[i] == key and not final else ab_image(view))
             sent[i] = key
-        metrics = [ab_metrics(view, self.app.outputs) for view in views]
-        return (status, *images, *metrics)
+        metrics = [ab_metrics(view) for view in views]
+        psnr_db = views_psnr(*(read_run(view.run_dir).views for view in views)) if final else None
+        return (status, *images, *metrics, ab_table(labels, tuple(metrics), psnr_db))

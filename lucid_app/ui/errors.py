@@ -3,8 +3,9 @@
 Every handler that Gradio calls is wrapped in :func:`user_errors`: user errors (``ValueError`` and its kin —
 ``ConfigError``, ``JobError``, ``PriorError``, ``AvatarError`` — plus ``OverflowError``/``TypeError`` from values
 sent over raw HTTP) become a ``gr.Error`` with the first line of their message; anything else is logged with its
-traceback and shown as a short "internal error" line with an id to find it in the log. Messages pass through
-:func:`public_text`, which replaces absolute server paths (upload folders, the outputs root) by their last part.
+traceback and shown as a short "internal error" line with an id to find it in the log. The server log keeps one line
+per user error (:func:`log_line`) and a traceback only for internal errors. Messages pass through :func:`public_text`,
+which replaces absolute server paths (upload folders, the outputs root) by their last part.
 """
 
 from __future__ import annotations
@@ -42,16 +43,27 @@ def public_text(text: str) -> str:
     return first
 
 
+def log_line(text: str) -> str:
+    """``text`` as one line of the server log: its lines joined with " | " (the log keeps server paths)."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def _as_gradio_error(err: BaseException, where: str) -> gr.Error:
+    """The client's ``gr.Error`` for ``err``, after the server log's record of it: one INFO line for a user error
+    (its traceback only at DEBUG, with ``-v``), an ERROR with the traceback for an internal one. Gradio would print
+    the traceback of every error it is handed again (``print_exception``): it is told not to."""
     if isinstance(err, gr.Error):
-        return gr.Error(public_text(err.message), duration=err.duration, visible=err.visible, title=err.title)
+        logger.info("%s: %s", where, log_line(err.message))
+        return gr.Error(public_text(err.message), duration=err.duration, visible=err.visible, title=err.title,
+                        print_exception=False)
     if isinstance(err, USER_EXCEPTIONS):
-        logger.info("%s: %s", where, err)
+        logger.info("%s: %s", where, log_line(str(err) or type(err).__name__))
         logger.debug("%s failed", where, exc_info=err)
-        return gr.Error(public_text(str(err) or type(err).__name__))
+        return gr.Error(public_text(str(err) or type(err).__name__), print_exception=False)
     ref = uuid.uuid4().hex[:8]
     logger.error("%s: internal error %s", where, ref, exc_info=err)
-    return gr.Error(f"Internal error on the server (logged as {ref}); please try again or report it.")
+    return gr.Error(f"Internal error on the server (logged as {ref}); please try again or report it.",
+                    print_exception=False)
 
 
 def user_errors(func: F) -> F:

@@ -1,8 +1,10 @@
 """Handlers of the "Negative prompts & guidance lab" tab: the negative library, live prompt changes, the inspector.
 
 No tensors here: the inspector's work is a job task (:mod:`lucid_app.app.inspect_task`) queued on the app's worker,
-and these handlers only build its request and follow its progress. The A/B run lives in ``ab_run.py``. The user's
-own negatives are kept in ``OUTPUTS/negatives.yaml`` beside the run folders, merged with the shipped library.
+and these handlers only build its request and follow its progress. The A/B run lives in ``ab_run.py``. Each owner's
+own negatives are kept in their folder (``OUTPUTS/<owner>/negatives.yaml``, capped in entries and size, never served
+by URL), merged with the shipped library. The inspector takes a model by name from the server's list, an uploaded
+``.ply`` file (parsed by plyfile, never a folder), or one of the caller's runs.
 """
 
 from __future__ import annotations
@@ -14,35 +16,47 @@ from typing import Any
 
 import gradio as gr
 
-from lucid_app.app.client_config import check_client_config
+from lucid_app.app.client_config import check_client_config, public_path
 from lucid_app.app.inspect_task import CAMERA_MODES, InspectRequest, inspect_task
 from lucid_app.app.job_board import JobView
-from lucid_app.app.run_folders import JobError, resolve_run
+from lucid_app.app.run_folders import JobError, user_negatives_path
 from lucid_app.app.tasks import TaskContext
-from lucid_app.config import ConfigError, GuidanceConfig, PromptConfig, TrainConfig, from_yaml
-from lucid_app.config.negatives import (
-    REFERENCE_PREFIX,
-    USER_NEGATIVES_NAME,
-    library_text,
-    merged_negatives,
-    save_negative,
+from lucid_app.config import (
+    MAX_INSPECT_SEEDS,
+    MAX_INSPECT_VALUES,
+    MAX_TIMESTEP,
+    AzimuthDeg,
+    ConfigError,
+    ElevationDeg,
+    GuidanceConfig,
+    Length,
+    PromptConfig,
+    TrainConfig,
+    from_yaml,
+    replace,
 )
+from lucid_app.config.negatives import REFERENCE_PREFIX, library_text, merged_negatives, save_negative
+from lucid_app.io.ply import read_gaussian_ply
 from lucid_app.io.run_layout import CONFIG_NAME
 from lucid_app.lab.inspector import NEGATIVE_VARIANTS, InspectSettings
-from lucid_app.train.prepare import check_model, resolve_config
+from lucid_app.priors.model_ref import ModelRef
+from lucid_app.train.prepare import resolve_config
 from lucid_app.train.prompt_changes import prompt_settings
 from lucid_app.ui.errors import user_errors
-from lucid_app.ui.form import DEFAULT_PRESET
-from lucid_app.ui.handlers import AppHandlers, session_of
+from lucid_app.ui.form import DEFAULT_PRESET, bounded_number, form_number
+from lucid_app.ui.handlers import AppHandlers
 
 logger = logging.getLogger(__name__)
 
 INSPECT_KIND = "inspect"
 WAIT_S = 1.0
-MAX_SEEDS = 16
+MAX_SEEDS = MAX_INSPECT_SEEDS
 INSPECT_SOURCES = ("latest", "live", "run", "upload")
 # Longest wait for a running job to reach a step boundary (one step) before its Gaussians can be copied.
 SNAPSHOT_TIMEOUT_S = 120.0
+PLY_SUFFIX = ".ply"
+# How the messages name an owner's negative library.
+USER_LIBRARY = "your library"
 # The inspector's "with / without the negative prompt" choice → InspectSettings.negatives.
 INSPECT_VARIANTS = {"both": NEGATIVE_VARIANTS, "neg": ("neg",), "noneg": ("noneg",)}
 # The live-change fields of ``set_negative`` in the order of its parameters (JobManager.set_prompt's names).
@@ -51,15 +65,23 @@ PROMPT_FIELDS = ("negative", "perp_neg", "perp_neg_weight", "front_decay", "side
 
 
 def parse_int_list(text: str, name: str, minimum: int) -> tuple[int, ...]:
-    """"200, 500" → (200, 500); ConfigError naming ``name`` for an empty list, a non-integer or a value < minimum."""
+    """"200, 500" → (200, 500); ConfigError naming ``name`` for an empty list, more than ``MAX_INSPECT_VALUES``
+    values, a non-integer, or a value below ``minimum`` or above ``MAX_TIMESTEP``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {str(text)[:40]!r})")
+    parts = [part for part in text.replace(";", ",").split(",") if part.strip()]
+    if len(parts) > MAX_INSPECT_VALUES:
+        raise ConfigError(f"{name}: at most {MAX_INSPECT_VALUES} values, got {len(parts)}")
     try:
-        values = tuple(int(part) for part in str(text).replace(";", ",").split(",") if part.strip())
+        values = tuple(int(part) for part in parts)
     except ValueError:
-        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {text!r})") from None
+        raise ConfigError(f"{name}: give whole numbers separated by commas, e.g. 200,500 (got {text[:40]!r})") from None
     if not values:
         raise ConfigError(f"{name}: give at least one value, e.g. 200,500")
     if min(values) < minimum:
         raise ConfigError(f"{name}: values must be at least {minimum}, got {min(values)}")
+    if max(values) > MAX_TIMESTEP:
+        raise ConfigError(f"{name}: values must be at most {MAX_TIMESTEP}, got {max(values)}")
     return values
 
 
@@ -97,56 +119,60 @@ class GuidanceHandlers:
     def __init__(self, app: AppHandlers) -> None:
         self.app = app
         self.jobs = app.jobs
-        self.user_library = app.outputs / USER_NEGATIVES_NAME
 
     # ------------------------------------------------------------------ the negative library
 
-    def library(self) -> dict[str, str]:
-        """The shipped library followed by the user's saved negatives."""
-        return merged_negatives(self.user_library)
+    def user_library(self, request: gr.Request | None) -> Path:
+        """The caller's own negative library (:func:`lucid_app.app.run_folders.user_negatives_path`)."""
+        return user_negatives_path(self.app.outputs, self.app.owner_of(request))
+
+    def library(self, request: gr.Request | None) -> dict[str, str]:
+        """The shipped library followed by the caller's saved negatives."""
+        return merged_negatives(self.user_library(request))
 
     @user_errors
-    def library_choices(self, selected: str | None = None) -> Any:
+    def library_choices(self, selected: str | None = None, request: gr.Request | None = None) -> Any:
         """The library dropdown (names), keeping ``selected`` when it still exists."""
         try:
-            names = list(self.library())
+            names = list(self.library(request))
         except ConfigError as err:
             raise gr.Error(str(err)) from None
         return gr.Dropdown(choices=names, value=selected if selected in names else None)
 
     @user_errors
-    def negative_of(self, name: str) -> str:
+    def negative_of(self, name: str, request: gr.Request | None = None) -> str:
         """The text of the library entry ``name`` ("" for no selection)."""
         if not name:
             return ""
         try:
-            return library_text(REFERENCE_PREFIX + name, self.library(), USER_NEGATIVES_NAME)
+            return library_text(REFERENCE_PREFIX + name, self.library(request), USER_LIBRARY)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
 
     @user_errors
-    def save(self, name: str, text: str) -> tuple[Any, str]:
-        """Save ``text`` as the user negative ``name``; returns (the refreshed dropdown, a message)."""
+    def save(self, name: str, text: str, request: gr.Request | None = None) -> tuple[Any, str]:
+        """Save ``text`` as the caller's negative ``name``; returns (the refreshed dropdown, a message)."""
         try:
-            save_negative(name, text, self.user_library)
+            save_negative(name, text, self.user_library(request))
         except ConfigError as err:
             return gr.skip(), f"Not saved: {err}"
         saved = name.strip().removeprefix(REFERENCE_PREFIX)
-        return self.library_choices(saved), f"Saved as `@{saved}` in your library ({USER_NEGATIVES_NAME})."
+        return self.library_choices(saved, request), f"Saved as `@{saved}` in {USER_LIBRARY}."
 
     @user_errors
-    def use_in_text_to_3d(self, text: str) -> tuple[str, str]:
+    def use_in_text_to_3d(self, text: str, request: gr.Request | None = None) -> tuple[str, str]:
         """(the text for the Text-to-3D tab's negative field, a message); an ``@NAME`` becomes its text there, since
         that tab resolves names of the shipped library only."""
         try:
-            resolved = self.resolve_negative(text)
+            resolved = self.resolve_negative(text, request)
         except ConfigError as err:
             raise gr.Error(str(err)) from None
         return resolved, "Copied to the Text-to-3D tab's negative prompt."
 
-    def resolve_negative(self, text: str) -> str:
-        """``@NAME`` (shipped or user library) → its text; other text unchanged. ConfigError for an unknown name."""
-        return library_text(str(text or "").strip(), self.library(), f"{USER_NEGATIVES_NAME} + the shipped library")
+    def resolve_negative(self, text: str, request: gr.Request | None) -> str:
+        """``@NAME`` (shipped or the caller's library) → its text; other text unchanged. ConfigError for an unknown
+        name."""
+        return library_text(str(text or "").strip(), self.library(request), f"{USER_LIBRARY} + the shipped library")
 
     # ------------------------------------------------------------------ live prompt changes
 
@@ -167,14 +193,17 @@ class GuidanceHandlers:
 
         Only the fields that differ from what the job uses are sent; every problem comes back as the message.
         """
-        view = self.jobs.latest(session_of(request))
+        view = self.jobs.latest(self.app.owner_of(request))
         if view is None or view.finished:
             return "No running job: start one in the Text-to-3D tab, then apply."
         try:
+            if not isinstance(perp_neg, bool):
+                raise ConfigError(f"perp_neg: expected true or false, got {str(perp_neg)[:40]!r}")
             wanted = {
-                "negative": self.resolve_negative(negative), "perp_neg": bool(perp_neg),
-                "perp_neg_weight": float(perp_neg_weight), "front_decay": float(front_decay),
-                "side_decay": float(side_decay), "front_suffix": str(front_suffix),
+                "negative": self.resolve_negative(negative, request), "perp_neg": perp_neg,
+                "perp_neg_weight": form_number("perp_neg_weight", perp_neg_weight),
+                "front_decay": form_number("front_decay", front_decay),
+                "side_decay": form_number("side_decay", side_decay), "front_suffix": str(front_suffix),
                 "side_suffix": str(side_suffix), "back_suffix": str(back_suffix),
             }
             changes = changed_fields(prompt_in_force(view), wanted)
@@ -218,9 +247,9 @@ class GuidanceHandlers:
         try:
             inspect_request = self.inspect_request(source, run, ply_file, prompt, model, camera, azimuth_deg,
                                                    elevation_deg, radius, timesteps, delta_ts, seeds, variants,
-                                                   negative, session_of(request))
+                                                   negative, request)
             view = self.jobs.submit_task(inspect_task(inspect_request), inspect_request.config,
-                                         session=session_of(request), kind=INSPECT_KIND)
+                                         session=self.app.owner_of(request), kind=INSPECT_KIND)
         except (JobError, ValueError) as err:
             raise gr.Error(str(err)) from None
         while not view.finished:
@@ -229,23 +258,29 @@ class GuidanceHandlers:
             view = self.jobs.wait(view.id, view.version, timeout_s=WAIT_S)
         if view.state != "done":
             raise gr.Error(f"The inspector did not finish ({view.state}): {view.message}")
-        return view.preview, json.dumps(view.data, indent=2)
+        return view.preview, self.public_json(view.data)
+
+    def public_json(self, data: dict[str, Any]) -> str:
+        """The inspector's numbers as JSON text for the client: its model without server folders."""
+        shown = dict(data)
+        if isinstance(shown.get("model"), str):
+            shown["model"] = public_path(shown["model"], self.app.outputs)
+        return json.dumps(shown, indent=2)
 
     def inspect_live(self, run: str | None, ply_file: str | None, prompt: str, model: str, camera: str,
                      azimuth_deg: float, elevation_deg: float, radius: float, timesteps: str, delta_ts: str,
                      seeds: float, variants: str, negative: str, request: gr.Request,
                      progress: gr.Progress) -> tuple[Any, str]:
         """The inspector on a snapshot of this session's running job, run here, beside its training."""
-        session = session_of(request)
         try:
-            view = self.jobs.latest(session)
+            view = self.jobs.latest(self.app.owner_of(request))
             if view is None or view.finished:
                 raise JobError("This session has no running job: generate one in the Text-to-3D tab, or inspect "
                                "its latest or a past run.")
             progress(0.0, desc="Inspector — waiting for the running job's next step")
             snapshot = self.jobs.live_gaussians(view.id, timeout_s=SNAPSHOT_TIMEOUT_S)
             base = self.inspect_request("latest", run, ply_file, prompt, model, camera, azimuth_deg, elevation_deg,
-                                        radius, timesteps, delta_ts, seeds, variants, negative, session)
+                                        radius, timesteps, delta_ts, seeds, variants, negative, request)
             live = InspectRequest(config=base.config, snapshot=snapshot, negative=base.negative, camera=base.camera,
                                   azimuth_deg=base.azimuth_deg, elevation_deg=base.elevation_deg, radius=base.radius,
                                   settings=base.settings)
@@ -259,7 +294,7 @@ class GuidanceHandlers:
             result = inspect_task(live)(context)
         except (JobError, ValueError) as err:
             raise gr.Error(str(err)) from None
-        return result.image, json.dumps(result.data, indent=2)
+        return result.image, self.public_json(result.data)
 
     def inspect_request(
         self,
@@ -277,36 +312,48 @@ class GuidanceHandlers:
         seeds: float,
         variants: str,
         negative: str,
-        session: str,
+        request: gr.Request | None,
     ) -> InspectRequest:
         """The inspector's request from the tab's fields.
 
         Raises:
             ConfigError: a bad list, seed count, choice, prompt or negative. JobError: no such run / job.
         """
+        # Every source refuses an unknown model name the same way, before anything else is read.
+        ref = self.app.models.resolve(model)
         if variants not in INSPECT_VARIANTS:
             raise ConfigError(f"with/without negative: pick one of {sorted(INSPECT_VARIANTS)}, got {variants!r}")
         if camera not in CAMERA_MODES:
             raise ConfigError(f"camera: pick one of {CAMERA_MODES}, got {camera!r}")
-        n_seeds = int(seeds or 0)
+        n_seeds = form_number("seeds", seeds, integer=True)
         if not 1 <= n_seeds <= MAX_SEEDS:
             raise ConfigError(f"seeds: between 1 and {MAX_SEEDS}, got {seeds}")
         settings = InspectSettings(timesteps=parse_int_list(timesteps, "t", 0),
-                                   delta_ts=parse_int_list(delta_ts, "δ_T", 1), seeds=n_seeds,
+                                   delta_ts=parse_int_list(delta_ts, "δ_T", 1), seeds=int(n_seeds),
                                    negatives=INSPECT_VARIANTS[variants])
-        config, run_dir, ply = self._inspect_source(source, run, ply_file, prompt, model, session)
+        azimuth = bounded_number("azimuth", azimuth_deg, AzimuthDeg)
+        elevation = bounded_number("elevation", elevation_deg, ElevationDeg)
+        distance = bounded_number("radius", radius, Length)
+        config, run_dir, ply = self._inspect_source(source, run, ply_file, prompt, ref, request)
         text = str(negative or "").strip()
         return InspectRequest(
-            config=config, run_dir=run_dir, ply=ply, negative=self.resolve_negative(text) if text else None,
-            camera=camera, azimuth_deg=float(azimuth_deg), elevation_deg=float(elevation_deg), radius=float(radius),
-            settings=settings,
+            config=config, run_dir=run_dir, ply=ply, negative=self.resolve_negative(text, request) if text else None,
+            camera=camera, azimuth_deg=azimuth, elevation_deg=elevation, radius=distance, settings=settings,
         )
 
-    def _inspect_source(self, source: str, run: str | None, ply_file: str | None, prompt: str, model: str,
-                        session: str) -> tuple[TrainConfig, Path | None, Path | None]:
-        """(config, run folder, .ply) of the inspector's source; the run folder is read when the task starts."""
+    def _inspect_source(
+        self, source: str, run: str | None, ply_file: str | None, prompt: str, ref: ModelRef | None,
+        request: gr.Request | None,
+    ) -> tuple[TrainConfig, Path | None, Path | None]:
+        """(config, run folder, .ply) of the inspector's source; the run folder is read when the task starts. ``ref``
+        is the model an uploaded ``.ply`` is inspected with (None: the default preset's).
+
+        Raises:
+            ConfigError / JobError: an unknown source, no such run of the caller's, no uploaded ``.ply`` file, or no
+                prompt for it.
+        """
         if source == "latest":
-            view = self.jobs.latest(session)
+            view = self.jobs.latest(self.app.owner_of(request))
             if view is None:
                 raise JobError("This session has no run yet: generate one in the Text-to-3D tab, pick a past run, "
                                "or upload a .ply.")
@@ -316,19 +363,21 @@ class GuidanceHandlers:
         if source == "run":
             if not run:
                 raise JobError("Pick a past run from the list first.")
-            run_dir = resolve_run(self.app.outputs, run, None if self.app.shared_runs else session)
+            run_dir = self.app.run_folder(run, request)
             return from_yaml((run_dir / CONFIG_NAME).read_text(encoding="utf-8")), run_dir, None
         if source == "upload":
-            if not ply_file or not str(ply_file).lower().endswith(".ply"):
+            if not ply_file or Path(ply_file).suffix.lower() != PLY_SUFFIX or not Path(ply_file).is_file():
                 raise JobError("Upload a 3D Gaussian Splatting .ply file first.")
             if not str(prompt or "").strip():
                 raise ConfigError("Give the prompt the uploaded object should be inspected with.")
-            model = str(model or "").strip()
-            check_model(model)
-            config = resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, model or None)
-            check_client_config(config, self.app.outputs, self.app.smpl_dir)
+            config = resolve_config(DEFAULT_PRESET, str(prompt).strip(), None, None)
+            if ref is not None:
+                config = replace(config, model=ref.applied(config.model))
+            check_client_config(config, self.app.smpl_dir)
+            # Read here, before the job is queued: a file that is not 3D Gaussians, or holds NaN, is one line now.
+            read_gaussian_ply(ply_file)
             return config, None, Path(ply_file)
-        raise ConfigError(f"source: pick one of {INSPECT_SOURCES}, got {source!r}")
+        raise ConfigError(f"source: pick one of {INSPECT_SOURCES}, got {str(source)[:40]!r}")
 
 
 def default_prompt_controls() -> dict[str, Any]:

@@ -16,11 +16,11 @@ import gradio as gr
 from lucid_app.config import MAX_STEPS, PAPER_NEGATIVE
 from lucid_app.config.negatives import list_negatives
 from lucid_app.config.presets import list_presets, load_config
-from lucid_app.train.prepare import DEMO_MODEL
 from lucid_app.ui.ab_run import AB_FIELDS, AB_MODES, AB_OUTPUTS, ABHandlers
 from lucid_app.ui.form import DEFAULT_PRESET
 from lucid_app.ui.guidance_handlers import PROMPT_FIELDS, GuidanceHandlers, default_prompt_controls
 from lucid_app.ui.handlers import AppHandlers
+from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS
 
 TAB_TITLE = "Negative prompts & guidance lab"
 DEFAULT_NEGATIVE_NAME = "paper"
@@ -33,7 +33,7 @@ INTRO = (
     "step. The inspector shows the pseudo-ground-truths SDS and ISM pull a render towards (supplementary Fig. 1) "
     "and how much they change with the noise seed; it queues behind training on the same worker."
 )
-MODEL_CHOICES = [("From the preset", ""), ("Offline demo: multi-view prior", DEMO_MODEL)]
+AB_IMAGE_HEIGHT_PX = 560
 
 
 def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component) -> None:
@@ -84,7 +84,7 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                     c["ply_file"] = gr.File(label="3DGS .ply", file_types=[".ply"], type="filepath")
                     with gr.Row():
                         c["prompt"] = gr.Textbox(demo.prompt.text, label="Prompt (for an uploaded .ply)")
-                        c["model"] = gr.Dropdown(MODEL_CHOICES, value="", allow_custom_value=True,
+                        c["model"] = gr.Dropdown(app.models.choices(), value="", allow_custom_value=True,
                                                  label="Model (for an uploaded .ply)")
                     c["camera"] = gr.Radio([("Camera sliders", "orbit"), ("Current training views", "training")],
                                            value="orbit", label="Views")
@@ -104,8 +104,11 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                         c["inspect_negative"] = gr.Textbox(label="Negative to inspect (text or @NAME; empty = the run's)")
                     c["inspect"] = gr.Button("Inspect", variant="primary", elem_id="lucid-inspect")
                 with gr.Column(scale=3):
-                    c["grid"] = gr.Image(label="Pseudo-GTs (rows: method, t, δ_T, negative; per view: render x0, seeds)",
-                                         type="numpy", interactive=False, elem_id="lucid-inspect-grid")
+                    gr.Markdown("**Pseudo-GTs** (rows: method, t, δ_T, negative; per view: render x0, seeds). Click "
+                                "the grid to see it on the whole window.")
+                    c["grid"] = gr.Image(show_label=False, type="numpy", interactive=False,
+                                         elem_id="lucid-inspect-grid", elem_classes=ZOOM_CLASS,
+                                         buttons=["download", "fullscreen"])
                     c["numbers"] = gr.Code(language="json", label="Inconsistency (mean per-pixel std across seeds)",
                                            interactive=False)
 
@@ -115,21 +118,29 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                 c["ab_negative"] = gr.Textbox(PAPER_NEGATIVE, label="Negative prompt (text or @NAME)", scale=2)
             with gr.Row():
                 c["ab_preset"] = gr.Dropdown(list_presets(), value=DEFAULT_PRESET, label="Preset")
-                c["ab_model"] = gr.Dropdown(MODEL_CHOICES, value="", allow_custom_value=True, label="Model")
+                c["ab_model"] = gr.Dropdown(app.models.choices(), value="", allow_custom_value=True, label="Model")
                 c["ab_mode"] = gr.Radio([(label, mode) for mode, label in AB_MODES.items()], value="method",
                                         label="Compare")
             with gr.Row():
-                c["ab_steps"] = gr.Number(demo.optim.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS)
+                c["ab_steps"] = gr.Number(demo.optim.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS,
+                                          elem_id="lucid-ab-steps")
                 c["ab_seed"] = gr.Number(demo.seed, label="Seed (both)", precision=0, minimum=0)
-            c["ab_extra_overrides"] = gr.Textbox(label="More overrides (one section.key=value per line)", lines=2)
+            c["ab_extra_overrides"] = gr.Textbox(label="More overrides (one section.key=value per line)", lines=2,
+                                                 elem_id="lucid-ab-extra")
             c["ab_start"] = gr.Button("Run A and B", variant="primary", elem_id="lucid-ab-run")
             c["ab_status"] = gr.HTML()
-            with gr.Row():
-                c["ab_image_a"] = gr.Image(label="A", type="numpy", interactive=False)
-                c["ab_image_b"] = gr.Image(label="B", type="numpy", interactive=False)
-            with gr.Row():
-                c["ab_metrics_a"] = gr.JSON(label="A: final metrics")
-                c["ab_metrics_b"] = gr.JSON(label="B: final metrics")
+            with gr.Row(equal_height=True):
+                c["ab_image_a"] = gr.Image(label="A: final views (click to enlarge)", type="numpy", interactive=False,
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-a",
+                                           elem_classes=[ZOOM_CLASS, FILL_CLASS])
+                c["ab_image_b"] = gr.Image(label="B: final views (click to enlarge)", type="numpy", interactive=False,
+                                           height=AB_IMAGE_HEIGHT_PX, elem_id="lucid-ab-b",
+                                           elem_classes=[ZOOM_CLASS, FILL_CLASS])
+            c["ab_table"] = gr.Dataframe(label="A and B", interactive=False, elem_id="lucid-ab-table", wrap=True)
+            with gr.Accordion("A and B as JSON", open=False):
+                with gr.Row():
+                    c["ab_metrics_a"] = gr.JSON(label="A: final metrics")
+                    c["ab_metrics_b"] = gr.JSON(label="B: final metrics")
 
     gr.on([tab.select, c["library_refresh"].click], handlers.library_choices, inputs=c["library"],
           outputs=c["library"], api_visibility="private")
@@ -139,11 +150,12 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
     c["use"].click(handlers.use_in_text_to_3d, inputs=c["negative"], outputs=[text_negative, c["library_msg"]],
                    api_visibility="private")
     c["apply"].click(handlers.set_negative, inputs=[c[name] for name in PROMPT_FIELDS], outputs=c["apply_msg"],
-                     api_name="set_negative", concurrency_limit=None, show_progress="hidden")
+                     api_name="set_negative", concurrency_limit=None, show_progress="hidden",
+                     preprocess=False)  # raw values, checked by the handler (see layout.py)
     gr.on([tab.select, c["run_refresh"].click], app.runs_choices, outputs=c["run"], api_visibility="private")
     inspect_inputs = [c["inspect_negative"] if name == "negative" else c[name] for name in INSPECT_FIELDS]
     c["inspect"].click(handlers.inspect, inputs=inspect_inputs, outputs=[c["grid"], c["numbers"]],
                        api_name="inspect", concurrency_limit=None)
     c["ab_start"].click(ab.ab_run, inputs=[c[f"ab_{name}"] for name in AB_FIELDS],
                         outputs=[c[f"ab_{name}"] for name in AB_OUTPUTS], api_name="ab_run", concurrency_limit=None,
-                        show_progress="hidden")
+                        show_progress="hidden", preprocess=False)  # raw values, checked by the handler

@@ -1,5 +1,6 @@
-"""What the app shows of a job, as pure functions of its snapshot: the status line, the plots' data, the state of the
-Generate / Pause-Resume / Stop buttons, and the order in which the 3D viewers get their files (issue 14).
+"""What the app shows of a job, as pure functions of its snapshot: the status line, the plots' data (each loss term
+smoothed, with its raw values on request; t, s and δ_T), the state of the Generate / Pause-Resume / Stop buttons,
+and the order in which the 3D viewers get their files (issues 14, 27).
 
 No tensors, no I/O: :mod:`lucid_app.ui.handlers` calls these with :class:`~lucid_app.app.job_board.JobView` snapshots.
 """
@@ -7,9 +8,8 @@ No tensors, no I/O: :mod:`lucid_app.ui.handlers` calls these with :class:`~lucid
 from __future__ import annotations
 
 import html
-import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
@@ -18,12 +18,16 @@ import pandas as pd
 
 from lucid_app.app.job_board import JobView
 from lucid_app.train.eta import SLOW_RUN_THRESHOLD_S, format_duration
+from lucid_app.train.events import StepEvent
 from lucid_app.ui.errors import public_text
 
 MAX_PLOT_POINTS = 600
-# t and s are drawn at random each step: the plot shows their running mean over this many steps.
-SCHEDULE_MEAN_STEPS = 25
-LOSS_AXIS = "sign(loss)·log10(1 + |loss|)"
+# Losses, t and s vary from step to step: the plots show their mean over the last this-many steps (fewer at the start,
+# so every line starts at step 1).
+SMOOTH_STEPS = 25
+# The loss plots: each shows its terms (``StepEvent.losses`` names) smoothed, and with its toggle their raw values.
+# The total is their sum and is left out: it lay on top of the guidance term and hid it.
+LOSS_PLOTS = {"guidance": ("guidance",), "regularisers": ("tv_rgb", "tv_depth", "scale")}
 # Pause between showing the mesh and the splat at the end of a run (see mesh_before_splat).
 SPLAT_AFTER_MESH_S = 1.5
 
@@ -87,38 +91,80 @@ def export_row_html(view: JobView | None) -> str:
             f"{stage}{frames}{bar}</div>")
 
 
-def symlog(value: float) -> float:
-    """sign(v)·log10(1 + |v|): a loss spike a thousand times the usual loss stays on the plot without flattening
-    the rest (0 → 0, monotonic, about v near 0)."""
-    return math.copysign(math.log10(1.0 + abs(value)), value)
+def record_status_html(status: dict[str, Any], steps: Sequence[StepEvent], total_steps: int) -> str:
+    """The status line of a reopened past run: how it ended (``metrics.jsonl``'s status record: done, stopped,
+    failed; "not finished" without one) at which step of how many, its Gaussians, with the progress bar."""
+    last = steps[-1] if steps else None
+    step = int(status.get("step", last.step if last else 0) or 0)
+    total = max(total_steps, step, 1)
+    outcome = str(status.get("status", "")) or "not finished"
+    text = f"Past run — {outcome.capitalize()} at step {step} / {total}"
+    if last is not None:
+        text += f" · {last.n_gaussians:,} Gaussians"
+    if status.get("message"):
+        text += f" — {public_text(str(status['message']))}"
+    bar = f"<progress value='{step}' max='{total}' style='width:100%'></progress>"
+    return f"<div class='lucid-status' data-state='past'>{html.escape(text)}{bar}</div>"
 
 
-def plot_frames(view: JobView | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long-format frames (step, value, series) for the loss plot and the t / s / δ_T plot.
+def trailing_mean(values: np.ndarray, window: int = SMOOTH_STEPS) -> np.ndarray:
+    """Mean of each value and the ``window - 1`` before it (of all before it at the start): [N] → [N]."""
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
+    index = np.arange(1, len(values) + 1)
+    start = np.maximum(index - window, 0)
+    return (sums[index] - sums[start]) / (index - start)
 
-    The losses are on a symmetric log scale (:func:`symlog`); t and s (drawn at random every step) as their running
-    mean over :data:`SCHEDULE_MEAN_STEPS` steps, δ_T as it is.
-    """
-    steps = [e for e in (view.steps if view is not None else ()) if not e.skipped]
-    stride = max(1, len(steps) // MAX_PLOT_POINTS)
-    picked = steps[::stride]
-    loss_rows = [{"step": e.step, "value": symlog(v), "series": name}
-                 for e in picked for name, v in e.losses.items() if name in ("total", "guidance")]
-    schedule_rows = []
-    if steps:
-        window = min(SCHEDULE_MEAN_STEPS, len(steps))
-        kernel = np.ones(window) / window
-        means = {name: np.convolve(np.pad(np.array([getattr(e, name) for e in steps], dtype=float), (window - 1, 0),
-                                          mode="edge"), kernel, mode="valid")
-                 for name in ("t", "s")}
-        schedule_rows = [{"step": e.step, "value": v, "series": name}
-                         for i in range(0, len(steps), stride) for e in (steps[i],)
-                         for name, v in ((f"t (mean of {window})", means["t"][i]),
-                                         (f"s (mean of {window})", means["s"][i]), ("δ_T", e.delta_t))]
+
+def smoothed_name(name: str) -> str:
+    """A smoothed series' legend name; the same at every step, so the plot keeps one line per series."""
+    return f"{name} (mean of last {SMOOTH_STEPS})"
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     # Typed columns even when empty, so the plot's axes are numeric from the first (empty) update on.
     dtypes = {"step": "int64", "value": "float64", "series": "str"}
-    return (pd.DataFrame(loss_rows, columns=list(dtypes)).astype(dtypes),
-            pd.DataFrame(schedule_rows, columns=list(dtypes)).astype(dtypes))
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
+
+
+def loss_frame(steps: Sequence[StepEvent], terms: tuple[str, ...], raw: bool = False) -> pd.DataFrame:
+    """Long-format frame (step, value, series) of the loss ``terms``: each as its :func:`trailing_mean`, and with
+    ``raw`` also as logged. A term that is zero at every step (a regulariser with weight 0) is left out."""
+    steps = [e for e in steps if not e.skipped]
+    stride = max(1, len(steps) // MAX_PLOT_POINTS)
+    rows = []
+    for name in terms:
+        values = np.array([e.losses.get(name, 0.0) for e in steps], dtype=np.float64)
+        if not values.any():
+            continue
+        means = trailing_mean(values)
+        for i in range(0, len(steps), stride):
+            rows.append({"step": steps[i].step, "value": means[i], "series": smoothed_name(name)})
+            if raw:
+                rows.append({"step": steps[i].step, "value": values[i], "series": f"{name} (raw)"})
+    return _frame(rows)
+
+
+def schedule_frame(steps: Sequence[StepEvent]) -> pd.DataFrame:
+    """Long-format frame (step, value, series) of t and s (drawn at random every step, shown as their
+    :func:`trailing_mean`) and δ_T (as it is)."""
+    steps = [e for e in steps if not e.skipped]
+    stride = max(1, len(steps) // MAX_PLOT_POINTS)
+    means = {name: trailing_mean(np.array([getattr(e, name) for e in steps], dtype=np.float64))
+             for name in ("t", "s")}
+    rows = [{"step": steps[i].step, "value": value, "series": series}
+            for i in range(0, len(steps), stride)
+            for series, value in ((smoothed_name("t"), means["t"][i]), (smoothed_name("s"), means["s"][i]),
+                                  ("δ_T", steps[i].delta_t))]
+    return _frame(rows)
+
+
+def plot_frames(steps: Sequence[StepEvent], raw: dict[str, bool] | None = None) -> dict[str, pd.DataFrame]:
+    """The frames of every plot: one per :data:`LOSS_PLOTS` entry (``raw[name]`` adds the raw values), and
+    ``schedule`` (t, s, δ_T)."""
+    raw = raw or {}
+    frames = {name: loss_frame(steps, terms, raw.get(name, False)) for name, terms in LOSS_PLOTS.items()}
+    frames["schedule"] = schedule_frame(steps)
+    return frames
 
 
 def mesh_before_splat(outputs: tuple[Any, ...], names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
