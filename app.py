@@ -1,10 +1,14 @@
 """The lucid-app web app: ``python app.py [--host 127.0.0.1] [--port 7860] [--outputs outputs/app] ...``.
 
-Thin entry point: arguments → :class:`~lucid_app.app.jobs.JobManager` (the worker thread that owns the device, or with
-``--ray`` a Ray actor per job, several at once; the default model starts loading in the background) →
-:func:`~lucid_app.ui.layout.build_demo` → launch. The models clients may pick are server configuration (``--models``);
-Gradio serves no folder of the server: files reach a client only through handlers that check its owner
-(``lucid_app/ui/served_files.py``).
+Thin entry point: arguments → :class:`~lucid_app.app.jobs.JobManager` (each job in a worker process with a memory cap;
+``--in-process`` in this process, ``--ray`` a Ray actor per job, several at once; the default model starts loading
+in the background) → :func:`~lucid_app.ui.layout.build_demo` → launch. The models clients may pick are server
+configuration (``--models``); Gradio serves no folder of the server: files reach a client only through handlers that
+check its owner (``lucid_app/ui/served_files.py``). Jobs whose estimated memory or time exceeds ``--max-job-gb`` /
+``--max-job-hours`` are refused before they start.
+
+Gradio is imported inside :func:`main`: the job workers are started with multiprocessing's spawn context, which
+imports this module again in each worker, and they need none of the UI.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from lucid_app.app.users import UsersFile
 from lucid_app.avatar.body import AvatarError, available_genders, find_model_file
 from lucid_app.cli.types import bounded, non_negative_float
 from lucid_app.config import ConfigError, ModelConfig
+from lucid_app.config.devices import resolve_device
 from lucid_app.io.files import OutputError, writable_dir
+from lucid_app.train.budget import JobLimits
 from lucid_app.train.prepare import resolve_config
 from lucid_app.ui.form import DEFAULT_PRESET
-from lucid_app.ui.layout import APP_CSS, ZOOM_JS, build_demo
 
 logger = logging.getLogger("lucid_app.app")
 
@@ -37,10 +42,27 @@ AUTH_ENV = "LUCID_AUTH"
 DEFAULT_MAX_UPLOAD_MB = 200.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SMPL_DIR_ENV = "LUCID_SMPL_DIR"
-# Limits of the flags: a TCP port, loaded models kept on the device, the largest upload (1 TB).
+# Limits of the flags: a TCP port, loaded models kept on the device, the largest upload (1 TB), a job's memory
+# (1 PB) and time (a year).
 PORT = Annotated[int, Ge(1), Le(65535)]
 MAX_MODELS = Annotated[int, Ge(1), Le(64)]
 UPLOAD_MB = Annotated[float, Gt(0.0), Le(1_000_000.0)]
+JOB_GB = Annotated[float, Gt(0.0), Le(1_000_000.0)]
+JOB_HOURS = Annotated[float, Gt(0.0), Le(8760.0)]
+# Per-job limits: this share of the machine's memory (a job training and a stopped one exporting in the background
+# both fit, with the server), and this long on a CPU.
+DEFAULT_MAX_JOB_MEMORY_SHARE = 0.4
+DEFAULT_MAX_JOB_HOURS = 2.0
+
+
+def machine_memory_gb() -> float:
+    """The machine's physical memory in GB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def default_max_job_gb() -> float:
+    """:data:`DEFAULT_MAX_JOB_MEMORY_SHARE` of the machine's memory, rounded down to 0.1 GB."""
+    return int(machine_memory_gb() * DEFAULT_MAX_JOB_MEMORY_SHARE * 10) / 10
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,10 +95,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"lucid_app smpl-convert' (default: ${SMPL_DIR_ENV}; none: the tab says so)")
     parser.add_argument("--ray", default="", metavar="ADDRESS|local",
                         help="run jobs as Ray actors, several at once (one per GPU; on CPUs one per --cpus-per-job): "
-                             "'local' starts Ray on this machine, else a cluster address (default: in this process)")
+                             "'local' starts Ray on this machine, else a cluster address (default: a capped worker "
+                             "process per job)")
     parser.add_argument("--gpus-per-job", type=non_negative_float, default=None,
                         help="with --ray: GPUs per job (default 1 if the cluster has GPUs, else 0)")
     parser.add_argument("--cpus-per-job", type=non_negative_float, default=1.0, help="with --ray: CPUs per job")
+    parser.add_argument("--max-job-gb", type=bounded(JOB_GB), default=None, metavar="GB",
+                        help=f"refuse a job whose estimated peak memory exceeds this, and cap each job's worker "
+                             f"process at it (default: {DEFAULT_MAX_JOB_MEMORY_SHARE * 100:.0f}%% of this machine's "
+                             "memory)")
+    parser.add_argument("--max-job-hours", type=bounded(JOB_HOURS), default=DEFAULT_MAX_JOB_HOURS, metavar="H",
+                        help="refuse a job whose estimated time on this CPU exceeds this (default: %(default)g; "
+                             "not applied on a CUDA device, whose times are not estimated)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run jobs in the server's own process, without a memory cap (debugging; default: a "
+                             "worker process per job)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     try:
@@ -85,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.auth = _auth(args.auth)
     except ConfigError as err:
         parser.error(str(err))
+    if args.max_job_gb is None:
+        args.max_job_gb = default_max_job_gb()
+    if args.ray and args.in_process:
+        parser.error("--ray and --in-process choose two different executors: give one of them")
     if args.smpl_dir:
         # Server configuration, resolved once: jobs record this absolute folder in their config.yaml.
         args.smpl_dir = str(Path(args.smpl_dir).expanduser().resolve())
@@ -127,6 +164,8 @@ def default_model(models: ModelRegistry, name: str, preset: str = DEFAULT_PRESET
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lucid_app.ui.layout import APP_CSS, ZOOM_JS, build_demo
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -144,8 +183,14 @@ def main(argv: list[str] | None = None) -> None:
     if auth is None and (args.share or args.host not in LOCAL_HOSTS):
         logger.warning("serving on %s without --auth: anyone who can reach it can run jobs on this machine",
                        "a public share link" if args.share else args.host)
+    device = resolve_device(args.device)
+    limits = JobLimits(max_gb=args.max_job_gb, max_hours=args.max_job_hours, device_type=device.type)
     executor = None
-    if args.ray:
+    if not args.ray and not args.in_process:
+        from lucid_app.app.process_executor import ProcessExecutor
+
+        executor = ProcessExecutor(str(device), max_job_gb=args.max_job_gb)
+    elif args.ray:
         from lucid_app.app.ray_executor import RayExecutor
         from lucid_app.batch.cluster import RayError
 
@@ -153,8 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             executor = RayExecutor(args.ray, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job)
         except RayError as err:
             raise SystemExit(f"error: --ray {args.ray}: {err}") from None
-    jobs = JobManager(outputs, args.device, max_cached_models=args.max_models, executor=executor).start()
-    # A cold server's first preview then comes as fast as a warm one's: the model loads while the page opens.
+    jobs = JobManager(outputs, device, max_cached_models=args.max_models, executor=executor, limits=limits).start()
+    logger.info("per-job limits: %g GB, %g h on a CPU (%s)", args.max_job_gb, args.max_job_hours,
+                "in this process" if args.in_process else "Ray actors" if args.ray else "capped worker processes")
+    # A cold server's first preview then comes as fast as a warm one's: the model loads while the page opens (in the
+    # waiting job worker, or in this process with --in-process).
     jobs.warm(default_model(models, args.model))
     if args.smpl_dir:
         logger.info("SMPL models (%s) from %s", ", ".join(available_genders(args.smpl_dir)), args.smpl_dir)

@@ -19,18 +19,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lucid_app.app.executors import RemoteRun
+from lucid_app.app.executors import JobRun
 from lucid_app.app.run_folders import JobError
 from lucid_app.app.step_log import StepLog
 from lucid_app.app.tasks import Task
 from lucid_app.config import TrainConfig, to_yaml
-from lucid_app.priors.base import DiffusionPrior
 from lucid_app.train.controls import ControlState, LiveControls
 from lucid_app.train.events import StepEvent
 
 logger = logging.getLogger(__name__)
 
-JobState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
+# ``exporting``: a training job whose training ended and whose end export goes on without a worker slot (the next job
+# runs meanwhile); it ends ``done`` or ``failed`` like the others.
+JobState = Literal["queued", "running", "paused", "exporting", "done", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 TRAIN_KIND = "train"
 
@@ -43,7 +44,8 @@ class JobView:
         position: jobs ahead of this one (the running one included) while queued; 0 otherwise.
         config_yaml: the resolved config (after a fallback to the offline demo, the demo's), rendered once.
         notice: set when the offline demo replaced the requested model.
-        outcome: the trainer's end status (``done``, ``stopped``, ``failed``), empty before the end.
+        outcome: the trainer's end status (``done``, ``stopped``, ``failed``), empty before training ends (set when
+            it ends: an ``exporting`` job has one).
         steps: every StepEvent so far (for plots), a read-only sequence (:class:`StepsView`; tests may pass a
             tuple); preview: the latest preview views tiled, [H, W, 3] uint8.
         files: output name (``ply``, ``video``, ``config``, ``mesh``, ``metrics``) → path, once they exist.
@@ -51,9 +53,13 @@ class JobView:
         kind: ``"train"``, or the kind given to :meth:`JobManager.submit_task` (then ``preview`` is the task's image).
         progress: a task's (done, total) units of work (a training job's: the export stage's); data: a task's
             result data once it is done.
-        exporting: the export stage a finished training run is in (``model.ply``, ``turntable``, ``mesh``), "" else.
-        prior_samples: the prior evaluations of an in-process training run so far, in samples (one view at one
-            timestep and prompt = 1); 0 when not counted (a task, a remote run).
+        exporting: the export stage a training run is in (``model.ply``, ``turntable``, ``mesh``), "" else.
+        resumed: the job continues an earlier run from its checkpoint (its steps start after the checkpoint's).
+        detached: the job left its worker slot when its training ended (state ``exporting`` then ``done`` or
+            ``failed``): its export went on in the background.
+        prior_samples: the prior evaluations of a training run so far, in samples (one view at one timestep and
+            prompt = 1; counted where the run trains, whichever executor); 0 for a task (for a resumed run: those
+            since it resumed).
     """
 
     id: str
@@ -77,11 +83,18 @@ class JobView:
     progress: tuple[int, int] = (0, 0)
     data: dict[str, Any] = field(default_factory=dict)
     exporting: str = ""
+    resumed: bool = False
+    detached: bool = False
     prior_samples: int = 0
 
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def training(self) -> bool:
+        """The job holds a worker slot: it is running or paused (an ``exporting`` job no longer does)."""
+        return self.state in ("running", "paused")
 
     @property
     def last_step(self) -> StepEvent | None:
@@ -112,14 +125,14 @@ class JobRecord:
     task: Task | None = None
     progress: tuple[int, int] = (0, 0)
     data: dict[str, Any] = field(default_factory=dict)
-    # The training run's prior while it runs (live prompt changes are encoded with it); dropped when the job ends,
-    # so a prior the model cache evicted does not stay on the device.
-    prior: DiffusionPrior | None = None
-    # The job's handle while an executor runs it elsewhere (controls and prompt changes are forwarded to it).
-    remote: RemoteRun | None = None
-    # The in-process trainer while it runs (for snapshots of its live Gaussians), and the export stage at the end.
-    trainer: Any = None
+    # A training job continued from its run folder's checkpoint.
+    resume: bool = False
+    # The job's handle while its executor runs it (controls, prompt changes and snapshot requests go through it).
+    run: JobRun | None = None
+    # The export stage at the end, and whether the job left its worker slot for it.
     exporting: str = ""
+    detached: bool = False
+    # The prior evaluations so far (the A/B run's table shows them).
     prior_samples: int = 0
     # to_yaml(config), rendered whenever config is set (here, and in JobRunner when a run is prepared), never per
     # snapshot.
@@ -129,10 +142,10 @@ class JobRecord:
         self.config_yaml = to_yaml(self.config)
 
     def forward_controls(self) -> None:
-        """Send a remotely running job its current controls (call without holding the board's ``cond``)."""
-        remote = self.remote
-        if remote is not None:
-            remote.sync(self.controls.snapshot())
+        """Send a running job its current controls (call without holding the board's ``cond``)."""
+        run = self.run
+        if run is not None:
+            run.sync(self.controls.snapshot())
 
 
 
@@ -150,12 +163,11 @@ class JobBoard:
 
     def finish(self, job: JobRecord, state: JobState, message: str, outcome: str,
                files: dict[str, str] | None = None) -> None:
-        """End a job: its final state, message and outcome (and files); it drops its prior and remote handle."""
+        """End a job: its final state, message and outcome (and files); it drops its run handle."""
         with self.cond:
             job.state, job.message, job.outcome = state, message, outcome
             job.exporting = ""
-            job.prior = None  # no prompt changes after the end; an evicted prior's memory can return
-            job.remote = None
+            job.run = None  # no controls after the end; the executor frees the worker
             if files is not None:
                 job.files = files
             self.touch(job)
@@ -173,7 +185,7 @@ class JobBoard:
         return job
 
     def active(self, job_id: str) -> JobRecord:
-        """The job of ``job_id`` while it is queued, running or paused.
+        """The job of ``job_id`` while it is queued, running, paused or exporting.
 
         Raises:
             JobError: no such job, or it has ended.
@@ -205,6 +217,6 @@ class JobBoard:
             run_dir=job.run_dir, config_yaml=job.config_yaml, notice=job.notice, message=job.message,
             outcome=job.outcome, steps=job.steps.view(), preview=job.preview, preview_step=job.preview_step,
             files=dict(job.files), controls=job.controls.snapshot(), version=job.version,
-            kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting,
-            prior_samples=job.prior_samples,
+            kind=job.kind, progress=job.progress, data=dict(job.data), exporting=job.exporting, resumed=job.resume,
+            detached=job.detached, prior_samples=job.prior_samples,
         )

@@ -1,11 +1,18 @@
-"""In-process training jobs for the app: worker threads own the device and run queued jobs, one per slot.
+"""The app's jobs: worker threads take queued jobs, one per slot, and drive them through the executor.
 
 * A FIFO queue; every queued job knows its position (the number of jobs ahead of it, the running one included).
 * A model cache (``model_cache.py``), so a prior's weights load once per (model id, device, dtype, model settings);
   it keeps the ``max_cached_models`` most recently used priors (1 by default), so new settings never pile models up
   on the device.
-* Job states ``queued → running ⇄ paused → done | failed``, or ``queued → cancelled``; stopping a running job
-  ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists.
+* Job states ``queued → running ⇄ paused → exporting → done | failed``, or ``queued → cancelled``; stopping a
+  running job ends it as ``done`` with outcome ``stopped`` after the trainer exported what exists. When training
+  ends the job leaves its worker slot (state ``exporting``): its export goes on in the background on its own thread
+  (and, with the process executor, its own process) while the next queued job starts; :meth:`JobManager.skip_export`
+  ends the export after ``model.ply`` and the checkpoint.
+* Training jobs run behind one interface, the executor (``executors.py``): in this process (the default here, and
+  for tests), in a worker process with a memory cap (the app's default) or on Ray. The server's per-job limits
+  (``train/budget.py``) are checked before a job is queued.
+* A run folder with a checkpoint can be continued (:meth:`JobManager.resume_run`), e.g. after a server restart.
 * Per-owner run folders: ``OUTPUTS/<session>/<time>-<prompt>-<job id>/`` (the trainer writes them; see
   ``run_folders.py``), where a job's ``session`` is the owner id the app derives on the server
   (:mod:`lucid_app.app.identity`), never a value a client sent.
@@ -15,10 +22,10 @@
   job of one kind (training by default), so the live controls never land on a task.
 
 Where the rest lives: the jobs' records, their :class:`JobView` snapshots and the board that holds them under one
-condition (and so the lock order) in ``job_board.py``; running one job (a task, a remote or an in-process training
-run) in ``job_runner.py``; the model cache, step log, task types and preview tiling in their own modules.
-Nothing here starts a thread before :meth:`JobManager.start` (or :meth:`JobManager.warm`, which loads a model in the
-background at the app's start-up).
+condition (and so the lock order) in ``job_board.py``; running one job (a task, or a training run through the
+executor) in ``job_runner.py``; the model cache, step log, task types and preview tiling in their own modules.
+Nothing here starts a thread before :meth:`JobManager.start` (or :meth:`JobManager.warm`, which has the executor
+load a model in the background at the app's start-up).
 """
 
 from __future__ import annotations
@@ -33,23 +40,28 @@ from typing import Any
 
 import torch
 
-from lucid_app.app.executors import JobExecutor, RunError
+from lucid_app.app.executors import InProcessExecutor, JobExecutor, RunError
 from lucid_app.app.job_board import TERMINAL_STATES, TRAIN_KIND, JobBoard, JobRecord, JobView
-from lucid_app.app.job_runner import JobRunner, TrainerFactory
+from lucid_app.app.job_host import TrainerFactory
+from lucid_app.app.job_runner import JobRunner
 from lucid_app.app.model_cache import ModelCache, PriorLoader
 from lucid_app.app.run_folders import JobError, session_folder
 from lucid_app.app.tasks import Task
-from lucid_app.config import ModelConfig, PromptChange, TrainConfig
+from lucid_app.config import ModelConfig, PromptChange, TrainConfig, from_yaml
 from lucid_app.config.devices import resolve_device
-from lucid_app.io.run_layout import slug
+from lucid_app.io.run_layout import CONFIG_NAME, slug
 from lucid_app.priors import load_prior
-from lucid_app.priors.base import PriorError
+from lucid_app.train.budget import JobLimits
 from lucid_app.train.controls import ControlState, LiveControls
 from lucid_app.train.events import GaussianSnapshot
-from lucid_app.train.prompt_changes import check_changes, request_change
+from lucid_app.train.prepare import demo_stands_in
+from lucid_app.train.prompt_changes import check_changes
 from lucid_app.train.trainer import Trainer, initial_controls
 
 logger = logging.getLogger(__name__)
+
+WORKER_NAME = "lucid-jobs"
+EXPORT_NAME = "lucid-export"
 
 
 class JobManager:
@@ -62,9 +74,11 @@ class JobManager:
         trainer_factory: ``(config, prior, run_dir=, controls=, device=) → object with .run(on_event)``.
         max_cached_models: how many loaded priors the model cache keeps (least recently used leaves first); also
             settable later through :attr:`max_cached_models`.
-        executor: where training jobs run (``lucid_app.app.executors``): None (default) in this process, one job at a time
-            on the worker thread; else ``executor.slots`` jobs at once on it (e.g. Ray actors), one worker thread
-            each driving its job, the rest queued FIFO. Task jobs always run in this process.
+        executor: where training jobs run (``lucid_app.app.executors``): None (default) an
+            :class:`InProcessExecutor` over this manager's cache, device and ``trainer_factory``; else its own
+            (a worker process, Ray actors). ``executor.slots`` jobs train at once, one worker thread each driving
+            its job, the rest queued FIFO. Task jobs always run in this process.
+        limits: the server's per-job limits (memory, time), checked before a job is queued (default: none).
 
     Lock order (``job_board.py``): the board's ``cond`` before a job's controls lock, never the reverse.
     """
@@ -78,17 +92,18 @@ class JobManager:
         trainer_factory: TrainerFactory = Trainer,
         max_cached_models: int = 1,
         executor: JobExecutor | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
         self.outputs = Path(outputs).expanduser().resolve()
         self.device = resolve_device(device)
         self.cache = ModelCache(loader, max_cached_models)
-        self.executor = executor
+        self.executor = executor or InProcessExecutor(self.cache, self.device, trainer_factory)
+        self.limits = limits or JobLimits(device_type=self.device.type)
         self._board = JobBoard()
-        self._runner = JobRunner(self._board, self.cache, self.device, trainer_factory, executor)
+        self._runner = JobRunner(self._board, self.cache, self.device, self.executor, self.limits, self._release_slot)
         self._closing = False
+        # Worker threads (one per slot) and the threads of jobs exporting in the background.
         self._threads: list[threading.Thread] = []
-        # Serialises the encoding of live prompt changes (a fast tokenizer must not run in two threads at once).
-        self._encode_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,38 +130,29 @@ class JobManager:
                                    "manager again once it has ended")
                 return self
             self._closing = False
-            slots = self.executor.slots if self.executor is not None else 1
-            self._threads = [threading.Thread(target=self._work, name="lucid-jobs", daemon=True)
-                             for _ in range(slots)]
-            for thread in self._threads:
-                thread.start()
+            self._threads = []
+            for _ in range(self.executor.slots):
+                self._start_worker()
         return self
 
-    def warm(self, model: ModelConfig) -> threading.Thread | None:
-        """Load ``model`` into the model cache in the background (app start-up: the first job of a cold server then
-        finds its prior loaded, or waits for this load instead of starting its own). A model that cannot be loaded is
-        logged; the job that asks for it says why. Returns the loading thread (None with an executor: its workers
-        load their own models).
-        """
-        if self.executor is not None:
-            return None
-
-        def load() -> None:
-            started = time.perf_counter()
-            try:
-                self.cache.get(model, self.device)
-            except (PriorError, ValueError, OSError) as err:
-                logger.warning("warm-up: model %s not loaded: %s", model.id, err)
-                return
-            logger.info("warm-up: model %s ready on %s after %.1f s", model.id, self.device,
-                        time.perf_counter() - started)
-
-        thread = threading.Thread(target=load, name="lucid-warm-up", daemon=True)
+    def _start_worker(self) -> None:
+        """Start one more worker thread (hold cond)."""
+        thread = threading.Thread(target=self._work, name=WORKER_NAME, daemon=True)
+        self._threads.append(thread)
         thread.start()
-        return thread
+
+    def warm(self, model: ModelConfig) -> threading.Thread | None:
+        """Have the executor load ``model`` in the background where jobs run (app start-up: the first job of a cold
+        server then finds its prior loaded, or waits for this load instead of starting its own). A model that cannot
+        be loaded is logged; the job that asks for it says why. Returns the loading thread when it loads in this
+        process (the in-process executor, through this manager's model cache), else None (:meth:`JobExecutor.warm`:
+        a worker process loads it in its own cache; Ray's actors, one per job, load their own).
+        """
+        return self.executor.warm(model)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
-        """Cancel queued jobs, stop the running one (it exports) and end the worker.
+        """Cancel queued jobs, stop the running ones (they export) and end the workers, waiting for exports in the
+        background too.
 
         A worker still busy after ``timeout_s`` (a trainer slow to honour stop) is kept, not forgotten, so that
         :meth:`start` cannot put a second worker beside it on the device.
@@ -160,7 +166,7 @@ class JobManager:
             for job in running:
                 job.controls.stop()
             self._board.cond.notify_all()
-            threads = self._threads
+            threads = list(self._threads)
         for job in running:
             job.forward_controls()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -170,14 +176,47 @@ class JobManager:
             if any(thread.is_alive() for thread in threads):
                 logger.warning("the job worker is still running %s s after close(); it ends after its current job",
                                timeout_s)
-            elif self._threads is threads:
-                self._threads = []
+            else:
+                self._threads = [thread for thread in self._threads if thread.is_alive()]
 
     # ------------------------------------------------------------------ submitting and reading
 
     def submit(self, config: TrainConfig, session: str = "", allow_demo: bool = True) -> JobView:
-        """Queue a run of ``config`` for ``session``; returns its first snapshot (state ``queued``)."""
+        """Queue a run of ``config`` for ``session``; returns its first snapshot (state ``queued``).
+
+        The estimate is checked here, before the job is queued, unless the offline demo will stand in for the
+        requested model (:func:`~lucid_app.train.prepare.demo_stands_in`): then the runner checks the demo's config
+        once it is known.
+
+        Raises:
+            JobTooLarge: the job's estimated memory or time exceeds the server's limits (one line that says which).
+        """
+        if not demo_stands_in(config, allow_demo):
+            self.limits.check(config)
         return self._enqueue(self._record(config, session, config.prompt.text, allow_demo=allow_demo))
+
+    def resume_run(self, run_dir: str | Path, session: str = "") -> JobView:
+        """Queue the continuation of the run in ``run_dir`` from its checkpoint (as ``generate --resume``), for
+        ``session``; the caller checked that the folder is that session's (``run_folders.resolve_run``).
+
+        Raises:
+            JobError: the run is already queued or running here, or its config cannot be read.
+            JobTooLarge: the run exceeds the server's limits.
+        """
+        run_dir = Path(run_dir).resolve()
+        try:
+            config = from_yaml((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise JobError(f"the run {run_dir.name} cannot be resumed: its {CONFIG_NAME} does not load "
+                           f"({type(err).__name__})") from None
+        with self._board.cond:
+            if any(job.run_dir == run_dir and job.state not in TERMINAL_STATES for job in self._board.jobs.values()):
+                raise JobError(f"the run {run_dir.name} is already queued or running")
+        self.limits.check(config)
+        job_id = uuid.uuid4().hex[:8]
+        record = JobRecord(id=job_id, session=session, config=config, run_dir=run_dir, allow_demo=False,
+                           controls=LiveControls(initial_controls(config)), resume=True)
+        return self._enqueue(record)
 
     def submit_task(self, task: Task, config: TrainConfig, session: str = "", kind: str = "task") -> JobView:
         """Queue ``task`` for ``session`` on the worker, behind the jobs already queued; returns its first snapshot.
@@ -228,6 +267,20 @@ class JobManager:
                     return self._board.view(job)
         return None
 
+    def active_run_dirs(self) -> list[Path]:
+        """The run folders of the training jobs that are queued, running or exporting here."""
+        with self._board.cond:
+            return [job.run_dir for job in self._board.jobs.values()
+                    if job.task is None and job.state not in TERMINAL_STATES]
+
+    def background_export(self, session: str) -> JobView | None:
+        """The newest job of ``session`` that was stopped and exports (or exported) in the background, or None."""
+        with self._board.cond:
+            for job in reversed(list(self._board.jobs.values())):
+                if job.session == session and job.detached and job.outcome == "stopped":
+                    return self._board.view(job)
+        return None
+
     def wait(self, job_id: str, after_version: int = -1, timeout_s: float | None = None) -> JobView:
         """The job's next snapshot with a version above ``after_version`` (or the current one on timeout)."""
         with self._board.cond:
@@ -255,16 +308,17 @@ class JobManager:
 
         Valid names: ``negative`` (text or ``"@NAME"`` of the negative-prompt library), ``front_suffix``,
         ``side_suffix``, ``back_suffix``, ``perp_neg``, ``perp_neg_weight``, ``front_decay``, ``side_decay``
-        (None = unchanged). The new prompts are encoded here, in the caller's thread, with the job's prior, then
-        swapped into the job's live controls at once; the trainer uses them from its next step, logs the change in
-        ``metrics.jsonl`` and records it in the run's ``config.yaml``.
+        (None = unchanged). The new prompts are encoded where the job runs, with its prior (``JobRun.change_prompt``,
+        in the caller's thread while the trainer goes on), then swapped into the run's live controls at once; the
+        trainer uses them from its next step, logs the change in ``metrics.jsonl`` and records it in the run's
+        ``config.yaml``.
 
         Returns:
             The change (negative resolved to text), its ``step`` the first step that uses it.
 
         Raises:
             JobError: unknown or finished job, or one that has not started training yet (its model is loading).
-            ValueError: an unknown name (the message lists the valid ones) or a bad value.
+            ValueError: an unknown name (the message lists the valid ones) or a bad value, or the job refused it.
             ConfigError: an ``@NAME`` that is not in the negative-prompt library.
         """
         job = self._board.active(job_id)
@@ -272,26 +326,22 @@ class JobManager:
             raise JobError(f"job {job_id} is a {job.kind} job, not a training run: it has no prompts to change")
         checked = check_changes(**changes)
         with self._board.cond:
-            prior, remote = job.prior, job.remote
-        if remote is not None:
-            change, state = remote.change_prompt(checked)
-            job.controls.update_prompt(lambda _: state)
-            with self._board.cond:
-                self._board.touch(job)
-            return change
-        if prior is None or job.controls.snapshot().prompt is None:
+            state, run = job.state, job.run
+        if state == "exporting":
+            raise JobError(f"job {job_id} has ended its training and is exporting; prompt changes act on a running job")
+        if run is None:
             raise JobError(f"job {job_id} has not started training yet (its model is still loading); prompt changes "
                            "act on a running job: try again in a moment")
-        with self._encode_lock:
-            change = request_change(job.controls, prior, checked)
+        change, state = run.change_prompt(checked)
+        job.controls.update_prompt(lambda _: state)
         with self._board.cond:
             self._board.touch(job)
         return change
 
     def live_gaussians(self, job_id: str, timeout_s: float = 60.0) -> GaussianSnapshot:
         """A copy of a running training job's Gaussians, taken between two of its steps (beside training: the
-        caller waits at most one step, not for the run to end). Goes through the trainer the job holds
-        (``Trainer.request_snapshot``); an executor's remote run would answer through its trainer the same way.
+        caller waits at most one step, not for the run to end), through the job's run (``Trainer.request_snapshot``
+        where it runs, whichever executor).
 
         Raises:
             JobError: unknown job, not a training job, not training yet (queued, loading its model) or finished, or
@@ -299,19 +349,14 @@ class JobManager:
         """
         with self._board.cond:
             job = self._board.job(job_id)
-            trainer, remote = job.trainer, job.remote
-            if job.task is not None or job.state not in ("running", "paused") or (trainer is None and remote is None):
+            run = job.run if job.task is None and job.state in ("running", "paused") else None
+            if run is None:
                 raise JobError(f"job {job_id} is not training right now ({job.state}); inspect a finished run from "
                                "its folder instead")
-        if remote is not None:
-            try:
-                return remote.snapshot(timeout_s)
-            except RunError as err:
-                raise JobError(f"job {job_id}: {err}") from None
         try:
-            return trainer.request_snapshot().result(timeout=timeout_s)
-        except TimeoutError:
-            raise JobError(f"job {job_id} did not reach a step boundary within {timeout_s:g} s") from None
+            return run.snapshot(timeout_s)
+        except RunError as err:
+            raise JobError(f"job {job_id}: {err}") from None
 
     def pause(self, job_id: str) -> JobView:
         return self._set_paused(job_id, True)
@@ -358,6 +403,25 @@ class JobManager:
         job.forward_controls()
         return view
 
+    def skip_export(self, job_id: str) -> JobView:
+        """End a training job's export after ``model.ply`` and the checkpoint (no turntable, views or mesh); a job
+        still training is stopped first. Nothing happens to a job that is queued or has ended.
+
+        Raises:
+            JobError: unknown job, or a task job.
+        """
+        with self._board.cond:
+            job = self._board.job(job_id)
+            if job.task is not None:
+                raise JobError(f"job {job_id} is a {job.kind} job: it has no export to skip")
+            if job.state in ("running", "paused", "exporting"):
+                job.controls.skip_export()
+                job.message = "skipping the export: model.ply and the checkpoint are kept"
+                self._board.touch(job)
+            view = self._board.view(job)
+        job.forward_controls()
+        return view
+
     def cancel_session(self, session: str) -> int:
         """Cancel every queued job of ``session`` and stop its running one; returns how many were affected."""
         with self._board.cond:
@@ -392,3 +456,19 @@ class JobManager:
                 with self._board.cond:
                     self._board.running.discard(job.id)
                     self._board.touch_queue()
+            if threading.current_thread().name == EXPORT_NAME:
+                return  # a new worker took this thread's slot when the job's training ended (_release_slot)
+
+    def _release_slot(self, job: JobRecord) -> None:
+        """A job's training ended and its ``model.ply`` is written (on its worker thread, at every later export
+        stage): the job leaves its slot to a new worker, so the next queued job starts while this thread drives the
+        rest of the export to its end."""
+        with self._board.cond:
+            worker = threading.current_thread()
+            if worker.name != WORKER_NAME:
+                return  # released at an earlier stage
+            worker.name = EXPORT_NAME
+            self._board.running.discard(job.id)
+            self._board.touch_queue()
+            if not self._closing:
+                self._start_worker()

@@ -68,6 +68,11 @@ class ModelCache:
         with self._lock:
             return len(self._priors)
 
+    def model_ids(self) -> list[str]:
+        """The ids of the loaded priors, least recently used first."""
+        with self._lock:
+            return [key[0] for key in self._priors]
+
     def get(self, model: ModelConfig, device: torch.device) -> DiffusionPrior:
         """The prior for ``model`` on ``device``, loading it when it is not cached (or waiting for another thread's load
         of it).
@@ -101,6 +106,15 @@ class ModelCache:
             done.set()
         _release(evicted)
         return prior
+
+    def keep_only(self, model: ModelConfig) -> None:
+        """Unload every cached prior of a model other than ``model`` (a job worker process before its next job:
+        what it holds beyond the job's own model would count against the job's memory cap)."""
+        with self._lock:
+            others = [key for key in self._priors if key[3] != model]
+            for key in others:
+                del self._priors[key]
+        _release([key[0] for key in others])
 
     def _evict_excess(self) -> list[str]:
         """Drop the least recently used priors beyond ``max_models`` (the caller holds the lock); their model ids."""

@@ -2,12 +2,12 @@
 
 :class:`OracleTrainer` is a :class:`~lucid_app.train.trainer.Trainer` in every respect (initial Gaussians, seed and
 generator, optimiser and learning-rate schedules, densification, the regularisers of ``losses.step_losses``, the
-number of steps) except two hooks:
+number of steps) except the step's objective, the trainer's extension point (``Trainer.step_objective``):
 
-1. ``_step_cameras``: each step draws min(C, N) distinct views of the object's N *train* views (C =
+1. its cameras: each step draws min(C, N) distinct views of the object's N *train* views (C =
    ``cameras.batch_size``) with the trainer's generator, instead of orbit cameras from the sampling band;
-2. ``_guide``: the loss is the photometric error of the render against those views' images (composited on white,
-   at the render size) instead of a guidance's.
+2. its loss: the photometric error of the render against those views' images (composited on white, at the render
+   size) instead of a guidance's.
 
 The loss is the squared error *summed* over views, pixels and channels, weighted by 2·λ (λ =
 ``guidance.lambda_guidance``):
@@ -22,6 +22,7 @@ dominate the fit. The training-time perturbations that only make sense for a gui
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from lucid_app.guidance import GuidanceOutput
 from lucid_app.priors.base import DiffusionPrior
 from lucid_app.render.cameras import CameraBatch
 from lucid_app.train.controls import ControlState
-from lucid_app.train.trainer import Trainer
+from lucid_app.train.trainer import StepObjective, Trainer
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -84,20 +85,21 @@ class OracleTrainer(Trainer):
             )
         self.images = images.to(self.device)
         self.cameras = cameras.to(self.device)
-        self._views = torch.zeros(0, dtype=torch.long)
 
-    def _step_cameras(self, k: int) -> CameraBatch:
-        """min(C, N) distinct train views drawn with the run's generator (their indices kept for :meth:`_guide`)."""
+    def step_objective(self, k: int, snap: ControlState) -> StepObjective:
+        """min(C, N) distinct train views drawn with the run's generator, and the photometric loss of their renders
+        against the views' images (:func:`photometric_loss`)."""
         count = min(self.config.cameras.batch_size, len(self.cameras))
-        self._views = torch.randperm(len(self.cameras), generator=self.generator)[:count]
-        return self.cameras[self._views.to(self.device)]
+        views = torch.randperm(len(self.cameras), generator=self.generator)[:count].to(self.device)
+        return StepObjective(cameras=self.cameras[views],
+                             loss=partial(fit_images, target=self.images[views],
+                                          lambda_guidance=self.config.guidance.lambda_guidance))
 
-    def _guide(self, image: torch.Tensor, cams: CameraBatch, snap: ControlState, k: int) -> GuidanceOutput:
-        """The photometric loss of the rendered ``image`` [C, R, R, 3] against the views :meth:`_step_cameras`
-        drew; the diagnostics a guidance reports (t = s = δ_T = 0, the norm of the gradient on the render)."""
-        target = self.images[self._views.to(self.device)]
-        lam = self.config.guidance.lambda_guidance
-        loss = photometric_loss(image, target, lam)
-        grad = (4.0 * lam * (image - target)).detach()
-        diagnostics = {"t": 0.0, "s": 0.0, "delta_t": 0.0, "grad_norm": float(grad.norm())}
-        return GuidanceOutput(loss=loss, grad=grad, diagnostics=diagnostics)
+
+def fit_images(image: torch.Tensor, target: torch.Tensor, lambda_guidance: float) -> GuidanceOutput:
+    """The photometric loss of renders ``image`` [C, R, R, 3] against ``target`` (the same shape), with the
+    diagnostics a guidance reports (t = s = δ_T = 0, the norm of the gradient on the render)."""
+    loss = photometric_loss(image, target, lambda_guidance)
+    grad = (4.0 * lambda_guidance * (image - target)).detach()
+    diagnostics = {"t": 0.0, "s": 0.0, "delta_t": 0.0, "grad_norm": float(grad.norm())}
+    return GuidanceOutput(loss=loss, grad=grad, diagnostics=diagnostics)

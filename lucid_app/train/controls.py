@@ -67,6 +67,7 @@ class ControlState:
         preview_every: emit preview images every this many steps (0 = never).
         paused: the trainer waits before the next step while set.
         stop: the trainer ends after the current step and exports what exists.
+        skip_export: the end export stops after ``model.ply`` (and the checkpoint): no turntable, views or mesh.
         prompt: the prompt set in force from the next step; None until a trainer has encoded its prompts.
         version: increments with every change (lets readers log changes once).
     """
@@ -77,6 +78,7 @@ class ControlState:
     preview_every: int
     paused: bool = False
     stop: bool = False
+    skip_export: bool = False
     prompt: PromptState | None = None
     version: int = 0
 
@@ -189,6 +191,13 @@ class LiveControls:
             self._replace(stop=True)
             self._resumed.set()
         _log_change({"stop": True})
+
+    def skip_export(self) -> None:
+        """End the run's export after ``model.ply``; a run still training ends first (as :meth:`stop`)."""
+        with self._lock:
+            self._replace(stop=True, skip_export=True)
+            self._resumed.set()
+        _log_change({"skip_export": True})
 
     def wait_while_paused(self, timeout_s: float | None = None) -> bool:
         """Block while paused (returns at once otherwise); True when running again, False on timeout."""

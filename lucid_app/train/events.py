@@ -67,6 +67,16 @@ class DoneEvent:
 
 
 @dataclass(frozen=True)
+class TrainedEvent:
+    """Training ended (``status`` as :class:`DoneEvent`'s, at ``step``); the end export follows, then the
+    :class:`DoneEvent`. The app frees the run's worker slot here, so the next job need not wait for the export."""
+
+    status: Literal["done", "stopped", "failed"]
+    step: int
+    message: str
+
+
+@dataclass(frozen=True)
 class ExportEvent:
     """The run's end export reached ``stage`` (``model.ply``, ``turntable``, ``mesh``); ``done`` of ``total`` units
     of it (turntable frames; 0 of 0 for a stage without parts)."""
@@ -86,4 +96,4 @@ class GaussianSnapshot:
     config_yaml: str
 
 
-Event = StepEvent | PreviewEvent | ExportEvent | DoneEvent
+Event = StepEvent | PreviewEvent | TrainedEvent | ExportEvent | DoneEvent

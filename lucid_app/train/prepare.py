@@ -261,6 +261,14 @@ def display_model(model_id: str) -> str:
         return prefix + path.name
 
 
+def demo_stands_in(config: TrainConfig, allow_demo: bool = True) -> bool:
+    """Whether :func:`load_run_prior` will run the offline demo instead of ``config``: the default model is asked
+    for, the demo may stand in, and its weights cannot load here (:func:`weights_available`: offline and not in the
+    cache). Reads the hub's cache only, never the network."""
+    return (allow_demo and config.model.id == DEFAULT_MODEL and not config.avatar.enabled
+            and not weights_available(config.model.id))
+
+
 # Override keys that cannot apply to the offline demo: it has its own model, and no body.
 _NOT_FOR_DEMO = ("model", "avatar")
 

@@ -12,10 +12,16 @@ in ``__init__``) and with live changes (encoded by the caller, ``prompt_changes.
 guidance-scale / δ_T changes are recorded the same way in :attr:`Trainer.control_schedule` (``config.control_schedule``
 is replayed into the live controls at its steps), so a run with slider changes replays exactly from its config.
 
+Every step, in :meth:`Trainer.run` or called alone (benchmarks), goes through :meth:`Trainer.train_step`: it puts the
+step's control snapshot in force and logs what changed (one adopt-and-log path), then fits the step's
+:class:`StepObjective` (:meth:`Trainer.step_objective`, the loop's one extension point: the supervised ceiling of
+:mod:`lucid_app.bench.oracle` overrides it).
+
 Previews (``PreviewEvent``) come after step 1, then every ``preview_every`` steps and by wall time (when previews and
 checkpoints are due: :mod:`lucid_app.train.outputs`). Between two steps the loop also hands out snapshots of the live
-Gaussians (:meth:`Trainer.request_snapshot`, the app's inspector of a running job) and at the end reports each export
-stage (``ExportEvent``).
+Gaussians (:meth:`Trainer.request_snapshot`, the app's inspector of a running job). When training ends it emits
+``TrainedEvent`` (the app lets the next job start then), reports each export stage (``ExportEvent``; the
+``skip_export`` control ends the export after ``model.ply``) and ends with ``DoneEvent``.
 
 Files (only through :mod:`lucid_app.io` and :mod:`lucid_app.train.export_run`): ``config.yaml`` at the start,
 ``metrics.jsonl`` as it goes (a run from step 0 starts it empty), ``checkpoint.pt`` at the start, every
@@ -24,6 +30,10 @@ kill loses at most that) and at the end, and at the end, however the run ends (d
 ``model.ply``, ``turntable.mp4`` and ``views/*.png`` of the last good state. A checkpoint only ever holds the state
 between two steps: an interrupt in the middle of a step keeps the previous checkpoint, so a resume always continues
 bit for bit.
+
+The loop's state (step, generator, schedules in force, snapshot requests, the open metrics log) lives in one object
+whose methods each do one job; the end outputs are ``export_run.py``, the loss terms ``losses.step_losses``, when
+previews and checkpoints are due ``outputs.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -63,13 +74,37 @@ from lucid_app.train.controls import (
     record_control_change,
     scheduled_control_change,
 )
-from lucid_app.train.events import DoneEvent, Event, ExportEvent, GaussianSnapshot, PreviewEvent, StepEvent
+from lucid_app.train.events import (
+    DoneEvent,
+    Event,
+    ExportEvent,
+    GaussianSnapshot,
+    PreviewEvent,
+    StepEvent,
+    TrainedEvent,
+)
 from lucid_app.train.export_run import export_run
 from lucid_app.train.losses import flip_views, guidance_input, sample_backgrounds, scale_noise, step_losses
 from lucid_app.train.outputs import PREVIEW_AZIMUTHS_DEG, OutputClock, preview_cameras, truncate_metrics
 from lucid_app.train.prompt_changes import PromptTrack, change_fields
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepObjective:
+    """What one training step fits (:meth:`Trainer.step_objective`).
+
+    Attributes:
+        cameras: the step's [C] cameras (the renders are taken from them).
+        loss: the renders' guidance input [C, H, W, 3] (colour, or the disparity as grey; with grad) → the
+            :class:`~lucid_app.guidance.GuidanceOutput` of the step: the loss to add to the regularisers, and the
+            diagnostics ``t``, ``s``, ``delta_t`` and ``grad_norm`` of the step's record.
+    """
+
+    cameras: CameraBatch
+    loss: Callable[[torch.Tensor], GuidanceOutput]
+
 
 def initial_controls(config: TrainConfig) -> ControlState:
     """The live controls' starting values, taken from the config."""
@@ -96,6 +131,10 @@ class Trainer:
             (``priors.base.camera_control_fn``), else none.
         gaussians: initial Gaussians (default: ``init_gaussians(config.init, ...)``, or with ``config.avatar.enabled``
             and neither ``control_fn`` nor ``gaussians`` given, both from :func:`~lucid_app.avatar.avatar_setup`).
+
+    Extension point: a subclass changes what a step fits by overriding :meth:`step_objective` alone (the cameras and
+    the loss of the step); everything else (schedules, densification, regularisers, controls, logging, checkpoints,
+    resume) stays the loop's.
     """
 
     def __init__(
@@ -135,6 +174,8 @@ class Trainer:
         # the last step used: a snapshot that differs from them at step k is a change recorded at k.
         self._control_schedule: tuple[ControlChange, ...] = config.control_schedule
         self._controls_in_force = self.controls.snapshot()
+        # The run's metrics log while :meth:`run` has it open (None otherwise: a bare train_step logs nowhere).
+        self._metrics: MetricsLog | None = None
         self._snapshot_lock = threading.Lock()
         self._snapshot_requests: list[Future[GaussianSnapshot]] = []
 
@@ -217,19 +258,47 @@ class Trainer:
     # ---------------------------------------------------------------- one step
 
     def train_step(self, snap: ControlState | None = None) -> StepEvent:
-        """Run step ``self.step + 1`` with ``snap``, a snapshot already in force (:meth:`run`: :meth:`begin_step`,
-        then :meth:`adopt`); without one (benchmarks, tests), the next snapshot is taken and adopted here."""
+        """Run step ``self.step + 1`` with ``snap`` (default: :meth:`begin_step`'s snapshot, taken here).
+
+        The one path of every step: the snapshot is put in force and its changes logged (:meth:`_adopt_and_log`),
+        then cameras and loss (:meth:`step_objective`) → render → backward → densify → optimiser step; the step's
+        record joins the run's metrics log when :meth:`run` has one open.
+        """
         if snap is None:
             snap = self.begin_step()
-            self.adopt(snap)
+        self._adopt_and_log(snap)
+        event = self._fit(snap)
+        if self._metrics is not None and (event.step % self.config.export.log_every == 0 or event.skipped
+                                          or event.densify or event.step == 1):
+            self._metrics.write(event.record())
+        return event
+
+    def step_objective(self, k: int, snap: ControlState) -> StepObjective:
+        """The cameras and the loss of step ``k`` under the controls ``snap``: the loop's extension point.
+
+        Default: [C] orbit cameras on the DESIGN §4 schedule (the step's first draws from the run's generator), and
+        the guidance's loss on their renders after the official random left-right flip of the batch (control images
+        with it), in one prompt state (embeddings and Perp-Neg settings together).
+
+        An override must draw only from ``self.generator``, in the same order at every call, so that equal seeds
+        give equal runs and a resumed run continues bit for bit; :mod:`lucid_app.bench.oracle` fits posed images
+        photometrically through it.
+        """
+        cfg = self.config
+        cams = sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, self.generator).to(self.device)
+        return StepObjective(cameras=cams, loss=partial(self._guide, cams=cams, snap=snap, k=k))
+
+    def _fit(self, snap: ControlState) -> StepEvent:
+        """Step ``self.step + 1`` with ``snap`` already in force: its objective, render, losses and updates."""
         cfg = self.config
         k = self.step + 1
         start = time.perf_counter()
         self.gaussians.update_learning_rates(k)
 
-        # 1. Cameras and backgrounds of this step (DESIGN §4 camera schedule; background augmentation).
+        # 1. Cameras and loss of this step, backgrounds (background augmentation).
         g = self.generator
-        cams = self._step_cameras(k)
+        objective = self.step_objective(k, snap)
+        cams = objective.cameras
         backgrounds = sample_backgrounds(len(cams), cfg.render.background, cfg.render.bg_aug_ratio, g).to(self.device)
         use_disparity = bool(torch.rand((), generator=g) < cfg.loss.disparity_ratio)
 
@@ -238,8 +307,8 @@ class Trainer:
         splats = dataclasses.replace(splats, scales=scale_noise(splats.scales, cfg.loss.scale_noise, g))
         out = self.renderer.render(splats, cams, backgrounds)
 
-        # 3. Guidance on the colour or the disparity, plus the regularisers; one backward pass.
-        result = self._guide(guidance_input(out, use_disparity), cams, snap, k)
+        # 3. The objective's loss on the colour or the disparity, plus the regularisers; one backward pass.
+        result = objective.loss(guidance_input(out, use_disparity))
         terms = step_losses(result.loss, out, self.gaussians.scales, cfg.loss)
         total = sum(terms.values())
         optimizer = self.gaussians.optimizer
@@ -266,16 +335,8 @@ class Trainer:
         densify = self._densify_and_step(out, k)
         return event(n_gaussians=self.gaussians.count, seconds=time.perf_counter() - start, densify=densify)
 
-    def _step_cameras(self, k: int) -> CameraBatch:
-        """Step ``k``'s [C] training cameras, the step's first draws from the run's generator: the DESIGN §4 orbit
-        schedule here; a supervised ceiling (:mod:`lucid_app.bench.oracle`) picks dataset views instead."""
-        cfg = self.config
-        return sample_cameras(cfg.cameras, k, cfg.render.width, cfg.render.height, self.generator).to(self.device)
-
     def _guide(self, image: torch.Tensor, cams: CameraBatch, snap: ControlState, k: int) -> GuidanceOutput:
-        """The guidance's loss on the rendered ``image`` [C, H, W, 3] of step ``k``, after the official random
-        left-right flip of the batch (control images with it), in one prompt state (embeddings and Perp-Neg
-        settings together). The loss source of a step: :mod:`lucid_app.bench.oracle` overrides it with a supervised loss."""
+        """The guidance's loss on the rendered ``image`` [C, H, W, 3] of step ``k`` (:meth:`step_objective`)."""
         cfg, g = self.config, self.generator
         control = self.control_fn(cams) if self.control_fn is not None else None
         image, control, _ = flip_views(image, cfg.loss.flip_ratio, g, control)
@@ -348,10 +409,11 @@ class Trainer:
 
     def export(self, progress: Callable[[int], None] | None = None, checkpoint: bool = True,
                on_stage: Callable[[ExportEvent], None] | None = None) -> dict[str, str]:
-        """Write the run's outputs of the current state (:func:`~lucid_app.train.export_run.export_run`) and the checkpoint of
-        it (unless ``checkpoint`` is False: the state is not one between two steps).
+        """Write the run's outputs of the current state (:func:`~lucid_app.train.export_run.export_run`) and the
+        checkpoint of it (unless ``checkpoint`` is False: the state is not one between two steps).
 
-        ``on_stage`` receives an :class:`ExportEvent` as each stage starts (and per turntable frame)."""
+        ``on_stage`` receives an :class:`ExportEvent` as each stage starts (and per turntable frame). Once the
+        ``skip_export`` control is set, the export ends after ``model.ply`` (the checkpoint is written first)."""
         if self.run_dir is None:
             return {}
         files = {"config": str(self.run_dir / CONFIG_NAME), "metrics": str(self.run_dir / METRICS_NAME)}
@@ -360,24 +422,23 @@ class Trainer:
         elif (self.run_dir / CHECKPOINT_NAME).is_file():
             files["checkpoint"] = str(self.run_dir / CHECKPOINT_NAME)
         files.update(export_run(self.run_dir, self.gaussians.to_raw(), self.gaussians.splats(), self.renderer,
-                                self.config, on_stage, progress))
+                                self.config, on_stage, progress, skip=lambda: self.controls.snapshot().skip_export))
         return files
 
     # ---------------------------------------------------------------- the loop
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
         """Train until ``optim.steps``, a stop (control or :meth:`request_stop`), Ctrl-C or ``optim.max_bad_steps``
-        non-finite steps in a row; always export at the end.
+        non-finite steps in a row; then emit :class:`TrainedEvent` and always export.
 
         Errors other than those are re-raised after the export, so nothing already produced is lost. An interrupt
         or error in the middle of a step keeps the last checkpoint (the state is not one between two steps);
         ``model.ply`` and the views still show the current Gaussians.
         """
         emit = on_event or (lambda event: None)
-        metrics = self._open_run_dir()
+        self._metrics = self._open_run_dir()
         status, message = "done", ""
         error: BaseException | None = None
-        last_controls = self.controls.snapshot()
         self._outputs.start()
         mid_step = False
         try:
@@ -386,14 +447,9 @@ class Trainer:
                 if snap is None:
                     status, message = "stopped", stop_message
                     break
-                self._adopt_and_log(snap, last_controls, metrics)
-                last_controls = snap
                 mid_step = True
                 event = self.train_step(snap)
                 mid_step = False
-                if metrics is not None and (event.step % self.config.export.log_every == 0 or event.skipped
-                                            or event.densify or event.step == 1):
-                    metrics.write(event.record())
                 emit(event)
                 if self.bad_steps >= self.config.optim.max_bad_steps:
                     status, message = "failed", self._bad_steps_message()
@@ -404,14 +460,18 @@ class Trainer:
         except BaseException as err:
             status, message, error = "failed", f"{type(err).__name__}: {err}", err
         finally:
-            if metrics is not None:
-                metrics.write({"step": self.step, "status": status, "message": message})
-                metrics.close()
+            if self._metrics is not None:
+                self._metrics.write({"step": self.step, "status": status, "message": message})
+                self._metrics.close()
+                self._metrics = None
         if mid_step:
             logger.warning("the run ended inside step %d: %s keeps the last state between two steps",
                            self.step + 1, CHECKPOINT_NAME)
         self.serve_snapshots()
+        emit(TrainedEvent(status=status, step=self.step, message=message))
         files = self.export(checkpoint=not mid_step, on_stage=emit)
+        if self.controls.snapshot().skip_export and self.run_dir is not None:
+            message = "; ".join(m for m in (message, "export skipped: model.ply and the checkpoint were kept") if m)
         done = DoneEvent(status=status, step=self.step, message=message, files=files)
         emit(done)
         if error is not None:
@@ -445,14 +505,15 @@ class Trainer:
             return None, f"stopped by the user at step {self.step}"
         return snap, ""
 
-    def _adopt_and_log(self, snap: ControlState, last: ControlState, metrics: MetricsLog | None) -> None:
-        """:meth:`adopt` the next step's snapshot; log its control changes since ``last`` and its prompt change."""
-        changes = _control_changes(last, snap)
-        if metrics is not None and changes:
-            metrics.write({"step": self.step + 1, "controls": changes})
+    def _adopt_and_log(self, snap: ControlState) -> None:
+        """:meth:`adopt` the next step's snapshot; log its control changes since the last step's and its prompt
+        change (into the run's metrics log, when open)."""
+        changes = _control_changes(self._controls_in_force, snap)
+        if self._metrics is not None and changes:
+            self._metrics.write({"step": self.step + 1, "controls": changes})
         prompt_change = self.adopt(snap)
-        if metrics is not None and prompt_change is not None:
-            metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
+        if self._metrics is not None and prompt_change is not None:
+            self._metrics.write({"step": prompt_change.step, "prompt_change": change_fields(prompt_change)})
 
     def _bad_steps_message(self) -> str:
         message = (

@@ -6,11 +6,14 @@ field becomes a ``section.key=value`` override that must pass the client allow-l
 nothing that names a server file; the model is a name from the server's list (:mod:`lucid_app.app.model_registry`),
 presets are picked by name. Jobs and run folders belong to the caller's owner id, derived on the server from the
 signed-in user or the browser session (:mod:`lucid_app.app.identity`); the API endpoints ``/set_controls``,
-``/pause``, ``/resume``, ``/toggle_pause``, ``/stop`` and ``/result`` act on the caller's own newest job, whatever
-``--shared-runs`` lets it view. Files reach the client only as copies made after an owner check
+``/pause``, ``/resume``, ``/toggle_pause``, ``/stop``, ``/skip_export`` and ``/result`` act on the caller's own newest
+job, whatever ``--shared-runs`` lets it view. Files reach the client only as copies made after an owner check
 (:mod:`lucid_app.ui.served_files`), and what it is shown of a config names no server folder. The streamed outputs
 also drive the buttons: Generate shows "Queued #n" / the step while a job goes, the Pause/Resume toggle shows the
-state, Stop is enabled only while a job is queued or running.
+state, Stop is enabled only while a job is queued or running. A stopped run hands back control at once: its stream
+ends as soon as ``model.ply`` exists while the rest of its export goes on in the background, shown in its own row
+(``/skip_export`` ends it after ``model.ply``). Runs a server restart interrupted are listed for their owner and
+continue from their checkpoint (``/resume_run``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import gradio as gr
 
 from lucid_app.app.client_config import check_client_config, check_client_overrides, public_config_yaml
 from lucid_app.app.identity import OwnerKeys
+from lucid_app.app.interrupted import interrupted_runs, is_interrupted
 from lucid_app.app.job_board import JobView
 from lucid_app.app.jobs import JobManager
 from lucid_app.app.model_registry import ModelRegistry, default_registry
@@ -53,6 +57,8 @@ from lucid_app.ui.job_display import (
     LOSS_PLOTS,
     SPLAT_AFTER_MESH_S,
     button_states,
+    export_row_html,
+    handed_back,
     mesh_before_splat,
     plot_frames,
     record_status_html,
@@ -78,6 +84,9 @@ GENERATE_OUTPUTS = ("job", "banner", "status", "preview", *PLOT_OUTPUTS, "config
 RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
 # Order of ``open_run``'s outputs: what a live run showed, then the config and the banner.
 OPEN_OUTPUTS = ("status", "preview", *PLOT_OUTPUTS, *RESULT_OUTPUTS, "config", "banner")
+# Order of ``export_row``'s outputs (every second): the background export's row and Skip export button, what a
+# stopped run's stream would have ended with once its export has ended, and the page's record of what it showed.
+EXPORT_ROW_OUTPUTS = ("export_row", "skip_export", "status", "preview", *RESULT_OUTPUTS, "shown_export")
 _DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
 
 
@@ -209,32 +218,45 @@ class AppHandlers:
         (the offline demo stood in with its own prompt and δ_T); at the end the preview box shows the final views.
         """
         owner = self.owner_of(request)
-        view = self.jobs.submit(config, session=owner, allow_demo=True)
+        yield from self._stream(self.jobs.submit(config, session=owner, allow_demo=True), owner, generate_label)
+
+    def _stream(self, view: JobView, owner: str, generate_label: str) -> Iterator[tuple[Any, ...]]:
+        """Stream ``owner``'s job's snapshots (``GENERATE_OUTPUTS``) until it ends or, stopped, is handed back
+        (:func:`handed_back`: its export goes on in the background, in :meth:`export_row`)."""
         sent = {"prompt": view.prompt, "controls": _slider_values(view)}
         yield self.render_job(view, results=True, generate_label=generate_label, owner=owner, control_msg="")
         sent_preview = view.preview_step
         sent_files = dict(view.files)
         version = view.version
-        while not view.finished:
+        while not (view.finished or handed_back(view)):
             time.sleep(self.stream_interval_s)
             view = self.jobs.wait(view.id, version, timeout_s=1.0)
             if view.version == version:
                 continue
             version = view.version
-            if view.finished:
+            if view.finished or handed_back(view):
                 break
             yield self.render_job(view, preview=view.preview_step != sent_preview, results=view.files != sent_files,
                                   generate_label=generate_label, splat=False, owner=owner, sent=sent)
             sent_preview, sent_files = view.preview_step, dict(view.files)
+        # A stopped run handed back before its mesh exists: the viewers wait for the background export to end
+        # (export_row shows its mesh, then its splat), since the mesh viewer stays blank after the splat viewer.
         yield from self._final_updates(self.render_job(view, preview=True, results=True, generate_label=generate_label,
-                                                       owner=owner, sent=sent, control_msg=""))
+                                                       splat=not handed_back(view), owner=owner, sent=sent,
+                                                       control_msg=""))
 
     def _final_updates(self, outputs: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
         """``outputs`` in two updates: everything but the splat viewer, then (after :data:`SPLAT_AFTER_MESH_S`)
         everything but the mesh viewer, so the last update holds the final state. Gradio 6.31's mesh viewer
         (Babylon.js) stays blank when it loads after the splat viewer (gsplat.js) has started; loading the mesh first
-        shows both."""
-        yield from mesh_before_splat(outputs, GENERATE_OUTPUTS)
+        shows both. Generate stays disabled until the last update, the one before the event ends: a click meanwhile
+        would find the event still running and be dropped."""
+        updates = mesh_before_splat(outputs, GENERATE_OUTPUTS)
+        first = next(updates)
+        busy = GENERATE_OUTPUTS.index("generate")
+        yield tuple(gr.Button(value="Finishing…", interactive=False) if i == busy else value
+                    for i, value in enumerate(first))
+        yield from updates
 
     def resolve_form(self, form: dict[str, Any]) -> TrainConfig:
         """The form's config: the form's raw values checked once (the form-field table), a preset by name, the client's
@@ -364,7 +386,48 @@ class AppHandlers:
         if view is not None and view.state == "queued":
             return self._act(request, "cancel",
                              "Cancelled: the job left the queue before it started; nothing to export.")
+        if view is not None and view.state == "exporting":
+            return "The run has already stopped; its export goes on in the background (Skip export ends it)."
         return self._act(request, "cancel", "Stopping after the current step; what exists is exported.")
+
+    @user_errors
+    def skip_export(self, request: gr.Request) -> str:
+        """End the export of the caller's run exporting in the background (or of its newest run) after
+        ``model.ply`` and the checkpoint."""
+        owner = self.owner_of(request)
+        view = self.jobs.background_export(owner)
+        if view is None or view.finished:
+            view = self.jobs.latest(owner)
+        if view is None or view.finished:
+            return "No export to skip."
+        self.jobs.skip_export(view.id)
+        return "Export skipped: model.ply and the checkpoint are kept."
+
+    def export_row(self, shown: dict[str, Any] | None, request: gr.Request) -> tuple[Any, ...]:
+        """The caller's background export row (called every second; ``EXPORT_ROW_OUTPUTS``): its text, the Skip
+        export button, and, once the export has ended while the run is still the caller's newest, what its stream
+        would have ended with: its status, its final views in the preview box and its results (``RESULT_OUTPUTS``),
+        the mesh and downloads first, the splat :data:`SPLAT_AFTER_MESH_S` later (:func:`mesh_before_splat`).
+
+        ``shown`` is the page's record of what it showed ({"job", "splat_at"}); the new record is the last output.
+        """
+        owner = self.owner_of(request)
+        view = self.jobs.background_export(owner)
+        exporting = view is not None and not view.finished
+        out: dict[str, Any] = dict.fromkeys(("status", "preview", *RESULT_OUTPUTS), gr.skip())
+        latest = self.jobs.latest(owner)
+        if view is not None and view.finished and latest is not None and latest.id == view.id:
+            if shown is None or shown.get("job") != view.id:
+                out.update(self._results(view.files, owner), model3d=gr.skip(), status=status_html(view))
+                final = views_image(read_run(view.run_dir).views)
+                if final is not None:
+                    out["preview"] = final
+                shown = {"job": view.id, "splat_at": time.monotonic() + SPLAT_AFTER_MESH_S}
+            elif shown.get("splat_at") is not None and time.monotonic() >= shown["splat_at"]:
+                out["model3d"] = self._results(view.files, owner)["model3d"]
+                shown = {"job": view.id, "splat_at": None}
+        out.update(export_row=export_row_html(view), skip_export=gr.Button(visible=exporting), shown_export=shown)
+        return tuple(out[name] for name in EXPORT_ROW_OUTPUTS)
 
     def _act(self, request: gr.Request, action: str, done: str) -> str:
         view = self.jobs.latest(self.owner_of(request))
@@ -438,6 +501,29 @@ class AppHandlers:
         missing = "" if "ply" in files else " (it has no model.ply yet: still running, or it failed early)"
         out["banner"] = f"Showing the past run `{run}`{missing}."
         return tuple(out[name] for name in OPEN_OUTPUTS)
+
+    @user_errors
+    def interrupted_choices(self, request: gr.Request) -> Any:
+        """The dropdown of the caller's interrupted runs (its own only, even with ``shared_runs``: resuming is
+        control)."""
+        runs = interrupted_runs(self.outputs, self.owner_of(request), active=self.jobs.active_run_dirs())
+        choices = [(f"{r.name} — {r.prompt}" if r.prompt else r.name, r.name) for r in runs]
+        return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+    @user_errors
+    def resume_run(self, run: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """Continue the caller's own interrupted run ``run`` (as listed: ``RUN``) from its checkpoint, streamed as
+        ``generate``."""
+        if not run:
+            raise gr.Error("Pick an interrupted run from the list first.")
+        owner = self.owner_of(request)
+        try:
+            run_dir = resolve_run(self.outputs, run, owner)
+        except JobError as err:
+            raise gr.Error(str(err)) from None
+        if not is_interrupted(run_dir):
+            raise gr.Error(f"{run!r} is not an interrupted run: it ended, or it has no checkpoint to continue from")
+        yield from self._stream(self.jobs.resume_run(run_dir, owner), owner, "Generate")
 
     def splat_after_mesh(self, splat: str | None) -> Any:
         """The splat viewer's file, shown :data:`SPLAT_AFTER_MESH_S` after the mesh (see :func:`mesh_before_splat`)."""
@@ -532,7 +618,8 @@ def _banner(view: JobView) -> str:
 
 
 __all__ = [
-    "OPEN_OUTPUTS", "PLOT_OUTPUTS", "SPLAT_AFTER_MESH_S", "button_states", "mesh_before_splat", "plot_frames",
+    "EXPORT_ROW_OUTPUTS", "OPEN_OUTPUTS", "PLOT_OUTPUTS", "SPLAT_AFTER_MESH_S", "button_states", "export_row_html",
+    "handed_back", "mesh_before_splat", "plot_frames",
     "APP_EXPORTS_MESH", "AppHandlers", "DEFAULT_PRESET", "FORM_FIELDS", "GENERATE_OUTPUTS", "MAX_STEPS",
     "PRESET_FIELDS", "RESOLUTION_RANGE_PX", "RESULT_OUTPUTS", "checked_preset", "example_prompts", "form_number",
     "form_overrides", "form_values", "status_html",

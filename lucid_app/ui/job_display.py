@@ -42,7 +42,10 @@ def status_html(view: JobView | None) -> str:
     if view.state == "queued":
         text = (f"Queued — position {view.position} ({view.position} job(s) ahead)" if view.position
                 else "Queued — starting next")
-    elif view.state in ("running", "paused") and view.exporting:
+    elif handed_back(view):
+        text = (f"Stopped at step {step} — Generate is free again; this run's export goes on in the background "
+                "(below)")
+    elif view.state in ("running", "paused", "exporting") and view.exporting:
         done, parts = view.progress
         text = f"Exporting {view.exporting}" + (f" — frame {done} / {parts}" if parts else "…")
         step, total = (done, parts) if parts else (total, total)
@@ -63,6 +66,29 @@ def status_html(view: JobView | None) -> str:
         text = f"{view.state.capitalize()} — {public_text(view.message)}"
     bar = f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
     return f"<div class='lucid-status' data-state='{view.state}'>{html.escape(text)}{bar}</div>"
+
+
+def handed_back(view: JobView) -> bool:
+    """A stopped run whose export goes on in the background and whose ``model.ply`` exists: its stream ends and
+    Generate is free again (issue 27: Stop hands back control at once)."""
+    return view.state == "exporting" and view.outcome == "stopped" and "ply" in view.files
+
+
+def export_row_html(view: JobView | None) -> str:
+    """The row of a run exporting in the background: its stage and progress, or that it finished ("" for none)."""
+    if view is None:
+        return ""
+    name = html.escape(view.prompt[:60])
+    if view.finished:
+        what = "finished" if view.state == "done" else public_text(view.message)
+        return (f"<div class='lucid-export' data-state='{view.state}'>Export of the stopped run “{name}”: "
+                f"{html.escape(what)} — its files are under Past runs.</div>")
+    done, parts = view.progress
+    stage = html.escape(view.exporting or "starting")
+    frames = f" — frame {done} / {parts}" if parts else "…"
+    bar = f"<progress value='{done}' max='{max(parts, 1)}' style='width:100%'></progress>" if parts else ""
+    return (f"<div class='lucid-export' data-state='exporting'>Exporting the stopped run “{name}” in the background: "
+            f"{stage}{frames}{bar}</div>")
 
 
 def record_status_html(status: dict[str, Any], steps: Sequence[StepEvent], total_steps: int) -> str:
@@ -155,10 +181,11 @@ def mesh_before_splat(outputs: tuple[Any, ...], names: tuple[str, ...]) -> Itera
 def button_states(view: JobView | None, generate_label: str = "Generate") -> dict[str, Any]:
     """The Generate button, the Pause/Resume toggle and Stop for a job's state (``GENERATE_OUTPUTS``' last three).
 
-    Generate shows the queue position or the step and is disabled while the job goes; the toggle reads "Pause" or
-    "Resume" and is enabled only while the job trains; Stop is enabled while it is queued or training.
+    Generate shows the queue position or the step and is disabled while the job goes, until a stopped run is
+    :func:`handed_back`; the toggle reads "Pause" or "Resume" and is enabled only while the job trains; Stop is
+    enabled while it is queued or training.
     """
-    if view is None or view.finished:
+    if view is None or view.finished or handed_back(view):
         return {"generate": gr.Button(value=generate_label, interactive=True),
                 "pause_toggle": gr.Button(value="Pause", interactive=False),
                 "stop": gr.Button(value="Stop", interactive=False)}
@@ -172,6 +199,7 @@ def button_states(view: JobView | None, generate_label: str = "Generate") -> dic
     else:
         label = f"{'Paused' if view.state == 'paused' else 'Running'} · step {last.step} / {last.total_steps}"
     training = view.state in ("running", "paused") and not view.exporting
+    stoppable = view.state in ("queued", "running", "paused")
     return {"generate": gr.Button(value=label, interactive=False),
             "pause_toggle": gr.Button(value="Resume" if view.state == "paused" else "Pause", interactive=training),
-            "stop": gr.Button(value="Cancel" if view.state == "queued" else "Stop", interactive=True)}
+            "stop": gr.Button(value="Cancel" if view.state == "queued" else "Stop", interactive=stoppable)}

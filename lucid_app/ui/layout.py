@@ -1,8 +1,9 @@
 """The app's page: one ``gr.Blocks`` with the text-to-3D tab, wired to :class:`~lucid_app.ui.handlers.AppHandlers`.
 
 Named API endpoints (usable from ``gradio_client``): ``/generate`` (streams), ``/set_controls``, ``/pause``,
-``/resume``, ``/toggle_pause``, ``/stop``, ``/result``; the guidance-lab tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``,
-``/ab_run``) and the Avatar tab (``avatar_tab.py``) add their own. Layout only: what happens on
+``/resume``, ``/toggle_pause``, ``/stop``, ``/skip_export``, ``/result``, ``/resume_run`` (streams); the guidance-lab
+tab (``guidance_tab.py``: ``/set_negative``, ``/inspect``, ``/ab_run``) and the Avatar tab (``avatar_tab.py``) add
+their own. Layout only: what happens on
 an event lives in ``handlers.py``.
 
 What a person sees first (issue 14): prompt, negative prompt, preset/model and Generate at the top of the left column
@@ -42,7 +43,7 @@ from lucid_app.ui.form import (
     form_values,
 )
 from lucid_app.ui.guidance_tab import build_guidance_tab
-from lucid_app.ui.handlers import GENERATE_OUTPUTS, OPEN_OUTPUTS, AppHandlers
+from lucid_app.ui.handlers import EXPORT_ROW_OUTPUTS, GENERATE_OUTPUTS, OPEN_OUTPUTS, AppHandlers
 from lucid_app.ui.panels import FILL_CLASS, ZOOM_CLASS, run_outputs_panel, wire_plot_toggles
 
 TITLE = "lucid-app — text-to-3D Gaussian Splatting with Interval Score Matching"
@@ -75,6 +76,8 @@ APP_CSS = f"""
   #lucid-negative textarea {{ min-height: 6.5em; }}
 }}
 """
+# How often the background-export row refreshes.
+EXPORT_ROW_EVERY_S = 1.0
 # Click-to-enlarge: a click on an image inside an element of class ZOOM_CLASS shows a copy of it on the whole window,
 # in an overlay on the page's body (above every stacking context); a click on it or Escape closes it. Delegated from
 # the document, so images that arrive later (previews, results) work too.
@@ -216,12 +219,20 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                         c["pause_toggle"] = gr.Button("Pause", interactive=False, elem_id="lucid-pause")
                         c["stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="lucid-stop")
                     c["control_msg"] = gr.Markdown(elem_id="lucid-control-msg")
+                    with gr.Row():
+                        c["export_row"] = gr.HTML(elem_id="lucid-export-row")
+                        c["skip_export"] = gr.Button("Skip export", visible=False, size="sm", scale=0,
+                                                     elem_id="lucid-skip-export")
             run_outputs_panel(c, handlers.config_preview(default_preset), plot_prefix="lucid", viewer_prefix="lucid")
             with gr.Accordion("Past runs", open=False):
                 with gr.Row():
                     c["runs"] = gr.Dropdown([], label="Your past runs", scale=3, elem_id="lucid-runs")
                     c["refresh_runs"] = gr.Button("Refresh", scale=1, elem_id="lucid-refresh-runs")
                     c["open_run"] = gr.Button("Open", scale=1, elem_id="lucid-open-run")
+                with gr.Row():
+                    c["interrupted"] = gr.Dropdown([], label="Interrupted runs (a server restart stopped them)",
+                                                   scale=3, elem_id="lucid-interrupted")
+                    c["resume_run"] = gr.Button("Resume", scale=1, elem_id="lucid-resume-run")
         build_guidance_tab(handlers, text_negative=c["negative"])
         build_avatar_tab(handlers, banner=c["banner"])
         # API-only components of ``/result``.
@@ -245,6 +256,17 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         for action in ("pause", "resume", "stop"):
             c[action].click(getattr(handlers, action), outputs=c["control_msg"], api_name=action,
                             concurrency_limit=None, show_progress="hidden")
+        c["skip_export"].click(handlers.skip_export, outputs=c["control_msg"], api_name="skip_export",
+                               concurrency_limit=None, show_progress="hidden")
+        c["shown_export"] = gr.State()
+        gr.Timer(EXPORT_ROW_EVERY_S).tick(
+            handlers.export_row, inputs=c["shown_export"], outputs=[c[n] for n in EXPORT_ROW_OUTPUTS],
+            api_visibility="private", show_progress="hidden",
+        )
+        c["resume_run"].click(
+            handlers.resume_run, inputs=c["interrupted"], outputs=[c[n] for n in GENERATE_OUTPUTS],
+            api_name="resume_run", concurrency_limit=None, show_progress="hidden",
+        )
         c["pause_toggle"].click(handlers.toggle_pause, outputs=[c["control_msg"], c["pause_toggle"]],
                                 api_name="toggle_pause", concurrency_limit=None, show_progress="hidden")
         notice_inputs = [c["model"], c["preset"], c["negative"], c["perp_neg"]]
@@ -270,6 +292,8 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
                             outputs=[c["prompt"], c["preset"]], api_visibility="private", show_progress="hidden")
         wire_plot_toggles(c, handlers.show_raw)
         gr.on([demo.load, c["refresh_runs"].click], handlers.runs_choices, outputs=c["runs"],
+              api_visibility="private")
+        gr.on([demo.load, c["refresh_runs"].click], handlers.interrupted_choices, outputs=c["interrupted"],
               api_visibility="private")
         # The splat goes to the viewer after the mesh (handlers.mesh_before_splat): through a State, then a second step.
         splat_file = gr.State()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,16 @@ def test_second_job_queues_and_stop_exports(app) -> None:
     assert second.predict(api_name="/stop").startswith("Cancelled: the job left the queue")
     assert [out[0]["state"] for out in queued][-1] == "cancelled"
     assert "Stopping" in first.predict(api_name="/stop")
+    # Stop hands back control once model.ply exists: the stream ends there, the export goes on in the background.
     final = [out[0] for out in stream][-1]
-    assert final["state"] == "done" and final["outcome"] == "stopped", final
+    assert final["state"] == "exporting" and final["outcome"] == "stopped", final
+    assert "ply" in final["files"]
+    deadline = time.monotonic() + 300
+    summary = first.predict("", api_name="/result")[-1]
+    while summary["state"] != "done":
+        assert time.monotonic() < deadline, summary
+        time.sleep(0.5)
+        summary = first.predict("", api_name="/result")[-1]
     ply, video, config, mesh, summary = first.predict("", api_name="/result")
     assert Path(ply).suffix == ".ply" and Path(ply).stat().st_size > 0
     assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0

@@ -11,6 +11,7 @@ from lucid_app.config import TrainConfig
 from lucid_app.train.controls import ControlState
 from lucid_app.train.events import DoneEvent
 from lucid_app.app.executors import RunError
+from lucid_app.app.job_host import JobStart
 from lucid_app.app.jobs import JobManager
 
 WAIT_S = 10.0
@@ -23,10 +24,10 @@ class FakeRun:
         self.stopped = threading.Event()
         self.released = False
 
-    def prepare(self):
+    def prepare(self) -> JobStart:
         if self.fail:
             raise RunError("the Ray worker on node-1 could not load the model: no such model")
-        return self.config, None
+        return JobStart(config=self.config)
 
     def train(self, on_event, on_prompt) -> None:
         assert self.stopped.wait(WAIT_S)
@@ -53,7 +54,7 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.runs: list[FakeRun] = []
 
-    def open(self, config: TrainConfig, allow_demo: bool, run_dir: str) -> FakeRun:
+    def open(self, config: TrainConfig, allow_demo: bool, run_dir: str, resume: bool = False) -> FakeRun:
         run = FakeRun(config, fail=config.prompt.text == "fails")
         self.runs.append(run)
         return run

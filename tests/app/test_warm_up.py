@@ -69,3 +69,17 @@ def test_concurrent_gets_of_one_model_load_it_once() -> None:
     for thread in threads:
         thread.join(5)
     assert loader.calls == 1 and len({id(r) for r in results}) == 1
+
+
+def test_a_job_worker_keeps_only_its_jobs_model() -> None:
+    """Before a job, a worker process drops every model but the job's (what it holds beyond the job's own model
+    would count against the job's memory cap); the job's own stays loaded."""
+    loader = SlowLoader(0.0)
+    cache = ModelCache(loader, max_models=2)
+    kept, other = ModelConfig(id="multiview:kept"), ModelConfig(id="multiview:other")
+    prior = cache.get(kept, torch.device("cpu"))
+    cache.get(other, torch.device("cpu"))
+    assert cache.model_ids() == ["multiview:kept", "multiview:other"]
+    cache.keep_only(kept)
+    assert cache.model_ids() == ["multiview:kept"] and cache.get(kept, torch.device("cpu")) is prior
+    assert loader.calls == 2

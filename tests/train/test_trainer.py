@@ -331,3 +331,99 @@ def test_sdi_anneals_over_the_run_unless_told_otherwise(
     monkeypatch.setattr(trainer, "guidance", spy)
     trainer.train_step()
     assert seen == [expected]
+
+
+# ------------------------------------------------------------------ one step path, the extension point, the export
+
+
+def test_a_step_alone_and_a_step_in_run_take_the_same_path(chair: str, tmp_path: Path) -> None:
+    """Controls changed before a step are adopted and recorded whether the step runs in ``run`` or alone."""
+    config = tiny_config(chair, steps=1, extra=("densify.enabled=false",))
+    prior = load_prior(config.model.id, config.model)
+    alone = Trainer(config, prior)
+    alone.controls.update(guidance_scale=11.0)
+    assert alone.train_step().guidance_scale == 11.0
+    assert [(c.step, c.guidance_scale) for c in alone.control_schedule] == [(1, 11.0)]
+
+    in_run = Trainer(config, prior, run_dir=tmp_path / "run")
+    in_run.controls.update(guidance_scale=11.0)
+    in_run.run()
+    assert [(c.step, c.guidance_scale) for c in in_run.control_schedule] == [(1, 11.0)]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 1, "controls": {"guidance_scale": 11.0}} in records
+    for name, value in params(alone).items():  # one step each, same seed and controls: the same state
+        assert torch.equal(value, params(in_run)[name]), name
+
+
+def test_step_objective_is_the_one_extension_point(chair: str) -> None:
+    """A subclass that overrides only ``step_objective`` changes what is fitted, and nothing else of the loop."""
+    from lucid_app.guidance import GuidanceOutput
+    from lucid_app.train.trainer import StepObjective
+
+    config = tiny_config(chair, steps=3, extra=("densify.enabled=false",))
+    seen: list[tuple[int, tuple[int, ...]]] = []
+
+    class Fixed(Trainer):
+        def step_objective(self, k: int, snap: ControlState) -> StepObjective:
+            cams = super().step_objective(k, snap).cameras
+
+            def loss(image: torch.Tensor) -> GuidanceOutput:
+                seen.append((k, tuple(image.shape)))
+                return GuidanceOutput(loss=image.square().sum(), grad=2 * image.detach(),
+                                      diagnostics={"t": 1.0, "s": 0.0, "delta_t": 1.0, "grad_norm": 1.0})
+
+            return StepObjective(cameras=cams, loss=loss)
+
+    trainer = Fixed(config, load_prior(config.model.id, config.model))
+    events = [trainer.train_step() for _ in range(3)]
+    assert [k for k, _ in seen] == [1, 2, 3] and seen[0][1] == (2, TRAIN_SIZE, TRAIN_SIZE, 3)
+    assert [e.t for e in events] == [1.0, 1.0, 1.0] and all(e.losses["guidance"] > 0 for e in events)
+
+
+def test_training_ends_before_the_export_and_skip_export_keeps_the_model(chair: str, tmp_path: Path) -> None:
+    """``TrainedEvent`` comes after the last step and before the export; a skip during the turntable leaves
+    model.ply and the checkpoint, and no turntable or mesh (views taken from frames already rendered stay)."""
+    from lucid_app.train.events import ExportEvent, TrainedEvent
+
+    config = tiny_config(chair, steps=3, extra=("densify.enabled=false", "export.turntable_frames=12",
+                                                "export.mesh=true"))
+    controls = LiveControls(initial_controls(config))
+    kinds: list[str] = []
+
+    def on_event(event: object) -> None:
+        kinds.append(type(event).__name__)
+        if isinstance(event, ExportEvent) and event.stage == "turntable" and event.done >= 4:
+            controls.skip_export()
+
+    done = Trainer(config, load_prior(config.model.id, config.model), run_dir=tmp_path / "run",
+                   controls=controls).run(on_event)
+    trained = kinds.index(TrainedEvent.__name__)
+    assert kinds[trained - 1] == "StepEvent" and kinds[trained + 1] == "ExportEvent" and kinds[-1] == "DoneEvent"
+    assert done.status == "done" and "export skipped" in done.message
+    run_dir = tmp_path / "run"
+    assert (run_dir / "model.ply").is_file() and (run_dir / "checkpoint.pt").is_file()
+    assert not (run_dir / "turntable.mp4").exists() and not (run_dir / "mesh.glb").exists()
+    assert not list(run_dir.glob(".turntable*")), "the unfinished video left nothing behind"
+    assert set(done.files) == {"config", "metrics", "checkpoint", "ply", "view_ply"}
+
+
+def test_views_come_from_the_turntable_when_its_first_ring_passes_their_cameras(chair: str, tmp_path: Path) -> None:
+    """8 frames on one ring hold the 4 eval cameras: the views are those frames, equal to separate renders."""
+    import imageio.v3 as iio
+
+    from lucid_app.train.export_run import views_from_turntable
+
+    assert views_from_turntable(24, 1, 8) and views_from_turntable(32, 2, 8) and views_from_turntable(17, 2, 3)
+    assert not views_from_turntable(24, 2, 8) and not views_from_turntable(4, 1, 8)
+    config = tiny_config(chair, steps=2, extra=("densify.enabled=false", "export.eval_views=4",
+                                                "export.turntable_rings=1"))
+    trainer, _, _ = run(config)
+    views = {}
+    for frames in (8, 6):  # 8: taken from the turntable; 6: rendered on their own
+        trainer.config = apply_overrides(config, [f"export.turntable_frames={frames}"])
+        trainer.run_dir = tmp_path / f"frames{frames}"
+        files = trainer.export()
+        assert Path(files["video"]).is_file()
+        views[frames] = [iio.imread(trainer.run_dir / "views" / f"view_{i:03d}.png") for i in range(4)]
+    for reused, rendered in zip(views[8], views[6], strict=True):
+        assert np.abs(reused.astype(int) - rendered.astype(int)).max() <= 1

@@ -526,7 +526,10 @@ def test_inspect_the_running_job_beside_training_then_a_past_run_by_name(app) ->
     assert live["rows"] == ["sds_t200_neg", "sdi_t200_neg", "ism_t200_dt50_neg"]
     assert client.predict(api_name="/stop").startswith("Stopping")
     final = [out[0] for out in run][-1]
-    assert final["state"] == "done" and final["run"]
+    # Stop hands control back once model.ply is written (issue 27): the stream may end while the rest of the export
+    # goes on in the background.
+    assert final["state"] in ("exporting", "done") and final["outcome"] == "stopped" and "ply" in final["files"]
+    assert final["run"]
     # A past run by its name, straight from the API (no browser has filled the tab's run list).
     _, numbers = client.predict(source="run", run=final["run"], **inspect)
     assert json.loads(numbers)["run"] == Path(final["run"]).name

@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import tests.app_harness  # noqa: F401  (Gradio's environment before gradio is imported)
 
+from lucid_app.app.job_board import JobView  # noqa: E402
 from lucid_app.config import PAPER_NEGATIVE  # noqa: E402
 from lucid_app.train.controls import ControlState  # noqa: E402
 from lucid_app.train.events import StepEvent  # noqa: E402
@@ -369,3 +371,133 @@ def test_slider_spans_lie_within_the_schemas_bounds() -> None:
         lowest, highest = field_bounds(GuidanceConfig, name)
         assert lowest <= low < high <= highest, name
     assert field_bounds(GuidanceConfig, "guidance_scale") == (0.0, 1000.0)
+
+
+# ---------------------------------------------------------------------------------------------- Stop hands back control
+
+
+def test_a_stopped_run_hands_back_control_once_its_model_is_written(tmp_path: Path) -> None:
+    """Issue 27: after Stop the stream ends as soon as model.ply exists (the rest of the export goes on in the
+    background), with Generate enabled in its very last update only."""
+    from lucid_app.ui.handlers import AppHandlers, GENERATE_OUTPUTS
+
+    run = tmp_path / "s" / "r"
+    run.mkdir(parents=True)
+    (run / "model.ply").write_bytes(b"ply")
+    exporting = dict(state="exporting", steps=3, outcome="stopped", detached=True, run_dir=run)
+    script = [
+        job_view("running", steps=3, version=1),
+        job_view(version=2, exporting="model.ply", **exporting),
+        job_view(version=3, exporting="turntable", progress=(0, 40), files={"ply": str(run / "model.ply")},
+                 **exporting),
+    ]
+    handlers = AppHandlers(FakeJobs(tmp_path, script), stream_interval_s=0.0)
+    outputs = [dict(zip(GENERATE_OUTPUTS, out)) for out in handlers.generate(**_form(), request=REQUEST)]
+    assert [o["job"]["state"] for o in outputs] == ["running", "exporting", "exporting", "exporting"]
+    assert not outputs[1]["generate"].interactive, "no model.ply yet: the stream goes on"
+    assert (outputs[-2]["generate"].value, outputs[-2]["generate"].interactive) == ("Finishing…", False)
+    assert outputs[-1]["generate"].interactive and outputs[-1]["generate"].value == "Generate"
+    assert not outputs[-1]["stop"].interactive and "Generate is free again" in outputs[-1]["status"]
+
+
+class ExportingJobs(FakeJobs):
+    """A job manager whose caller has ``view`` exporting in the background (None: nothing)."""
+
+    def __init__(self, outputs: Path, view: JobView | None) -> None:
+        super().__init__(outputs)
+        self.view = view
+
+    def background_export(self, session):
+        self.calls.append(("background_export", session))
+        return self.view
+
+    def latest(self, session):
+        return self.view or job_view()
+
+    def skip_export(self, job_id):
+        self.calls.append(("skip_export", job_id))
+
+
+def test_background_export_row_and_skip(tmp_path: Path) -> None:
+    import gradio as gr
+    import imageio.v3 as iio
+    from lucid_app.ui.handlers import EXPORT_ROW_OUTPUTS, AppHandlers
+
+    busy = job_view("exporting", steps=3, outcome="stopped", detached=True, exporting="turntable", progress=(7, 40))
+    handlers = AppHandlers(ExportingJobs(tmp_path, busy))
+    row = dict(zip(EXPORT_ROW_OUTPUTS, handlers.export_row(None, REQUEST)))
+    assert "frame 7 / 40" in row["export_row"] and "a snowman" in row["export_row"] and row["skip_export"].visible
+    assert all(row[name] == gr.skip() for name in EXPORT_ROW_OUTPUTS[2:-1]) and row["shown_export"] is None
+    assert ("background_export", handlers.owner_of(REQUEST)) in handlers.jobs.calls, "the caller's own owner id"
+    assert handlers.skip_export(REQUEST).startswith("Export skipped")
+    assert handlers.jobs.calls[-1] == ("skip_export", "j1")
+
+    # The export ended and the run is still the caller's newest: its status, final views, mesh and downloads (served
+    # copies), then its splat.
+    run = tmp_path / handlers.owner_of(REQUEST) / "r"
+    (run / "views").mkdir(parents=True)
+    for name in ("model.ply", "model_view.ply", "mesh.glb", "turntable.mp4"):
+        (run / name).write_bytes(name.encode())
+    for i in range(4):
+        iio.imwrite(run / "views" / f"view_{i:03d}.png", np.full((8, 8, 3), 40 * i, np.uint8))
+    files = {"ply": str(run / "model.ply"), "view_ply": str(run / "model_view.ply"), "mesh": str(run / "mesh.glb"),
+             "video": str(run / "turntable.mp4")}
+    done = replace(busy, state="done", message="stopped at step 3", files=files, run_dir=run)
+    handlers = AppHandlers(ExportingJobs(tmp_path, done))
+    first = dict(zip(EXPORT_ROW_OUTPUTS, handlers.export_row(None, REQUEST)))
+    assert "Past runs" in first["export_row"] and not first["skip_export"].visible
+    assert first["shown_export"]["job"] == "j1" and "Stopped" in first["status"]
+    assert first["preview"].shape == (16, 16, 3), "the final views, tiled as the live preview"
+    assert Path(first["mesh3d"]).read_bytes() == b"mesh.glb" and not Path(first["mesh3d"]).is_relative_to(tmp_path)
+    assert first["model3d"] == gr.skip() and first["dl_mesh"].visible
+    later = dict(zip(EXPORT_ROW_OUTPUTS, handlers.export_row({**first["shown_export"], "splat_at": 0.0}, REQUEST)))
+    assert Path(later["model3d"]).read_bytes() == b"model_view.ply" and later["mesh3d"] == gr.skip()
+    assert later["shown_export"]["splat_at"] is None
+    again = dict(zip(EXPORT_ROW_OUTPUTS, handlers.export_row(later["shown_export"], REQUEST)))
+    assert all(again[name] == gr.skip() for name in EXPORT_ROW_OUTPUTS[2:-1]), "shown once"
+    nothing = dict(zip(EXPORT_ROW_OUTPUTS, AppHandlers(ExportingJobs(tmp_path, None)).export_row(None, REQUEST)))
+    assert nothing["export_row"] == "" and not nothing["skip_export"].visible
+
+
+def test_buttons_while_exporting() -> None:
+    from lucid_app.ui.handlers import button_states
+
+    finished_run = button_states(job_view("exporting", steps=10, outcome="done", exporting="turntable"))
+    assert finished_run["generate"].value == "Exporting…" and not finished_run["generate"].interactive
+    stopped = job_view("exporting", steps=3, outcome="stopped", exporting="turntable", files={"ply": "model.ply"})
+    assert button_states(stopped)["generate"].interactive and not button_states(stopped)["stop"].interactive
+
+
+def test_interrupted_runs_are_listed_and_resumed_for_their_owner_only(tmp_path: Path) -> None:
+    import gradio as gr
+    from lucid_app.ui.handlers import AppHandlers, GENERATE_OUTPUTS
+
+    class Resuming(FakeJobs):
+        def active_run_dirs(self):
+            return []
+
+        def resume_run(self, run_dir, session=""):
+            self.calls.append(("resume_run", Path(run_dir).name, session))
+            return self.script.pop(0)
+
+    out = tmp_path / "out"
+    jobs = Resuming(out, [job_view("done", steps=6, outcome="done", resumed=True)])
+    handlers = AppHandlers(jobs, stream_interval_s=0.0, shared_runs=True)
+    mine = handlers.owner_of(REQUEST)
+    other = handlers.owner_of(SimpleNamespace(session_hash="sess-b"))
+    for owner, name, last in ((mine, "r1", '{"step": 3, "loss_total": 1.0}'),
+                              (mine, "r2", '{"step": 6, "status": "done", "message": ""}'),
+                              (other, "r3", '{"step": 3, "loss_total": 1.0}')):
+        run = out / owner / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("prompt:\n  text: a snowman\n")
+        (run / "checkpoint.pt").write_bytes(b"state")
+        (run / "metrics.jsonl").write_text(last + "\n")
+    # Even with --shared-runs (which lists other owners' runs for viewing) only the caller's own are offered.
+    assert handlers.interrupted_choices(REQUEST).choices == [("r1 — a snowman", "r1")]
+    outputs = list(handlers.resume_run("r1", REQUEST))
+    assert ("resume_run", "r1", mine) in jobs.calls
+    assert dict(zip(GENERATE_OUTPUTS, outputs[-1]))["job"]["state"] == "done"
+    for bad in ("r2", f"{other}/r3", "r3", f"../{other}/r3", ""):
+        with pytest.raises(gr.Error):
+            list(handlers.resume_run(bad, REQUEST))
