@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 SIZES = (32, 64)
 # The objective of a prior saved before it was a setting (format 1 without these keys): ε-prediction, unweighted.
 LEGACY_SETTINGS = {"prediction": "epsilon", "snr_gamma": 0.0}
+# learned_prior.objective.PREDICTIONS, without importing torch for the parser.
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 # Named limits of the flags: a week of wall-clock time, a million optimisation steps (the shipped prior took 1,416),
 # batches that fit a large GPU at 64 px, and at most one DDIM step per training timestep for samples.png.
@@ -48,7 +49,7 @@ def add_train_prior_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=bounded(SEED), default=None, help="seed of every random draw (default 0)")
     parser.add_argument("--batch-size", type=bounded(BATCH_SIZE), default=None, help="images per step (default 32)")
     parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
-                        help="what the UNet predicts: noise, v or the clean image x0 (default epsilon)")
+                        help="what the UNet predicts: noise, v or the clean image x0 (default v_prediction)")
     parser.add_argument("--snr-gamma", type=bounded(SNR_GAMMA), default=None,
                         help="min-SNR-gamma loss weighting, x0-space weight min(SNR, gamma) (default 0 = off)")
     parser.add_argument("--sample-steps", type=bounded(SAMPLE_STEPS), default=None,

@@ -81,7 +81,7 @@ def build_models(tokenizer: CLIPTokenizer, resolution: int, seed: int) -> tuple[
     return unet, text_encoder
 
 
-def build_scheduler(prediction: str = "epsilon") -> DDPMScheduler:
+def build_scheduler(prediction: str) -> DDPMScheduler:
     """Stable Diffusion's training schedule (1000 steps, scaled-linear β) for a UNet that predicts ``prediction``
     (diffusers' ``prediction_type``: "epsilon", "v_prediction" or "sample")."""
     return DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction, clip_sample=False)

@@ -43,7 +43,9 @@ DEFAULT_MINUTES = 10.0
 class TrainSettings:
     """What a training session does. ``steps`` is the total step count to reach (None: no step limit), ``minutes``
     this session's wall-clock limit (None: none); it stops at whichever comes first. ``prediction`` and
-    ``snr_gamma`` are the objective (:mod:`lucid_app.learned_prior.objective`; γ = 0: no weighting)."""
+    ``snr_gamma`` are the objective (:mod:`lucid_app.learned_prior.objective`; γ = 0: no weighting): v-prediction
+    by default, the recipe on which the doctor measures r_ISM > 0 (docs/BENCHMARKS.md, "The prior doctor and an
+    ISM-ready prior"; ε-prediction drifts)."""
 
     dataset: str
     out: str
@@ -60,7 +62,7 @@ class TrainSettings:
     checkpoint_s: float = 60.0
     sample_steps: int = 50
     sample_scale: float = 5.0
-    prediction: Prediction = "epsilon"
+    prediction: Prediction = "v_prediction"
     snr_gamma: float = 0.0
     device: str = "cpu"
 
@@ -91,7 +93,7 @@ class PriorTraining:
         self.device = torch.device(settings.device)
         self.unet, self.text_encoder = (m.to(self.device).train() for m in build_models(tokenizer, data.resolution,
                                                                                           settings.seed))
-        self.alphas_cumprod = build_scheduler().alphas_cumprod.to(self.device, torch.float32)
+        self.alphas_cumprod = build_scheduler(settings.prediction).alphas_cumprod.to(self.device, torch.float32)
         self.text_ids = tokenize_padded(tokenizer, data.texts)[0].to(self.device)
         self.images = data.images.to(self.device)
         self.optimizer = torch.optim.AdamW(self._parameters(), lr=lr_at(0, settings),

@@ -36,12 +36,18 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand((len(T), 3, 4, 4), generator=gen) * 2 - 1
     noise = torch.randn(x0.shape, generator=gen)
-    return x0, noise, build_scheduler().alphas_cumprod[T]
+    return x0, noise, build_scheduler("epsilon").alphas_cumprod[T]
+
+
+def test_the_parser_offers_every_prediction() -> None:
+    from lucid_app.cli.train_prior import PREDICTIONS as PARSER_PREDICTIONS
+
+    assert PARSER_PREDICTIONS == PREDICTIONS
 
 
 def test_targets_are_diffusers_epsilon_velocity_and_sample() -> None:
     x0, noise, alpha = _batch()
-    scheduler = DDPMScheduler(**build_scheduler().config)
+    scheduler = DDPMScheduler(**build_scheduler("v_prediction").config)
     torch.testing.assert_close(training_target(x0, noise, alpha, "v_prediction"), scheduler.get_velocity(x0, noise, T))
     assert torch.equal(training_target(x0, noise, alpha, "epsilon"), noise)
     assert torch.equal(training_target(x0, noise, alpha, "sample"), x0)
