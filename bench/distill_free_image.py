@@ -30,7 +30,7 @@ def distill(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """One method's run (module docstring): its figures at every ``--every`` steps."""
     import torch
 
-    from lucid_app.bench.dataset import read_dataset, select_object_index
+    from lucid_app.priors.multiview import read_dataset, select_object_index
     from lucid_app.bench.distill2d import psnr_to_nearest
     from lucid_app.guidance import GUIDANCES
     from lucid_app.guidance.base import for_run
