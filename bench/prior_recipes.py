@@ -6,7 +6,8 @@ doctor on the folder after segment k). Training time is given in *idle minutes*:
 (``--s-per-step``, seconds per step of batch 32 on two idle cores), so segments trained on a loaded machine are
 placed where an idle machine would have reached them; the wall seconds stay in the raw files.
 
-Output: a Markdown table on stdout (recipe, steps, idle minutes, r_ISM at each t, r_SDS, ISM's gains) and, with
+Output: a Markdown table on stdout (recipe, steps, idle minutes, r_ISM at each t, r_SDS, ISM's gains), then one
+JSON object (last line: the same figures per recipe and segment) and, with
 ``--svg``, a chart of r_ISM at t = 300 (solid) and 450 (dashed) against idle minutes, with the gate r = 0.
 
     python bench/prior_recipes.py scratch/recipes --s-per-step 0.8444 --svg docs/prior_recipes.svg
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     names = args.recipes or sorted(p.name for p in args.recipes_dir.iterdir() if (p / "segments.jsonl").is_file())
     recipes = {name: read_recipe(args.recipes_dir / name) for name in names}
     print(table(recipes, args.s_per_step))
+    print(json.dumps({"bench": "prior_recipes", "s_per_step": args.s_per_step, "recipes": {
+        name: [{"steps": row["steps"], "idle_minutes": round(row["steps"] * args.s_per_step / 60, 2),
+                "restoring": row["doctor"]["restoring"], "verdict": row["doctor"]["verdict"]} for row in rows]
+        for name, rows in recipes.items()}}))
     if args.svg is not None:
         args.svg.write_text(chart(recipes, args.s_per_step))
 
