@@ -55,6 +55,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def chair(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The model reference of a one-object multi-view prior ("a red chair", eight views at tests.helpers.TRAIN_SIZE
+    px): ``multiview:<folder>``, for the tests that train on it."""
+    from tests.helpers import TRAIN_SIZE, write_object
+
+    root = tmp_path_factory.mktemp("mv") / "chair"
+    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=TRAIN_SIZE)
+    return f"multiview:{root}"
+
+
 @pytest.fixture()
 def marker(tmp_path: Path) -> Path:
     """The file a planted pickle (tests.helpers.plant) creates when something unpickles it."""

@@ -21,7 +21,7 @@ from lucid_app.priors import load_prior
 from lucid_app.train.controls import LiveControls
 from lucid_app.train.events import DoneEvent, ExportEvent, StepEvent, TrainedEvent
 from lucid_app.train.trainer import Trainer, initial_controls
-from tests.helpers import TRAIN_SIZE, WAIT_S, CountingLoader, job_config, tiny_config, wait_state, write_object
+from tests.helpers import WAIT_S, CountingLoader, job_config, tiny_config, wait_state
 
 
 class ExportingTrainer:
@@ -123,13 +123,6 @@ def test_close_waits_for_background_exports(exporting_jobs: JobManager) -> None:
 
 
 # ------------------------------------------------------------------ interrupted runs
-
-
-@pytest.fixture(scope="module")
-def chair(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("mv") / "chair"
-    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=TRAIN_SIZE)
-    return f"multiview:{root}"
 
 
 def _interrupted_run(config: TrainConfig, run_dir: Path, stop_at: int) -> None:

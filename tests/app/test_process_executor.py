@@ -15,17 +15,10 @@ from lucid_app.app.jobs import JobManager
 from lucid_app.app.job_board import JobView
 from lucid_app.app.job_worker import is_memory_error
 from lucid_app.app.process_executor import ProcessExecutor
-from tests.helpers import TRAIN_SIZE, tiny_config, write_object
+from tests.helpers import tiny_config
 
 WAIT_S = 240.0
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chair(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("mv") / "chair"
-    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=TRAIN_SIZE)
-    return f"multiview:{root}"
 
 
 def _until(jobs: JobManager, view: JobView, done: object) -> JobView:

@@ -31,18 +31,11 @@ from lucid_app.train.prompt_changes import (
 )
 from lucid_app.app.run_folders import JobError
 from lucid_app.train.trainer import Trainer, initial_controls
-from tests.helpers import TRAIN_SIZE, params, tiny_config, write_object
+from tests.helpers import TRAIN_SIZE, params, tiny_config
 
 WAIT_S = 30.0
 # A negative the multi-view prior understands (the chair's back views), unlike tiny_config's empty one.
 BACK = "a red chair, back view"
-
-
-@pytest.fixture(scope="module")
-def chair(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("mv") / "chair"
-    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=TRAIN_SIZE)
-    return f"multiview:{root}"
 
 
 def records(run_dir: Path) -> list[dict[str, Any]]:

@@ -20,15 +20,8 @@ from lucid_app.io.ply import read_gaussian_ply
 from lucid_app.train import outputs as train_outputs
 from lucid_app.priors import load_prior
 from lucid_app.train.trainer import Trainer, initial_controls
-from tests.helpers import TRAIN_SIZE, params, tiny_config, write_object
+from tests.helpers import TRAIN_SIZE, params, tiny_config
 
-
-
-@pytest.fixture(scope="module")
-def chair(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("mv") / "chair"
-    write_object(root, "a red chair", [(a, 80.0) for a in range(-180, 180, 45)], seed=0, size=TRAIN_SIZE)
-    return f"multiview:{root}"
 
 
 def run(config: TrainConfig, run_dir: Path | None = None, **kwargs) -> tuple[Trainer, list, DoneEvent]:
