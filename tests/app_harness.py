@@ -62,6 +62,11 @@ def running_app(outputs: Path, device: str = "cpu", **options) -> Iterator[tuple
         jobs.close()
 
 
+def run_dir_named(jobs, run: str) -> Path:  # noqa: ANN001
+    """The folder of the caller's run named ``run`` (the app names a client's runs without their owner folder)."""
+    return next(view.run_dir for view in jobs.views() if view.run_dir.name == run)
+
+
 def gradio_client(url: str):  # noqa: ANN201
     """A quiet ``gradio_client.Client`` on ``url`` (one client = one browser session)."""
     from gradio_client import Client

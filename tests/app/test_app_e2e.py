@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app
+from tests.app_harness import TINY_OVERRIDES, gradio_client, run_dir_named, running_app
 
 pytestmark = pytest.mark.slow
 EXTRA = "\n".join(TINY_OVERRIDES)
-
-
-def _run_dir(jobs, run: str) -> Path:
-    """The folder of the caller's run named ``run`` (the app names a client's runs without their owner folder)."""
-    return next(view.run_dir for view in jobs.views() if view.run_dir.name == run)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def test_live_guidance_change_reaches_the_trainer(app) -> None:
     assert last["state"] == "done" and last["outcome"] == "done", last
     assert len(previews) >= 2
 
-    records = [json.loads(line) for line in (_run_dir(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
     change = next(r for r in records if "controls" in r)
     assert change["controls"] == {"guidance_scale": 12.0, "delta_t": 60}
     steps = [r for r in records if "guidance_scale" in r]
@@ -90,4 +85,4 @@ def test_second_job_queues_and_stop_exports(app) -> None:
     assert Path(video).suffix == ".mp4" and Path(video).stat().st_size > 0
     assert Path(config).name == "config.yaml" and summary["outcome"] == "stopped"
     assert Path(mesh).suffix == ".glb" and Path(mesh).stat().st_size > 0  # the app exports a mesh by default
-    assert summary["run"] == final["run"] and (_run_dir(jobs, final["run"]) / "model.ply").is_file()
+    assert summary["run"] == final["run"] and (run_dir_named(jobs, final["run"]) / "model.ply").is_file()

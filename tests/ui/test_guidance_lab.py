@@ -52,7 +52,7 @@ from lucid_app.app.run_folders import JobError, user_negatives_path  # noqa: E40
 from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.guidance import GUIDANCES  # noqa: E402
 from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
-from tests.app_harness import TINY_OVERRIDES, gradio_client, running_app  # noqa: E402
+from tests.app_harness import TINY_OVERRIDES, gradio_client, run_dir_named, running_app  # noqa: E402
 from tests.helpers import CountingLoader, FakeJobs, GatedTrainer, REQUEST, WAIT_S, job_config, job_view, random_gaussians, release_trainers, wait_state, write_object  # noqa: E402
 
 EXTRA = "\n".join(TINY_OVERRIDES)
@@ -336,11 +336,6 @@ def test_failing_and_stopped_tasks_end_with_their_message(fake_jobs: JobManager)
 # ---------------------------------------------------------------------------------------------- through gradio_client
 
 
-def _run_dir(jobs, run: str) -> Path:
-    """The folder of the caller's run named ``run`` (the app names a client's runs without their owner folder)."""
-    return next(view.run_dir for view in jobs.views() if view.run_dir.name == run)
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
     with running_app(tmp_path_factory.mktemp("lab-outputs")) as handle:
@@ -482,7 +477,7 @@ def test_set_negative_endpoint_logs_a_prompt_change_in_the_running_job(app) -> N
             client.predict(api_name="/resume")
     assert reply and reply.startswith("From step"), reply
     assert last["state"] == "done" and last["outcome"] == "done", last
-    records = [json.loads(line) for line in (_run_dir(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
     (change,) = [r for r in records if "prompt_change" in r]
     assert change["prompt_change"] == {"negative": "a snowman", "perp_neg": True, "perp_neg_weight": -1.5}
     assert 1 < change["step"] <= 40
