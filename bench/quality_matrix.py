@@ -19,6 +19,10 @@ method of a seed): the share of the supervised ceiling's gain that the method re
     python bench/quality_matrix.py --model runs/prior --objects "a red toy car" --steps 500
     python bench/quality_matrix.py --objects "a red toy car" --methods naive --seeds 0 --steps 250 \\
         --set guidance.delta_t=10 --set guidance.delta_t_start=10
+    python bench/quality_matrix.py --model runs/prior --resume first.out > second.out   # after an interruption
+
+``--resume`` takes an earlier run's stdout: its finished cells are not run again and count in the summary (the
+caller keeps the settings the same; the cells carry them, ``steps``, ``model`` and ``preset``, for checking).
 """
 
 from __future__ import annotations
@@ -119,6 +123,12 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"cells": len(cells), "failed": sum("error" in c for c in cells), "summary": out}
 
 
+def read_cells(path: Path) -> list[dict[str, Any]]:
+    """The finished cells (no ``error``) an earlier run printed to ``path`` (its ``cell {...}`` lines)."""
+    cells = [json.loads(line[len("cell "):]) for line in path.read_text().splitlines() if line.startswith("cell {")]
+    return [cell for cell in cells if "error" not in cell]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="assets/demo")
@@ -131,10 +141,13 @@ def main() -> None:
     parser.add_argument("--eval-steps", default="250,500,1000,2000")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--jobs", type=int, default=2, help="cells run at once (one thread each)")
+    parser.add_argument("--resume", type=Path, action="append", default=[], metavar="OUTPUT",
+                        help="the stdout of an earlier run: its finished cells are kept (not run again) and summarised")
     args = parser.parse_args()
 
-    grid = [(o, m, s) for o in args.objects for m in args.methods for s in args.seeds]
-    cells = []
+    cells = [cell for path in args.resume for cell in read_cells(path)]
+    done = {(cell["prompt"], cell["method"], cell["seed"]) for cell in cells}
+    grid = [(o, m, s) for o in args.objects for m in args.methods for s in args.seeds if (o, m, s) not in done]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for cell in pool.map(lambda c: run_cell(*c, args), grid):
             cells.append(cell)

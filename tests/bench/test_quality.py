@@ -258,13 +258,27 @@ def test_methods_are_the_guidances_and_the_oracle() -> None:
     assert parser.parse_args(["quality"]).model is None
 
 
-def test_matrix_summary_puts_the_oracle_of_the_same_seeds_beside_each_method() -> None:
+def _matrix_script():  # noqa: ANN202
     import importlib.util
 
-    path = REPO / "bench" / "quality_matrix.py"
-    spec = importlib.util.spec_from_file_location("quality_matrix", path)
+    spec = importlib.util.spec_from_file_location("quality_matrix", REPO / "bench" / "quality_matrix.py")
     matrix = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(matrix)
+    return matrix
+
+
+def test_matrix_resume_keeps_an_earlier_runs_finished_cells(tmp_path: Path) -> None:
+    """``--resume``: the finished cells of an earlier run's stdout are read back; failed ones are run again."""
+    earlier = tmp_path / "first.out"
+    done = {"prompt": "car", "method": "sds", "seed": 0, "psnr_by_step": [[10, 20.0]]}
+    earlier.write_text("\n".join(["progress noise", "cell " + json.dumps(done),
+                                  "cell " + json.dumps({"prompt": "car", "method": "ism", "seed": 0, "error": "x"}),
+                                  json.dumps({"summary": []})]) + "\n")
+    assert _matrix_script().read_cells(earlier) == [done]
+
+
+def test_matrix_summary_puts_the_oracle_of_the_same_seeds_beside_each_method() -> None:
+    matrix = _matrix_script()
 
     def cell(method: str, seed: int, init: float, psnrs: list[list[float]]) -> dict:
         return {"prompt": "car", "method": method, "seed": seed, "psnr_init": init, "psnr_by_step": psnrs,
