@@ -19,7 +19,8 @@ each does what a visitor does in the first minute:
 
 An error is any exception or unexpected reply, per session and step. Meanwhile the server process's ``VmRSS`` is
 sampled every 50 ms (with its ``VmHWM`` at the end), and separately each worker process's (the server's
-descendants). Prints one JSON object (last line of stdout).
+descendants); the whole app's at one instant too, as the sum of resident sizes (shared libraries counted in each
+process) and, every 0.5 s, of proportional set sizes (counted once). Prints one JSON object (last line of stdout).
 
     python bench/session_load.py                 # 15 sessions
     python bench/session_load.py --sessions 2 --read-s 5    # a quick check
@@ -28,6 +29,7 @@ descendants). Prints one JSON object (last line of stdout).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -54,6 +56,8 @@ SMALL = ("render.width=32\nrender.height=32\ncameras.batch_size=2\ninit.num_poin
 # How a stopped session's stream ends: left the queue, stopped (exporting in the background or exported), or done
 # before Stop came.
 FINAL_STATES = ("cancelled/", "cancelled/stopped", "exporting/stopped", "done/stopped", "done/done")
+# Every this many samples, the proportional set sizes too (slower to read than the resident sizes).
+PSS_EVERY = 10
 STOP_REPLIES = ("Cancelled", "Stopping", "The run has already stopped")
 
 
@@ -72,6 +76,17 @@ def status_kb(pid: int, field: str) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+def pss_kb(pid: int) -> int:
+    """The proportional set size of ``pid`` in kB (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -109,6 +124,8 @@ class MemorySampler:
         self.worker_peak_kb: dict[int, int] = {}
         self.worker_kind: dict[int, str] = {}
         self.workers_sum_peak_kb = 0
+        self.total_rss_peak_kb = 0
+        self.total_pss_peak_kb = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -122,10 +139,17 @@ class MemorySampler:
         self.server_peak_kb = max(self.server_peak_kb, status_kb(self.pid, "VmHWM") or 0)
 
     def _run(self) -> None:
-        while not self._done.is_set():
-            self.server_peak_kb = max(self.server_peak_kb, status_kb(self.pid, "VmRSS") or 0)
+        for sample in itertools.count():
+            if self._done.is_set():
+                return
+            server_kb = status_kb(self.pid, "VmRSS") or 0
+            self.server_peak_kb = max(self.server_peak_kb, server_kb)
             total = 0
-            for child in descendants(self.pid):
+            children = descendants(self.pid)
+            if sample % PSS_EVERY == 0:  # proportional set sizes: shared pages (libraries) counted once
+                pss = sum(pss_kb(p) for p in (self.pid, *children))
+                self.total_pss_peak_kb = max(self.total_pss_peak_kb, pss)
+            for child in children:
                 if child not in self.worker_kind:
                     cmd = command_line(child)
                     self.worker_kind[child] = ("worker" if "spawn_main" in cmd else
@@ -135,6 +159,7 @@ class MemorySampler:
                 self.worker_peak_kb[child] = max(self.worker_peak_kb.get(child, 0), peak)
                 total += status_kb(child, "VmRSS") or 0
             self.workers_sum_peak_kb = max(self.workers_sum_peak_kb, total)
+            self.total_rss_peak_kb = max(self.total_rss_peak_kb, server_kb + total)
             self._done.wait(self.every_s)
 
 
@@ -341,6 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "worker_rss_peak_gb": round(max(workers.values(), default=0) * 1024 / 1e9, 3),
         "other_descendants": others,
         "workers_sum_rss_peak_gb": round(sampler.workers_sum_peak_kb * 1024 / 1e9, 3),
+        "total_rss_peak_gb": round(sampler.total_rss_peak_kb * 1024 / 1e9, 3),
+        "total_pss_peak_gb": round(sampler.total_pss_peak_kb * 1024 / 1e9, 3),
         "latency": {name: percentiles(values) for name, values in sorted(latency.items())},
         "final_states": sorted(s.final_state for s in sessions),
         "stop_replies": sorted({s.stop_reply.split(":")[0] for s in sessions}),
