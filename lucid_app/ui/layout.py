@@ -291,10 +291,11 @@ def build_demo(jobs: JobManager, default_model: str = "", default_preset: str = 
         c["examples"].click(lambda sample: (sample[0], sample[1]), inputs=c["examples"],
                             outputs=[c["prompt"], c["preset"]], api_visibility="private", show_progress="hidden")
         wire_plot_toggles(c, handlers.show_raw)
+        # Read-only lists every page load asks for: not queued one at a time behind other visitors' page loads.
         gr.on([demo.load, c["refresh_runs"].click], handlers.runs_choices, outputs=c["runs"],
-              api_visibility="private")
+              api_visibility="private", concurrency_limit=None)
         gr.on([demo.load, c["refresh_runs"].click], handlers.interrupted_choices, outputs=c["interrupted"],
-              api_visibility="private")
+              api_visibility="private", concurrency_limit=None)
         # The splat goes to the viewer after the mesh (handlers.mesh_before_splat): through a State, then a second step.
         splat_file = gr.State()
         c["open_run"].click(handlers.open_run, inputs=c["runs"],

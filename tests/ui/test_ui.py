@@ -501,3 +501,14 @@ def test_interrupted_runs_are_listed_and_resumed_for_their_owner_only(tmp_path: 
     for bad in ("r2", f"{other}/r3", "r3", f"../{other}/r3", ""):
         with pytest.raises(gr.Error):
             list(handlers.resume_run(bad, REQUEST))
+
+
+def test_the_lists_a_page_load_asks_for_are_not_queued_one_at_a_time(tmp_path: Path) -> None:
+    """Fifteen visitors opening the page at once (bench/session_load.py) must not wait behind each other's run
+    lists: the read-only page-load events have no concurrency limit."""
+    from lucid_app.ui.layout import build_demo
+
+    demo = build_demo(FakeJobs(tmp_path))
+    names = {"runs_choices", "interrupted_choices"}
+    limits = {fn.name: fn.concurrency_limit for fn in demo.fns.values() if fn.name in names}
+    assert set(limits) == names and all(limit is None for limit in limits.values()), limits
