@@ -186,12 +186,13 @@ class CountingPrior:
 
 def doctor_summary(prior: DiffusionPrior, setup: QualitySetup, method: str) -> dict[str, Any]:
     """The prior doctor on the benchmark's own prior, config and object (its first :data:`DOCTOR_VIEWS` test views):
-    ``{"t", "restoring": {t: r}, "gain": {...}, "verdict"}`` for ``method`` at :data:`DOCTOR_TIMESTEPS`, so that every
-    figure stands beside the restoring coefficient of the method that made it (:mod:`lucid_app.lab.doctor`)."""
+    ``{"t", "restoring": {t: r}, "gain": {...}, "pull": {t: p}, "offset": {t: p / r}, "verdict"}`` for ``method`` at
+    :data:`DOCTOR_TIMESTEPS`, so that every figure stands beside the restoring coefficient of the method that made it
+    (:mod:`lucid_app.lab.doctor`)."""
     settings = DoctorSettings(timesteps=DOCTOR_TIMESTEPS, methods=(method,), seeds=DOCTOR_SEEDS)
     result = diagnose(prior, setup.config, settings, setup.root, DOCTOR_VIEWS)
     return {"t": result["t"], "restoring": result["restoring"][method], "gain": result["gain"][method],
-            "verdict": result["verdict"][method]}
+            "pull": result["pull"][method], "offset": result["offset"][method], "verdict": result["verdict"][method]}
 
 
 def make_trainer(setup: QualitySetup, method: str, prior: DiffusionPrior | None, device: torch.device) -> Trainer:

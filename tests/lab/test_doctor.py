@@ -22,7 +22,13 @@ from lucid_app.guidance import GUIDANCES
 from lucid_app.guidance.ddim import inversion_schedule
 from lucid_app.guidance.prompts import encode_prompt_set
 from lucid_app.guidance.sdi import sdi_indices
-from lucid_app.lab.doctor.measure import METHOD_PREVIEWS, DoctorSettings, measure, perturbation
+from lucid_app.lab.doctor.measure import (
+    METHOD_PREVIEWS,
+    DoctorSettings,
+    measure,
+    perturbation,
+    pull_without_noise,
+)
 from lucid_app.lab.doctor.defaults import METHODS
 from lucid_app.lab.doctor.references import spread_indices
 from lucid_app.priors.multiview import sd_alphas_cumprod
@@ -158,6 +164,36 @@ def test_restoring_and_gains_match_the_linear_gaussian_closed_form(gaussian: Lin
     assert result.nonfinite == 0
     # The exact posterior mean is contractive: its gain falls with t, so ISM restores.
     assert result.verdict("ism") == "restores" and result.verdict("sds") == "restores"
+
+
+@pytest.mark.parametrize("method", ["ism", "sds"])
+def test_the_pull_and_the_fixed_point_match_the_linear_gaussian_closed_form(gaussian: LinearGaussianPrior,
+                                                                            method: str) -> None:
+    """On the linear-Gaussian prior every path is affine in x₀ − μ with no offset (x₀ = μ stays put), so
+    E[g(x₀)]/λ = r_dim·(x₀ − μ) per dimension, r_dim the closed-form gain difference: the pull is its RMS, measured
+    over 16 seeds × 2 perturbation blocks of the paths' noise (SDS's x_t, ISM's first noised step)."""
+    t = 300
+    config = GuidanceConfig(offset_noise=0.0)
+    x0 = _x0(gaussian)
+    prompts = encode_prompt_set(gaussian, PromptConfig(text="anything", negative=""))
+    settings = DoctorSettings(timesteps=(t,), methods=(method,), seeds=16)
+    result = measure(gaussian, x0, torch.zeros(2), prompts, config, settings)
+    gains = closed_form_gains(gaussian, method, t, config)
+    r_dim = gains["s"] - gains["t"] if method == "ism" else 1.0 - gains["t"]
+    expected = float((r_dim * (x0 - gaussian.mu)).square().mean().sqrt())
+    assert result.pull[method][t] == pytest.approx(expected, rel=0.03)
+    assert result.offset(method, t) == pytest.approx(result.pull[method][t] / result.mean_restoring(method, t))
+
+
+def test_the_pull_estimate_removes_the_noise_of_the_mean() -> None:
+    """n samples of a constant b plus unit noise: the plain RMS of the mean is inflated by the noise (≈ √(b² + 1/n)),
+    the estimate is not; one sample is its own RMS; pure noise gives ≈ 0."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn((8, 20000), generator=gen, dtype=torch.float64)
+    assert pull_without_noise(0.5 + noise) == pytest.approx(0.5, abs=0.02)
+    assert float((0.5 + noise).mean(0).square().mean().sqrt()) > 0.6
+    assert pull_without_noise(noise) < 0.05 and float(noise.mean(0).square().mean().sqrt()) > 0.3
+    assert pull_without_noise(torch.full((1, 5), -2.0)) == 2.0
 
 
 def test_settings_are_checked_before_any_call(gaussian: LinearGaussianPrior) -> None:

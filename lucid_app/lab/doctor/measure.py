@@ -16,6 +16,12 @@ s = max(t − δ_T, 0)) and with COMMON noise seeds (the same generator seed for
    but its x_t depends on x₀ through the inversion, so r_SDI = 1 − gain_t holds as well.
 4. Verdict per method: "restores" when its r (mean over the perturbations) is > 0 at every measured t, else
    "drifts". ISM needs a contractive denoiser (gain falling with t); SDS only needs gain_t < 1.
+5. Where descent settles. The pull p = RMS of E[g(x₀)]/λ at the clean views themselves: how hard the method moves a
+   true image (CFG's extrapolation, the denoiser's bias), estimated without the seed noise as
+   p² = mean(ḡ²) − mean(var g)/n over the n clean evaluations (seeds × perturbation blocks, each its own noise). To
+   first order the method's fixed point lies where the restoring force cancels the pull, at an RMS distance
+   offset = p / r from the true image (∞ where r ≤ 0): a method that restores weakly (small r) settles far from
+   the data even when it restores, and one whose pull is large does too.
 
 Perturbations (:func:`perturbation`), each scaled to the same RMS amplitude per view: ``white`` (i.i.d. normal)
 and ``lowfreq`` (normal noise at 1/:data:`LOWFREQ_DIVISOR` of the side, bilinear-upsampled). All perturbations are
@@ -25,6 +31,7 @@ the clean and perturbed calls share it row for row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -123,6 +130,7 @@ class DoctorMeasurement:
     Attributes:
         restoring: perturbation → method → t → [seeds] r.
         gain: perturbation → method → "s" / "t" → t → [seeds] gain.
+        pull: method → t → p, the pull at the clean views (module docstring, 5), in x₀ units per λ.
         nonfinite: evaluations whose gradient or previews held a non-finite value (the guidance zeroes them in
             the gradient, which breaks the identities).
     """
@@ -130,6 +138,7 @@ class DoctorMeasurement:
     settings: DoctorSettings
     restoring: dict[str, dict[str, dict[int, list[float]]]] = field(default_factory=dict)
     gain: dict[str, dict[str, dict[str, dict[int, list[float]]]]] = field(default_factory=dict)
+    pull: dict[str, dict[int, float]] = field(default_factory=dict)
     nonfinite: int = 0
 
     def mean_restoring(self, method: str, t: int, kind: str | None = None) -> float:
@@ -144,6 +153,12 @@ class DoctorMeasurement:
         values = [sum(self.gain[k][method][which][t]) / len(self.gain[k][method][which][t]) for k in kinds]
         return sum(values) / len(values)
 
+    def offset(self, method: str, t: int) -> float:
+        """The first-order distance of the method's fixed point from the clean views, p / r (module docstring,
+        5); ∞ where r ≤ 0 (no fixed point near them)."""
+        r = self.mean_restoring(method, t)
+        return self.pull[method][t] / r if r > 0 else math.inf
+
     def verdict(self, method: str) -> str:
         """"restores" when the mean r is > 0 at every measured t, else "drifts"."""
         positive = all(self.mean_restoring(method, t) > 0 for t in self.settings.timesteps)
@@ -152,6 +167,18 @@ class DoctorMeasurement:
 
 def _inner(d: torch.Tensor, delta: torch.Tensor) -> float:
     return float((d.double() * delta.double()).sum())
+
+
+def pull_without_noise(samples: torch.Tensor) -> float:
+    """RMS of the mean of ``samples`` [n, ...] with the noise of the mean removed: sqrt(max(mean(ḡ²) −
+    mean(s²)/n, 0)), s² the unbiased per-element variance over the n samples (the plain RMS of the one sample
+    when n = 1)."""
+    samples = samples.double()
+    mean_sq = float(samples.mean(dim=0).square().mean())
+    if samples.shape[0] < 2:
+        return math.sqrt(mean_sq)
+    noise = float(samples.var(dim=0, unbiased=True).mean()) / samples.shape[0]
+    return math.sqrt(max(mean_sq - noise, 0.0))
 
 
 def measure(
@@ -202,7 +229,9 @@ def measure(
                           for m in settings.methods}
     for method in settings.methods:
         guidance = GUIDANCES[method]
+        out.pull[method] = {}
         for t in settings.timesteps:
+            at_clean = []
             for seed in range(settings.seeds):
                 evaluations = []
                 for x in (clean, clean + d):
@@ -216,10 +245,12 @@ def measure(
                 out.nonfinite += int(not all(bool(torch.isfinite(x).all()) for x in tensors))
                 for k, kind in enumerate(kinds):
                     rows = slice(k * views, (k + 1) * views)
+                    at_clean.append(base.grad[rows].detach().double().cpu() / lam)
                     d_k = d[rows]
                     norm = _inner(d_k, d_k)
                     out.restoring[kind][method][t].append(_inner(d_k, moved.grad[rows] - base.grad[rows]) / (lam * norm))
                     for which, name in METHOD_PREVIEWS[method].items():
                         delta = moved.previews[name][rows] - base.previews[name][rows]
                         out.gain[kind][method][which][t].append(_inner(d_k, delta) / norm)
+            out.pull[method][t] = pull_without_noise(torch.stack(at_clean))
     return out

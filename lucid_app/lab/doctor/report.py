@@ -5,6 +5,7 @@ JSON (the last stdout line of ``python -m lucid_app doctor``, and ``doctor.json`
      "restoring": {method: {t: r}},                        r averaged over seeds and perturbations
      "gain": {"ism": {"s": {t: g}, "t": {t: g}}, "sds": {"t": {...}}, "sdi": {"t": {...}}},
      "verdict": {method: "restores" | "drifts"},
+     "pull": {method: {t: p}}, "offset": {method: {t: p / r, null where r <= 0}}   where descent settles (measure, 5)
      "by_perturbation": {kind: {"restoring": {...}, "gain": {...}, "restoring_seeds": {method: {t: [r per seed]}}}},
      "references": {"source", "caption", "indices", "azimuth_deg"}, "settings": {...},
      "nonfinite_evaluations", "seconds"}
@@ -12,6 +13,7 @@ JSON (the last stdout line of ``python -m lucid_app doctor``, and ``doctor.json`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lucid_app.io.svg_chart import Series, line_chart_svg, stack_svg
@@ -42,6 +44,12 @@ def gain_table(measurement: DoctorMeasurement, kind: str | None = None) -> dict[
                 for w in METHOD_PREVIEWS[m]} for m in measurement.settings.methods}
 
 
+def offset_table(measurement: DoctorMeasurement) -> dict[str, dict[str, float | None]]:
+    """{method: {t: p / r}}, None where r ≤ 0 (JSON has no ∞)."""
+    return {m: {str(t): (_round(value) if math.isfinite(value := measurement.offset(m, t)) else None)
+                for t in measurement.settings.timesteps} for m in measurement.settings.methods}
+
+
 def summary(measurement: DoctorMeasurement, extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON object of the module docstring; ``extra`` (model, prompt, references, settings, seconds, ...) is
     merged in first, so the measurement's own keys cannot be overwritten by it."""
@@ -62,27 +70,40 @@ def summary(measurement: DoctorMeasurement, extra: dict[str, Any]) -> dict[str, 
         "restoring": restoring_table(measurement),
         "gain": gain_table(measurement),
         "verdict": {m: measurement.verdict(m) for m in settings.methods},
+        "pull": {m: _by_t(measurement, lambda t, m=m: measurement.pull[m][t]) for m in settings.methods},
+        "offset": offset_table(measurement),
         "by_perturbation": by_kind,
         "nonfinite_evaluations": measurement.nonfinite,
     }
 
 
 def table_text(result: dict[str, Any]) -> str:
-    """The table printed on stderr: one row per method and t (r overall and per perturbation, the gains), then
-    one verdict line per method."""
+    """The table printed on stderr: one row per method and t (r overall and per perturbation, the gains, the pull
+    and the offset of the fixed point), then one verdict line per method."""
     kinds = list(result["by_perturbation"])
-    head = ["method", "t", "r", *(f"r_{k}" for k in kinds), "gain_s", "gain_t"]
+    head = ["method", "t", "r", *(f"r_{k}" for k in kinds), "gain_s", "gain_t", "pull", "offset"]
     rows = [head]
     for method in result["methods"]:
         for t in map(str, result["t"]):
             gains = result["gain"][method]
             rows.append([method, t, f"{result['restoring'][method][t]:+.3f}",
                          *(f"{result['by_perturbation'][k]['restoring'][method][t]:+.3f}" for k in kinds),
-                         f"{gains['s'][t]:.3f}" if "s" in gains else "-", f"{gains['t'][t]:.3f}"])
+                         f"{gains['s'][t]:.3f}" if "s" in gains else "-", f"{gains['t'][t]:.3f}",
+                         *_pull_cells(result, method, t)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     lines += [f"verdict {m}: {result['verdict'][m]}" for m in result["methods"]]
-    return "\n".join([*lines, "(restores: r > 0 at every t; drifts: r <= 0 at some t)"])
+    legend = ("(restores: r > 0 at every t; drifts: r <= 0 at some t. pull: how hard the method moves a true "
+              "image, per λ; offset = pull / r: how far from it descent settles)")
+    return "\n".join([*lines, legend])
+
+
+def _pull_cells(result: dict[str, Any], method: str, t: str) -> list[str]:
+    """The pull and offset cells of a row ("-" for a summary saved before the doctor measured them)."""
+    if "pull" not in result:
+        return ["-", "-"]
+    offset = result["offset"][method][t]
+    return [f"{result['pull'][method][t]:.3f}", "inf" if offset is None else f"{offset:.3f}"]
 
 
 def doctor_svg(result: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "LUCID_CACHE_DIR"
 VERDICT_NAME = "doctor.json"
 # What a remembered summary keeps (the measurement's headline; the raw per-seed values stay in the run's own file).
-KEPT_KEYS = ("model", "prompt", "t", "methods", "restoring", "gain", "verdict", "settings", "references")
+KEPT_KEYS = ("model", "prompt", "t", "methods", "restoring", "gain", "pull", "offset", "verdict", "settings",
+             "references")
 
 
 def cache_dir() -> Path:
