@@ -306,6 +306,13 @@ def test_prior_evaluations_are_counted_per_step(dataset: str) -> None:
     assert ism["prior_evals_per_view"] >= 3.0  # at least one inversion step, the step s → t, and the guided call
     views = sds["prior_samples_per_step"] / 2.0
     assert ism["prior_samples_per_step"] == pytest.approx(ism["prior_evals_per_view"] * views, abs=0.05)
+    # The doctor beside the figures: r, and where descent settles (offset = pull / r, None where r <= 0).
+    for result in (sds, ism):
+        doctor = result["doctor"]
+        assert set(doctor["restoring"]) == set(doctor["pull"]) == set(doctor["offset"]) == {"300", "450"}
+        for t, r in doctor["restoring"].items():
+            expected = doctor["pull"][t] / r if r > 0 else None
+            assert doctor["offset"][t] == (None if expected is None else pytest.approx(expected, rel=1e-4))
 
 
 def test_a_preset_is_trained_under_the_camera_band_and_the_overrides(dataset: str, tmp_path: Path) -> None:
