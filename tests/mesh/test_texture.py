@@ -299,3 +299,54 @@ def test_generate_with_export_mesh_writes_a_textured_glb_by_default(dataset: Pat
     loaded = trimesh.load(path, force="mesh")
     assert loaded.visual.kind == "texture" and loaded.visual.material.baseColorTexture.size == (1024, 1024)
     assert 0 < len(loaded.faces) <= 2000
+    # The app's viewer copy carries the texture too, and the .obj set is zipped beside it.
+    view = trimesh.load(tmp_path / "run" / "mesh_view.glb", force="mesh")
+    assert view.visual.kind == "texture" and view.visual.material.baseColorTexture.size == (1024, 1024)
+    assert (tmp_path / "run" / "mesh_obj.zip").is_file()
+
+
+def test_obj_zip_members_load_with_the_same_uvs_and_image(textured_ball, tmp_path: Path) -> None:
+    import zipfile
+
+    from lucid_app.mesh.write_textured import write_obj_zip
+
+    path = write_obj_zip(tmp_path / "mesh_obj.zip", textured_ball)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["mesh.png", "mesh.mtl", "mesh.obj"]
+        archive.extractall(tmp_path / "unpacked")
+    loaded = trimesh.load(tmp_path / "unpacked" / "mesh.obj", force="mesh", process=False)
+    positions, uvs = _expected_corners(textured_ball)
+    np.testing.assert_allclose(loaded.vertices[loaded.faces], positions, atol=1e-6)
+    np.testing.assert_allclose(loaded.visual.uv[loaded.faces], uvs, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(loaded.visual.material.image.convert("RGB")), textured_ball.texture.image)
+    assert not list(tmp_path.glob(".*")), "no temporary files left"
+
+
+def test_zip_member_names_must_be_bare_file_names(tmp_path: Path) -> None:
+    from lucid_app.io.files import write_zip
+
+    for name in ("../evil.obj", "sub/mesh.obj", "", ".."):
+        with pytest.raises(ValueError, match="bare file names"):
+            write_zip(tmp_path / "x.zip", {name: b"x"})
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_the_textured_viewer_copy_is_unlit_with_its_texture_and_a_grey_shading(textured_ball,
+                                                                              tmp_path: Path) -> None:
+    from lucid_app.mesh.write import SHADE_FLOOR, srgb_to_linear
+    from lucid_app.mesh.write_textured import write_textured_viewer_mesh
+
+    path = write_textured_viewer_mesh(tmp_path / "view.glb", textured_ball)
+    gltf, colors = glb_json_and_colors(path)
+    assert "KHR_materials_unlit" in gltf["extensionsUsed"]
+    material = gltf["materials"][0]
+    assert "KHR_materials_unlit" in material["extensions"] and "baseColorTexture" in material["pbrMetallicRoughness"]
+    loaded = trimesh.load(path, force="mesh", process=False)
+    np.testing.assert_array_equal(np.asarray(loaded.visual.material.baseColorTexture.convert("RGB")),
+                                  textured_ball.texture.image)
+    _, uvs = _expected_corners(textured_ball)
+    np.testing.assert_allclose(loaded.visual.uv[loaded.faces], uvs, atol=1e-6)
+    # COLOR_0 multiplies the texture in linear RGB: grey, between the shading floor's linear value and 1.
+    assert np.allclose(colors[:, 0], colors[:, 1]) and np.allclose(colors[:, 1], colors[:, 2])
+    assert colors[:, :3].min() >= srgb_to_linear(SHADE_FLOOR) - 1 / 255 and colors[:, 3].min() == 1.0
+    assert colors[:, 0].max() - colors[:, 0].min() > 0.2, "lit and unlit sides differ"
