@@ -350,3 +350,16 @@ def test_the_textured_viewer_copy_is_unlit_with_its_texture_and_a_grey_shading(t
     assert np.allclose(colors[:, 0], colors[:, 1]) and np.allclose(colors[:, 1], colors[:, 2])
     assert colors[:, :3].min() >= srgb_to_linear(SHADE_FLOOR) - 1 / 255 and colors[:, 3].min() == 1.0
     assert colors[:, 0].max() - colors[:, 0].min() > 0.2, "lit and unlit sides differ"
+
+
+def test_the_export_bake_methods_are_the_bakers() -> None:
+    import typing
+
+    from lucid_app.config.schema import ExportConfig
+    from lucid_app.mesh.bake import BAKE_METHODS, DEFAULT_BAKE_METHOD
+
+    hints = typing.get_type_hints(ExportConfig, include_extras=True)
+    assert typing.get_args(hints["mesh_bake"]) == BAKE_METHODS
+    assert ExportConfig().mesh_bake == DEFAULT_BAKE_METHOD
+    with pytest.raises(ConfigError, match="normal"):
+        apply_overrides(TrainConfig(), ["export.mesh_bake=sides"])
