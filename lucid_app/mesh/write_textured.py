@@ -5,6 +5,9 @@ importers expect). The OBJ set names its material library and texture after the 
 letters, digits, ``_``, ``-`` and ``.`` replaced by ``_``, as OBJ names end at white space) and references them by
 bare file name, i.e. relative to the ``.obj``'s folder. Every file is written atomically, the texture and the
 material library before the ``.obj``, so an ``.obj`` on disk never names a missing file.
+
+For the app (:func:`write_mesh_files`' ``viewer`` and ``obj_zip``): the viewer's copy (``.glb``, textured, unlit
+with a soft shading baked into grey vertex colours) and the ``.obj`` set as one flat ``.zip``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from lucid_app.io.files import atomic_path, write_zip
+from lucid_app.io.files import atomic_path, remove_files, write_zip
 from lucid_app.mesh.bake import DEFAULT_BAKE_METHOD, BakeMethod
 from lucid_app.mesh.density import MeshError
 from lucid_app.mesh.textured import TexturedMesh, texture_mesh, to_trimesh
@@ -127,8 +130,8 @@ def write_mesh_files(path: str | Path, mesh: trimesh.Trimesh, splats: Splats, te
     Args:
         viewer: where to write the app viewer's copy too (``.glb``, unlit: :func:`write_textured_viewer_mesh` with a
             texture, else :func:`lucid_app.mesh.write.write_viewer_mesh`).
-        obj_zip: where to write the ``.zip`` of the textured ``.obj`` set too (:func:`write_obj_zip`; nothing without
-            a texture).
+        obj_zip: where to write the ``.zip`` of the textured ``.obj`` set too (:func:`write_obj_zip`); without a
+            texture, an earlier one there is removed (it would offer another state's mesh).
 
     The viewer's copy and the ``.zip`` are written before the mesh at ``path``, so that once ``path`` exists (the
     app shows the mesh then) the others are there.
@@ -138,6 +141,8 @@ def write_mesh_files(path: str | Path, mesh: trimesh.Trimesh, splats: Splats, te
         and ``files``, the paths written (the mesh file first).
     """
     if texture_px <= 0:
+        if obj_zip is not None:
+            remove_files([Path(obj_zip)])
         extra = [write_viewer_mesh(viewer, mesh)] if viewer is not None else []
         return {"texture_px": 0, "files": [str(p) for p in [write_mesh(path, mesh), *extra]]}
     textured = texture_mesh(mesh, splats, texture_px, method)

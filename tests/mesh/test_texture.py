@@ -363,3 +363,20 @@ def test_the_export_bake_methods_are_the_bakers() -> None:
     assert ExportConfig().mesh_bake == DEFAULT_BAKE_METHOD
     with pytest.raises(ConfigError, match="normal"):
         apply_overrides(TrainConfig(), ["export.mesh_bake=sides"])
+
+
+def test_mesh_files_for_the_app_textured_and_not(green_ball, tmp_path: Path) -> None:
+    import zipfile
+
+    mesh, splats = green_ball
+    written = write_mesh_files(tmp_path / "mesh.glb", mesh, splats, 64, viewer=tmp_path / "view.glb",
+                               obj_zip=tmp_path / "mesh_obj.zip")
+    assert written["files"] == [str(tmp_path / n) for n in ("mesh.glb", "view.glb", "mesh_obj.zip")]
+    with zipfile.ZipFile(tmp_path / "mesh_obj.zip") as archive:
+        assert sorted(archive.namelist()) == ["mesh.mtl", "mesh.obj", "mesh.png"]
+    # Vertex colours only: the viewer's copy without a texture, and no .zip of another state's mesh left behind.
+    written = write_mesh_files(tmp_path / "mesh.glb", mesh, splats, 0, viewer=tmp_path / "view.glb",
+                               obj_zip=tmp_path / "mesh_obj.zip")
+    assert written["files"] == [str(tmp_path / "mesh.glb"), str(tmp_path / "view.glb")]
+    assert not (tmp_path / "mesh_obj.zip").exists()
+    assert trimesh.load(tmp_path / "view.glb", force="mesh").visual.material.baseColorTexture is None
