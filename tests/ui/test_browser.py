@@ -394,8 +394,8 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _set_text(d, "#lucid-ab-steps input", "3")
         _click(d, "lucid-ab-run")
         _until(d, lambda d: re.search(r"state\s*done\s*done", _text(d, "lucid-ab-table")), "both A/B runs done")
-        table = _text(d, "lucid-ab-table")
-        assert re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", table), table
+        _until(d, lambda d: re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", _text(d, "lucid-ab-table")),
+               "the PSNR between the A/B runs' final views")
         _until(d, lambda d: _js(d, "return !!document.querySelector('#lucid-ab-a img[src]') "
                                    "&& !!document.querySelector('#lucid-ab-b img[src]')"), "both sides' views")
         assert _js(d, """const a = document.getElementById('lucid-ab-a').getBoundingClientRect();
