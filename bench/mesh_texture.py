@@ -7,8 +7,9 @@ the texture size and one bake per method (``"normal"``, ``"views"``), each timed
   supersampling, perspective-correct UVs, bilinear texture look-up) at the same 8 held-out cameras (seeded random
   views in the demo band: polar 60-100 deg, radius 4, fovy 0.6; none of them is a camera of the ``"views"`` bake), on
   white, at each size: PSNR and SSIM of the whole frame (``lucid_app.bench.metrics``), PSNR on the pixels both cover fully
-  (``psnr_inside``: the colour, without the silhouette) and the silhouettes' IoU (the geometry, shared by every
-  texture of one mesh). The vertex-coloured mesh of the same budget is scored beside the textured ones.
+  (``psnr_inside``: the colour, without the silhouette), the whole frame's PSNR with the Gaussians' own pixels
+  wherever both cover fully (``psnr_colour_ceiling``: what a perfect texture could reach on this geometry, up to the
+  partly covered pixels) and the silhouettes' IoU (the geometry, shared by every texture of one mesh). The vertex-coloured mesh of the same budget is scored beside the textured ones.
 - Stripes (the striped ball only): ``STRIPE_SAMPLES`` seeded points on the mesh surface; the right stripe is that of
   the point's radial projection on the ball (``stripe_of``); accuracy = share of points whose colour is nearer the
   right stripe's colour than the other's; purity = share within a quarter of the red-blue distance of the right one.
@@ -118,8 +119,11 @@ def fidelity(splats: Splats, vertices: np.ndarray, faces: np.ndarray, shader, si
         inside = (cover >= FULL) & (alpha >= FULL)
         mse = float(((rgb - ref) ** 2)[inside].mean())
         union = ((cover > 0.5) | (alpha > 0.5)).sum()
+        # The colour's ceiling on this geometry: the frame with the Gaussians' own pixels wherever both cover fully.
+        best = np.where(inside[..., None], ref, rgb)
         out[str(size)] = {
             "psnr": round(psnr(torch.from_numpy(rgb), torch.from_numpy(ref)), 2),
+            "psnr_colour_ceiling": round(psnr(torch.from_numpy(best), torch.from_numpy(ref)), 2),
             "ssim": round(ssim(torch.from_numpy(rgb), torch.from_numpy(ref)), 4),
             "psnr_inside": round(10.0 * math.log10(1.0 / max(mse, 1e-12)), 2),
             "silhouette_iou": round(float(((cover > 0.5) & (alpha > 0.5)).sum() / max(union, 1)), 4),

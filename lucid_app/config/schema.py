@@ -336,6 +336,9 @@ class ExportConfig:
     # texture in px (0 = vertex colours only, else within MESH_TEXTURE_RANGE_PX): light by default (issue 26).
     mesh_faces: Annotated[int, Ge(0), Le(10_000_000)] = 20_000
     mesh_texture: Annotated[int, Ge(0), Le(MESH_TEXTURE_RANGE_PX[1])] = 1024
+    # How the texture is baked (lucid_app/mesh/bake.py's BAKE_METHODS): "normal" (the fast default) or "views" (the
+    # Gaussians' renders projected: closer to them, ~30 s more on 2 cores; docs/BENCHMARKS.md "Textured mesh").
+    mesh_bake: Literal["normal", "views"] = "normal"
     # 0 = never.
     checkpoint_every: StepIndex = 500
     # Also checkpoint when this many seconds have passed since the last one (0 = steps only): a kill loses at most this.

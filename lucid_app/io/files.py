@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,22 @@ def copy_file(source: str | Path, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
     return Path(target)
+
+
+def write_zip(path: str | Path, members: dict[str, bytes]) -> Path:
+    """Write a ``.zip`` of ``members`` ({name inside the archive: contents}, in that order, deflated) atomically.
+
+    Raises:
+        ValueError: a member name that is not a bare file name (a folder part, ``..`` or empty), which an unpacker
+            could place outside the folder it unpacks into.
+    """
+    for name in members:
+        if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+            raise ValueError(f"zip member names must be bare file names, got {name!r}")
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return Path(path)
 
 
 class MetricsLog:

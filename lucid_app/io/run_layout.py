@@ -19,6 +19,8 @@ TURNTABLE_NAME = "turntable.mp4"
 MESH_NAME = "mesh.glb"
 # The copy of mesh.glb for the app's mesh viewer (unlit, see ``mesh/write.py``).
 VIEW_MESH_NAME = "mesh_view.glb"
+# The textured mesh as .obj + .mtl + .png, zipped (written with a textured mesh.glb).
+MESH_ZIP_NAME = "mesh_obj.zip"
 # The ring of evaluation views: ``views/view_000.png``, ``views/view_001.png``, ...
 VIEWS_DIR = "views"
 VIEW_GLOB = f"{VIEWS_DIR}/view_*.png"
@@ -34,11 +36,11 @@ EVAL_VIEW = Path(view_file(0))
 
 # Output files of a run folder, by the names the UI and the API use.
 RUN_FILES = {"ply": PLY_NAME, "video": TURNTABLE_NAME, "config": CONFIG_NAME, "mesh": MESH_NAME,
-             "metrics": METRICS_NAME, "view_ply": VIEW_PLY_NAME, "view_mesh": VIEW_MESH_NAME}
+             "metrics": METRICS_NAME, "view_ply": VIEW_PLY_NAME, "view_mesh": VIEW_MESH_NAME, "mesh_zip": MESH_ZIP_NAME}
 # Every file a run writes into its folder, as globs relative to it: what ``generate --overwrite`` removes (and
 # nothing else, so a user's own files in the folder survive).
 RUN_OUTPUT_PATTERNS = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, PLY_NAME, VIEW_PLY_NAME, TURNTABLE_NAME,
-                       MESH_NAME, VIEW_MESH_NAME, VIEW_GLOB)
+                       MESH_NAME, VIEW_MESH_NAME, MESH_ZIP_NAME, VIEW_GLOB)
 
 
 def run_files(run_dir: Path) -> dict[str, str]:

@@ -9,15 +9,18 @@ Steps (:func:`mesh_from_splats`):
    the grid (:func:`density_grid`), each Gaussian truncated at ``cutoff_sigma`` Mahalanobis radius.
 3. Marching cubes at ``D = iso`` (scikit-image) on the grid padded with one layer of zeros, so every surface
    is closed (watertight).
-4. Drop floaters: connected components with fewer than ``min_component_fraction`` of the largest one's faces.
+4. Drop cavities (closed components bounding a hollow inside another, :func:`lucid_app.mesh.snap.drop_cavities`)
+   and floaters: connected components with fewer than ``min_component_fraction`` of the largest one's faces.
 5. Optionally meet a face budget with a coarser grid (steps 1-4 again at the largest resolution that fits, see
    ``_fit_face_budget``), not by decimating the mesh: the surface stays closed (watertight) and in one piece where
-   it was.
+   it was. The coarse grid's surface is swollen (the scales' half-voxel floor), so its vertices are then moved
+   along their normals onto the fine surface of step 3 (:func:`lucid_app.mesh.snap.snap_to_surface`).
 6. Vertex colours from the Gaussians' band-0 colour, weighted by each one's density contribution at the vertex
    over its ``color_neighbors`` nearest centres (scipy ``cKDTree``), see :func:`vertex_colors`.
 
 The steps live in :mod:`lucid_app.mesh.density` (1-2: the grid and the density splatted on it, and why it is
-splatted per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all) and
+splatted per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all), :mod:`lucid_app.mesh.snap`
+(4-5's cavities and snapping) and
 :mod:`lucid_app.mesh.write` (the upright ``.glb`` / ``.obj``).
 
 The textured export (issue 26) adds: :mod:`lucid_app.mesh.uv` (xatlas charts and packing, seams),

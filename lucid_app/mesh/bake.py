@@ -17,19 +17,20 @@ Steps (:func:`bake_texture`):
      onto the texels the mesh's own z-buffer shows, blended by view angle.
 3. Fill (:mod:`lucid_app.mesh.fill`): unused texels (and texels no view saw) from their neighbours.
 
-Why ``"normal"`` is the default (measured, docs/BENCHMARKS.md "Textured mesh export", 4 scenes x 2k / 20k faces):
+Why ``"normal"`` is the default (measured, docs/BENCHMARKS.md "Textured mesh export", second pass: 4 scenes x
+2k / 20k faces on the budget mesh moved onto the Gaussians' surface, :mod:`lucid_app.mesh.snap`):
 
-- Detail finer than the faces: on the striped ball it gives the right stripe at 92.3% of surface points (pure
-  colour at 85.8%) at 1.8k faces / 512 px, where vertex colours give 68.4% (38.5%) and ``"views"`` 58.7% (29.3%):
-  the coarse mesh lies up to 0.4 units off the Gaussians, and a camera ray through an off-surface point lands on
-  another stripe in each view, while the line down the normal still crosses the right Gaussians.
-- Seconds: its bake took 8-32 s against 72-167 s for ``"views"`` (30 renders at 256 px) in the same loaded run; the
-  issue's budget (30 s for the whole 20k-face, 1024 px export) rules ``"views"`` out as the default.
-- Fidelity to the Gaussians' renders at held-out cameras: ``"views"`` is 0.3-1.4 dB higher in PSNR on the demo
-  objects (it bakes the renderer's own anti-aliased blur), ``"normal"`` equal or higher in SSIM at 2k faces; both are
-  within ~1 dB of the vertex colours, because the geometry (silhouette IoU 0.58-0.72 at 2k faces) dominates.
+- Seconds: the whole 20k-face, 1024 px export took 18.3 s (2 threads) / 7.4 s (1 thread) with it, against 66 s /
+  29 s with ``"views"``, whose 30 renders at 256 px cost 27-55 s (loaded) whatever the face count: the issue's
+  budget (30 s on 2 cores) rules ``"views"`` out as the default.
+- Quality: on that geometry ``"views"`` is the closer one: 0.4-2.6 dB higher in PSNR at held-out cameras (it bakes
+  the renderer's own soft blend), and it gives the right stripe of the striped ball at 95.3% of surface points (pure
+  colour 81.2%) at 2k faces / 512 px, against 93.8% (87.7%) here. Tracing down the mesh's normal is sensitive to a
+  degree of tilt near a colour boundary; a camera ray through a point on the surface is not. (On the first pass's
+  swollen coarse meshes it was the other way round: a ray through an off-surface point landed on another stripe in
+  each view, 58.7% against 92.4%.)
 
-``"views"`` stays available (``mesh --bake views``) for a look closer to the splats' renders when time allows.
+``"views"`` is one setting away (``mesh --bake views``, ``export.mesh_bake=views``) when the time is there.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from lucid_app.mesh.density import (
     grid_for,
     inverse_sqrt_covariances,
 )
+from lucid_app.mesh.snap import drop_cavities, snap_to_surface
 from lucid_app.render.base import Splats
 from lucid_app.scene.gaussians import sh_dc_to_rgb
 
@@ -187,12 +188,16 @@ def mesh_from_splats(
         density = density_grid(means, quats, clamped, opacities, grid, cutoff_sigma, progress=report)
         verts, faces = marching_cubes(density, grid, iso)
         del density
-        mesh, kept, found = remove_floaters(trimesh.Trimesh(verts, faces, process=True), min_component_fraction)
+        closed = drop_cavities(trimesh.Trimesh(verts, faces, process=True))
+        mesh, kept, found = remove_floaters(closed, min_component_fraction)
         return _Surface(mesh, kept, found, grid, grid_resolution, clamped)
 
     result = surface(check_resolution(resolution), progress)
     if max_faces is not None and len(result.mesh.faces) > max_faces:
-        result = _fit_face_budget(surface, result, max_faces)
+        fine = result
+        result = _fit_face_budget(surface, fine, max_faces)
+        # The coarse grid's swollen surface put back on the fine one; colours at the fine extraction's scales.
+        result = replace(result, mesh=snap_to_surface(result.mesh, fine.mesh), scales=fine.scales)
     mesh = _colored(result, means, quats, opacities, rgb, color_neighbors)
     logger.info("mesh: %d vertices, %d faces, %d of %d components kept (grid resolution %d)", len(mesh.vertices),
                 len(mesh.faces), result.kept, result.found, result.resolution)

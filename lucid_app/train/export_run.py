@@ -22,6 +22,7 @@ from lucid_app.io.media import write_png, write_video
 from lucid_app.io.ply import GaussianPly, write_gaussian_ply
 from lucid_app.io.run_layout import (
     MESH_NAME,
+    MESH_ZIP_NAME,
     PLY_NAME,
     TURNTABLE_NAME,
     VIEW_MESH_NAME,
@@ -57,7 +58,7 @@ def export_run(
 ) -> dict[str, str]:
     """Write a run's outputs of one state: ``model.ply`` (and its copy framed for the app's viewer,
     ``model_view.ply``), ``turntable.mp4``, ``views/*.png`` and, with ``export.mesh``, ``mesh.glb`` (and the app
-    viewer's unlit copy ``mesh_view.glb``).
+    viewer's unlit copy ``mesh_view.glb``, and with a texture ``mesh_obj.zip``).
 
     Args:
         run_dir: the run's folder.
@@ -162,18 +163,18 @@ def _keeping_views(frames: Iterator[np.ndarray], run_dir: Path, every: int, view
 def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
                  stage: Callable[[ExportEvent], None]) -> Path | None:
     """``mesh.glb`` of :func:`export_run` (at most ``export.mesh_faces`` faces, textured unless ``export.mesh_texture``
-    is 0) and the app viewer's copy ``mesh_view.glb``, written last: a mesh that cannot be made (e.g. nothing above the
-    iso-level) is logged and skipped (None), and every other output is already on disk."""
+    is 0; baked by ``export.mesh_bake``), the app viewer's copy ``mesh_view.glb`` and, textured, the ``.obj`` set zipped (``mesh_obj.zip``), written
+    last, ``mesh.glb`` after the others (the app shows the mesh once it exists): a mesh that cannot be made (e.g.
+    nothing above the iso-level) is logged and skipped (None), and every other output is already on disk."""
     from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh_files
-    from lucid_app.mesh.write import write_viewer_mesh
 
     stage(ExportEvent(stage="mesh"))
     exp = config.export
     try:
         mesh = mesh_from_splats(splats, exp.mesh_resolution, exp.mesh_iso, max_faces=exp.mesh_faces or None).mesh
-        # The viewer's copy first: the app shows the mesh once mesh.glb exists.
-        write_viewer_mesh(run_dir / VIEW_MESH_NAME, mesh)
-        return Path(write_mesh_files(run_dir / MESH_NAME, mesh, splats, exp.mesh_texture)["files"][0])
+        written = write_mesh_files(run_dir / MESH_NAME, mesh, splats, exp.mesh_texture, exp.mesh_bake,
+                                   viewer=run_dir / VIEW_MESH_NAME, obj_zip=run_dir / MESH_ZIP_NAME)
+        return Path(written["files"][0])
     except (MeshError, MemoryError) as err:
         logger.warning("mesh export skipped: %s", err)
         return None

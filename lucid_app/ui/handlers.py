@@ -79,15 +79,16 @@ PLOT_OUTPUTS = tuple(plot_key(name) for name in (*LOSS_PLOTS, "schedule"))
 # ``prompt`` and the live sliders change only when the run's own values differ from the form's (the offline demo
 # stood in); ``control_msg`` is cleared when a run starts and ends.
 GENERATE_OUTPUTS = ("job", "banner", "status", "preview", *PLOT_OUTPUTS, "config", "model3d", "mesh3d", "video",
-                    "dl_ply", "dl_video", "dl_config", "dl_mesh", "control_msg", "prompt", "gs_live", "dt_live",
-                    "generate", "pause_toggle", "stop")
-RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh")
+                    "dl_ply", "dl_video", "dl_config", "dl_mesh", "dl_mesh_zip", "control_msg", "prompt", "gs_live",
+                    "dt_live", "generate", "pause_toggle", "stop")
+RESULT_OUTPUTS = ("model3d", "mesh3d", "video", "dl_ply", "dl_video", "dl_config", "dl_mesh", "dl_mesh_zip")
 # Order of ``open_run``'s outputs: what a live run showed, then the config and the banner.
 OPEN_OUTPUTS = ("status", "preview", *PLOT_OUTPUTS, *RESULT_OUTPUTS, "config", "banner")
 # Order of ``export_row``'s outputs (every second): the background export's row and Skip export button, what a
 # stopped run's stream would have ended with once its export has ended, and the page's record of what it showed.
 EXPORT_ROW_OUTPUTS = ("export_row", "skip_export", "status", "preview", *RESULT_OUTPUTS, "shown_export")
-_DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"))
+_DOWNLOADS = (("dl_ply", "ply"), ("dl_video", "video"), ("dl_config", "config"), ("dl_mesh", "mesh"),
+              ("dl_mesh_zip", "mesh_zip"))
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -534,7 +535,8 @@ class AppHandlers:
     def _results(self, files: dict[str, str], owner: str) -> dict[str, Any]:
         files = self._served(files, owner)
         # The splat viewer shows the framed copy (splat_view.py) when the run has one; downloads give model.ply.
-        # The mesh viewer likewise shows its unlit copy (mesh/write.py); the download is mesh.glb.
+        # The mesh viewer likewise shows its unlit copy (mesh/write.py, textured: mesh/write_textured.py); the
+        # downloads are mesh.glb and, textured, the .obj set zipped.
         out: dict[str, Any] = {"model3d": files.get("view_ply", files.get("ply")),
                                "mesh3d": files.get("view_mesh", files.get("mesh")) if "mesh" in files else None,
                                "video": files.get("video")}

@@ -299,3 +299,84 @@ def test_generate_with_export_mesh_writes_a_textured_glb_by_default(dataset: Pat
     loaded = trimesh.load(path, force="mesh")
     assert loaded.visual.kind == "texture" and loaded.visual.material.baseColorTexture.size == (1024, 1024)
     assert 0 < len(loaded.faces) <= 2000
+    # The app's viewer copy carries the texture too, and the .obj set is zipped beside it.
+    view = trimesh.load(tmp_path / "run" / "mesh_view.glb", force="mesh")
+    assert view.visual.kind == "texture" and view.visual.material.baseColorTexture.size == (1024, 1024)
+    assert (tmp_path / "run" / "mesh_obj.zip").is_file()
+
+
+def test_obj_zip_members_load_with_the_same_uvs_and_image(textured_ball, tmp_path: Path) -> None:
+    import zipfile
+
+    from lucid_app.mesh.write_textured import write_obj_zip
+
+    path = write_obj_zip(tmp_path / "mesh_obj.zip", textured_ball)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["mesh.png", "mesh.mtl", "mesh.obj"]
+        archive.extractall(tmp_path / "unpacked")
+    loaded = trimesh.load(tmp_path / "unpacked" / "mesh.obj", force="mesh", process=False)
+    positions, uvs = _expected_corners(textured_ball)
+    np.testing.assert_allclose(loaded.vertices[loaded.faces], positions, atol=1e-6)
+    np.testing.assert_allclose(loaded.visual.uv[loaded.faces], uvs, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(loaded.visual.material.image.convert("RGB")), textured_ball.texture.image)
+    assert not list(tmp_path.glob(".*")), "no temporary files left"
+
+
+def test_zip_member_names_must_be_bare_file_names(tmp_path: Path) -> None:
+    from lucid_app.io.files import write_zip
+
+    for name in ("../evil.obj", "sub/mesh.obj", "", ".."):
+        with pytest.raises(ValueError, match="bare file names"):
+            write_zip(tmp_path / "x.zip", {name: b"x"})
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_the_textured_viewer_copy_is_unlit_with_its_texture_and_a_grey_shading(textured_ball,
+                                                                              tmp_path: Path) -> None:
+    from lucid_app.mesh.write import SHADE_FLOOR, srgb_to_linear
+    from lucid_app.mesh.write_textured import write_textured_viewer_mesh
+
+    path = write_textured_viewer_mesh(tmp_path / "view.glb", textured_ball)
+    gltf, colors = glb_json_and_colors(path)
+    assert "KHR_materials_unlit" in gltf["extensionsUsed"]
+    material = gltf["materials"][0]
+    assert "KHR_materials_unlit" in material["extensions"] and "baseColorTexture" in material["pbrMetallicRoughness"]
+    loaded = trimesh.load(path, force="mesh", process=False)
+    np.testing.assert_array_equal(np.asarray(loaded.visual.material.baseColorTexture.convert("RGB")),
+                                  textured_ball.texture.image)
+    _, uvs = _expected_corners(textured_ball)
+    np.testing.assert_allclose(loaded.visual.uv[loaded.faces], uvs, atol=1e-6)
+    # COLOR_0 multiplies the texture in linear RGB: grey, between the shading floor's linear value and 1.
+    assert np.allclose(colors[:, 0], colors[:, 1]) and np.allclose(colors[:, 1], colors[:, 2])
+    assert colors[:, :3].min() >= srgb_to_linear(SHADE_FLOOR) - 1 / 255 and colors[:, 3].min() == 1.0
+    assert colors[:, 0].max() - colors[:, 0].min() > 0.2, "lit and unlit sides differ"
+
+
+def test_the_export_bake_methods_are_the_bakers() -> None:
+    import typing
+
+    from lucid_app.config.schema import ExportConfig
+    from lucid_app.mesh.bake import BAKE_METHODS, DEFAULT_BAKE_METHOD
+
+    hints = typing.get_type_hints(ExportConfig, include_extras=True)
+    assert typing.get_args(hints["mesh_bake"]) == BAKE_METHODS
+    assert ExportConfig().mesh_bake == DEFAULT_BAKE_METHOD
+    with pytest.raises(ConfigError, match="normal"):
+        apply_overrides(TrainConfig(), ["export.mesh_bake=sides"])
+
+
+def test_mesh_files_for_the_app_textured_and_not(green_ball, tmp_path: Path) -> None:
+    import zipfile
+
+    mesh, splats = green_ball
+    written = write_mesh_files(tmp_path / "mesh.glb", mesh, splats, 64, viewer=tmp_path / "view.glb",
+                               obj_zip=tmp_path / "mesh_obj.zip")
+    assert written["files"] == [str(tmp_path / n) for n in ("mesh.glb", "view.glb", "mesh_obj.zip")]
+    with zipfile.ZipFile(tmp_path / "mesh_obj.zip") as archive:
+        assert sorted(archive.namelist()) == ["mesh.mtl", "mesh.obj", "mesh.png"]
+    # Vertex colours only: the viewer's copy without a texture, and no .zip of another state's mesh left behind.
+    written = write_mesh_files(tmp_path / "mesh.glb", mesh, splats, 0, viewer=tmp_path / "view.glb",
+                               obj_zip=tmp_path / "mesh_obj.zip")
+    assert written["files"] == [str(tmp_path / "mesh.glb"), str(tmp_path / "view.glb")]
+    assert not (tmp_path / "mesh_obj.zip").exists()
+    assert trimesh.load(tmp_path / "view.glb", force="mesh").visual.material.baseColorTexture is None

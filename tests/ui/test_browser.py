@@ -200,11 +200,23 @@ def _srgb(linear: np.ndarray) -> np.ndarray:
 
 
 def _glb_colour(path: Path) -> np.ndarray:
-    """The median vertex colour of a .glb as a display shows it (COLOR_0 is linear: sRGB-encoded back), 0-255."""
+    """The median colour of a .glb's vertices as a display shows it, 0-255: COLOR_0 (linear: sRGB-encoded back)
+    times, when it has one, its base colour texture at the vertex's UV (glTF multiplies the two)."""
+    import trimesh
+
     from tests.helpers import glb_json_and_colors
 
     _, colours = glb_json_and_colors(path)
-    return np.median(_srgb(colours[:, :3]), axis=0) * 255.0
+    shown = _srgb(colours[:, :3])
+    loaded = trimesh.load(path, force="mesh", process=False)
+    image = getattr(loaded.visual.material, "baseColorTexture", None)
+    if image is not None:
+        texture = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+        height, width = texture.shape[:2]
+        uv = np.asarray(loaded.visual.uv)
+        rows = np.clip(((1.0 - uv[:, 1]) * height).astype(int), 0, height - 1)
+        shown = shown * texture[rows, np.clip((uv[:, 0] * width).astype(int), 0, width - 1)]
+    return np.median(shown, axis=0) * 255.0
 
 
 def _start_run(driver, steps: int, preview_every: int, prompt: str = "a red toy car") -> float:
@@ -329,6 +341,8 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _until(d, _has_text("lucid-status", "Stopped"), "the run to stop")
         _until(d, lambda d: _js(d, """return [...document.querySelectorAll('button')]
             .some(b => b.textContent.includes('Download mesh.glb') && b.offsetParent !== null)"""), "the downloads")
+        assert _js(d, """return [...document.querySelectorAll('button')]
+            .some(b => b.textContent.includes('(.zip)') && b.offsetParent !== null)"""), "the .obj set's download"
         _until(d, _has_text("lucid-generate", "Generate"), "Generate back")
         assert not _js(d, "return document.getElementById('lucid-stop').disabled === false")
         for viewer in ("lucid-splat-viewer", "lucid-mesh-viewer"):
@@ -380,8 +394,8 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _set_text(d, "#lucid-ab-steps input", "3")
         _click(d, "lucid-ab-run")
         _until(d, lambda d: re.search(r"state\s*done\s*done", _text(d, "lucid-ab-table")), "both A/B runs done")
-        table = _text(d, "lucid-ab-table")
-        assert re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", table), table
+        _until(d, lambda d: re.search(r"A to B \(dB\)\s*(\d+\.\d+|identical)", _text(d, "lucid-ab-table")),
+               "the PSNR between the A/B runs' final views")
         _until(d, lambda d: _js(d, "return !!document.querySelector('#lucid-ab-a img[src]') "
                                    "&& !!document.querySelector('#lucid-ab-b img[src]')"), "both sides' views")
         assert _js(d, """const a = document.getElementById('lucid-ab-a').getBoundingClientRect();

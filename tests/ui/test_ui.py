@@ -209,6 +209,14 @@ def test_results_only_from_run_folders(tmp_path: Path) -> None:
     (run / "mesh.glb").write_bytes(b"glTF")
     shown = dict(zip(OPEN_OUTPUTS, handlers.open_run("r", REQUEST)))
     assert Path(shown["mesh3d"]).read_bytes() == b"glTF" and shown["dl_mesh"].visible
+    assert not shown["dl_mesh_zip"].visible, "an untextured mesh has no .obj set"
+    # A textured mesh: the viewer shows its copy, the .obj set's .zip is a download too (served copies only).
+    (run / "mesh_view.glb").write_bytes(b"glTF view")
+    (run / "mesh_obj.zip").write_bytes(b"PK zip")
+    textured = dict(zip(OPEN_OUTPUTS, handlers.open_run("r", REQUEST)))
+    assert Path(textured["mesh3d"]).read_bytes() == b"glTF view" and textured["dl_mesh_zip"].visible
+    served_zip = Path(textured["dl_mesh_zip"].value["path"])
+    assert served_zip.read_bytes() == b"PK zip" and not served_zip.is_relative_to(tmp_path)
 
 
 def test_a_reopened_run_shows_what_its_live_run_showed(tmp_path: Path) -> None:
