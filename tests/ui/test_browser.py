@@ -117,6 +117,21 @@ def _text(driver, element_id: str) -> str:
     return _js(driver, "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';", element_id)
 
 
+def _set_checkbox(driver, element_id: str, checked: bool) -> None:
+    """Click the checkbox in ``element_id`` until the page reports it ``checked`` (a click a loaded page drops while it
+    re-renders is clicked again; a click that took is never repeated, so it cannot toggle back)."""
+    state = f"return document.querySelector('#{element_id} input').checked"
+
+    def settled(d: Any) -> bool:
+        if _js(d, state) == checked:
+            return True
+        _click(d, element_id)
+        time.sleep(1.0)
+        return _js(d, state) == checked
+
+    _until(driver, settled, f"{element_id} to be {'on' if checked else 'off'}")
+
+
 def _has_text(element_id: str, text: str) -> Callable[[Any], bool]:
     return lambda d: text in _text(d, element_id)
 
@@ -319,11 +334,11 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _shot(d, "mid_preview_enlarged")
         _js(d, "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
         _until(d, lambda d: not _js(d, "return !!document.querySelector('.lucid-overlay')"), "the enlarged view closed")
-        _click(d, "lucid-guidance-raw")
+        _set_checkbox(d, "lucid-guidance-raw", True)
         _until(d, _has_text("lucid-guidance-plot", "guidance (raw)"), "the raw guidance values")
         _js(d, "document.getElementById('lucid-guidance-plot').scrollIntoView({block: 'center'})")
         _shot(d, "mid_plots_raw")
-        _click(d, "lucid-guidance-raw")
+        _set_checkbox(d, "lucid-guidance-raw", False)
         _until(d, lambda d: "guidance (raw)" not in _text(d, "lucid-guidance-plot"), "the raw values hidden")
         _js(d, "window.scrollTo(0, 0)")
         _shot(d, "mid_text")
