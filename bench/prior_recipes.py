@@ -77,7 +77,7 @@ def chart(recipes: dict[str, list[dict[str, Any]]], s_per_step: float) -> str:
     lo, hi = math.floor(min(values) / R_TICK - 0.5) * R_TICK, math.ceil(max(values) / R_TICK + 0.5) * R_TICK
     x_ticks = [(m, f"{m:g}") for m in range(0, int(math.ceil(last / MINUTES_TICK)) * MINUTES_TICK + 1, MINUTES_TICK)]
     y_ticks = [(lo + k * R_TICK, f"{lo + k * R_TICK:+.1f}") for k in range(round((hi - lo) / R_TICK) + 1)]
-    return line_chart_svg(series, "r_ISM on the car's test views against training time (solid t=300, dashed 450)",
+    return line_chart_svg(series, "r_ISM on the test views against training time (solid t=300, dashed 450)",
                           x_range=(0, x_ticks[-1][0]), y_range=(lo, hi), x_ticks=x_ticks, y_ticks=y_ticks,
                           reference_y=[0.0], x_label="idle minutes on two cores (steps × idle pace)",
                           size_px=(760, 320))
