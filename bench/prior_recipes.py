@@ -10,7 +10,7 @@ Output: a Markdown table on stdout (recipe, steps, idle minutes, r_ISM at each t
 JSON object (last line: the same figures per recipe and segment) and, with
 ``--svg``, a chart of r_ISM at t = 300 (solid) and 450 (dashed) against idle minutes, with the gate r = 0.
 
-    python bench/prior_recipes.py scratch/recipes --s-per-step 0.8444 --svg docs/prior_recipes.svg
+    python bench/prior_recipes.py runs/recipes --s-per-step 0.8444 --svg docs/prior_recipes.svg
 """
 
 from __future__ import annotations
