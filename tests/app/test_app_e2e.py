@@ -70,9 +70,10 @@ def test_second_job_queues_and_stop_exports(app) -> None:
     assert second.predict(api_name="/stop").startswith("Cancelled: the job left the queue")
     assert [out[0]["state"] for out in queued][-1] == "cancelled"
     assert "Stopping" in first.predict(api_name="/stop")
-    # Stop hands back control once model.ply exists: the stream ends there, the export goes on in the background.
+    # Stop hands back control once model.ply exists: the stream ends there, the export goes on in the background
+    # (on an idle machine it may already have finished by the stream's last update).
     final = [out[0] for out in stream][-1]
-    assert final["state"] == "exporting" and final["outcome"] == "stopped", final
+    assert final["state"] in ("exporting", "done") and final["outcome"] == "stopped", final
     assert "ply" in final["files"]
     deadline = time.monotonic() + 300
     summary = first.predict("", api_name="/result")[-1]
