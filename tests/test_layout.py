@@ -100,6 +100,7 @@ def test_every_name_the_scripts_import_from_the_package_exists() -> None:
     """The benchmarks (``bench/``) and ``app.py`` import the package inside their functions, so a moved or renamed
     name would only fail when someone runs them: every ``from lucid_app.x import y`` there must resolve."""
     import importlib
+    import importlib.util
 
     repo = Path(__file__).resolve().parents[1]
     missing = []
