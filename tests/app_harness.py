@@ -34,15 +34,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False, models=None, auth=None):
-    """Start a JobManager and the app on a free local port, launched as ``app.py`` launches it (no
-    ``allowed_paths``); returns (demo, jobs, url). Close both when done."""
+def launch_app(outputs: Path, device: str = "cpu", shared_runs: bool = False, models=None, auth=None, executor=None,
+               limits=None):
+    """Start a JobManager (``executor``, ``limits``: its own, default in-process and unlimited) and the app on a free
+    local port, launched as ``app.py`` launches it (no ``allowed_paths``); returns (demo, jobs, url). Close both when
+    done (and the executor, if one was given)."""
     from lucid_app.app.jobs import JobManager
     from lucid_app.ui.layout import build_demo
 
     from lucid_app.ui.layout import APP_CSS, ZOOM_JS
 
-    jobs = JobManager(outputs, device).start()
+    jobs = JobManager(outputs, device, executor=executor, limits=limits).start()
     demo = build_demo(jobs, shared_runs=shared_runs, models=models)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
