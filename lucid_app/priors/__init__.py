@@ -20,7 +20,8 @@ def load_prior(
     ``multiview:PATH`` → the analytic multi-view prior; a folder holding ``lucid_prior.json`` (written by
     ``train-prior``) → the learned prior; anything else → Stable Diffusion (hub id, folder or single file).
 
-    Each loader is imported only when needed, so the multi-view prior works without the others.
+    Each loader is imported only when needed, so the multi-view prior works without the others. diffusers' and
+    transformers' messages go through the ``logging`` tree from here on (:mod:`lucid_app.priors.library_logs`).
     ``allow_pickle`` lets it read pickle-format weights (``.ckpt``/``.bin``/``.pt``); only the CLI's explicit
     ``--allow-pickle`` sets it (:mod:`lucid_app.config.trust`).
 
@@ -28,8 +29,10 @@ def load_prior(
         PriorError: the model cannot be loaded (one line saying why).
     """
     from lucid_app.config import ConfigError
+    from lucid_app.priors.library_logs import route_library_logs
     from lucid_app.priors.model_ref import parse_model_ref
 
+    route_library_logs()
     try:
         ref = parse_model_ref(model)
     except ConfigError as err:
