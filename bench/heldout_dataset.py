@@ -3,8 +3,8 @@
 ``train-prior``'s default recipe must reach the doctor's gate (r_ISM > 0 at t = 300 and 450 on the test views) in
 at most 30 minutes on two cores on ``assets/demo`` *and* on a dataset it was not tuned on (docs/BENCHMARKS.md,
 "The prior doctor and an ISM-ready prior"). This script writes that dataset with the demo's own tooling
-(:mod:`lucid_app.bench.demo_dataset`: the same primitives, renderer, orbit band, 64 px, 300 grid train views and 20 random
-test views per object) but other objects, colours and test cameras (seed 1). Fixed before any recipe was tried on
+(:mod:`lucid_app.bench.demo_dataset`: the same primitives, renderer, orbit band, 64 px, 300 grid train views and 20
+random test views per object) but other objects, colours and test cameras (seed 1). Fixed before any recipe was tried on
 it; the gate is measured on "a yellow rubber duck", and the other two objects are reported beside it.
 
     python bench/heldout_dataset.py --out /tmp/heldout      # about a minute on two cores; do not commit the images

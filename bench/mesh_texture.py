@@ -6,18 +6,19 @@ the texture size and one bake per method (``"normal"``, ``"views"``), each timed
 - Fidelity: the Gaussians (our torch renderer) and each mesh (``lucid_app.mesh.raster.render_mesh``, unlit, 2 x 2
   supersampling, perspective-correct UVs, bilinear texture look-up) at the same 8 held-out cameras (seeded random
   views in the demo band: polar 60-100 deg, radius 4, fovy 0.6; none of them is a camera of the ``"views"`` bake), on
-  white, at each size: PSNR and SSIM of the whole frame (``lucid_app.bench.metrics``), PSNR on the pixels both cover fully
-  (``psnr_inside``: the colour, without the silhouette), the whole frame's PSNR with the Gaussians' own pixels
+  white, at each size: PSNR and SSIM of the whole frame (``lucid_app.bench.metrics``), PSNR on the pixels both cover
+  fully (``psnr_inside``: the colour, without the silhouette), the whole frame's PSNR with the Gaussians' own pixels
   wherever both cover fully (``psnr_colour_ceiling``: what a perfect texture could reach on this geometry, up to the
-  partly covered pixels) and the silhouettes' IoU (the geometry, shared by every texture of one mesh). The vertex-coloured mesh of the same budget is scored beside the textured ones.
+  partly covered pixels) and the silhouettes' IoU (the geometry, shared by every texture of one mesh). The
+  vertex-coloured mesh of the same budget is scored beside the textured ones.
 - Stripes (the striped ball only): ``STRIPE_SAMPLES`` seeded points on the mesh surface; the right stripe is that of
   the point's radial projection on the ball (``stripe_of``); accuracy = share of points whose colour is nearer the
   right stripe's colour than the other's; purity = share within a quarter of the red-blue distance of the right one.
   The ceiling (``stripes_ceiling``, on the vertex-colour case): the same scores of the Gaussians' own colour along
   the true normal at each point's radial projection on the ball (the bake on perfect geometry).
 
-Scenes (Gaussians built, not trained): the demo objects (``lucid_app.bench.demo_dataset.object_splats``: surface samples of
-the primitives as opaque isotropic Gaussians with kNN scales, seed 0), and the striped ball: ``--gaussians`` points
+Scenes (Gaussians built, not trained): the demo objects (``lucid_app.bench.demo_dataset.object_splats``: surface samples
+of the primitives as opaque isotropic Gaussians with kNN scales, seed 0), and the striped ball: ``--gaussians`` points
 uniform on the unit sphere (seeded), the same kind of Gaussians, red where ``floor(z / 0.125)`` is even, else blue.
 """
 

@@ -53,7 +53,8 @@ def table(recipes: dict[str, list[dict[str, Any]]], s_per_step: float) -> str:
         for row in rows:
             doc = row["doctor"]
             ism = [f"{doc['restoring']['ism'][str(t)]:+.3f}" for t in ts]
-            sds = [f"{doc['restoring']['sds'][str(t)]:+.3f}" for t in ts] if "sds" in doc["restoring"] else ["-"] * len(ts)
+            sds = ([f"{doc['restoring']['sds'][str(t)]:+.3f}" for t in ts] if "sds" in doc["restoring"]
+                   else ["-"] * len(ts))
             gains = doc["gain"]["ism"]
             pair = f"{gains['s'].get('300', float('nan')):.2f} / {gains['t'].get('300', float('nan')):.2f}"
             minutes = row["steps"] * s_per_step / 60

@@ -7,8 +7,8 @@ method and eval step, the mean and the sample standard deviation over the seeds 
 s/step and Gaussian count at the end. A cell that fails is reported with its stderr tail and left out of the
 summary.
 
-``oracle`` (supervised fit of the train views, ``lucid_app/bench/oracle.py``) is a method like the others, so the ceiling
-is measured once per object and seed. Beside every method's figures the summary puts the oracle's mean PSNR over
+``oracle`` (supervised fit of the train views, ``lucid_app/bench/oracle.py``) is a method like the others, so the
+ceiling is measured once per object and seed. Beside every method's figures the summary puts the oracle's mean PSNR over
 the *same* seeds (``oracle_psnr_mean``, per eval step) and
     oracle_fraction = (psnr_mean − psnr_init_mean) / (oracle_psnr_mean − psnr_init_mean)
 (``bench_quality.oracle_fraction`` on the means; psnr_init is the initial Gaussians' PSNR, the same for every

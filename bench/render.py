@@ -173,7 +173,8 @@ def main() -> None:
     variants = args.variants.split(",") if args.variants else default
     report: dict = {
         "benchmark": "render", "gaussians": args.gaussians, "views": args.views,
-        "resolution": [args.size, args.size], "device": args.device, "tile_size": args.tile_size, "torch_threads": torch.get_num_threads(),
+        "resolution": [args.size, args.size], "device": args.device, "tile_size": args.tile_size,
+        "torch_threads": torch.get_num_threads(),
         "loss": "mean(rgb) + mean(alpha) + 0.1 mean(depth), backward into means/quats/scales/opacities/sh",
         "memory": "peak RSS of a fresh subprocess per variant (ru_maxrss), baseline = RSS before first render"
         if torch.device(args.device).type == "cpu" else "torch.cuda.max_memory_allocated per subprocess",
@@ -184,7 +185,8 @@ def main() -> None:
         res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         report[v] = json.loads(res.stdout.strip().splitlines()[-1])
     if "torch" in report and "naive" in report:
-        report["speedup_torch_vs_naive"] = round(report["naive"]["total_ms_median"] / report["torch"]["total_ms_median"], 2)
+        report["speedup_torch_vs_naive"] = round(report["naive"]["total_ms_median"]
+                                                 / report["torch"]["total_ms_median"], 2)
     print(json.dumps(report))
 
 

@@ -29,7 +29,8 @@ LATENT_SIZE = 8
 VAE_SCALING_FACTOR = 0.18215
 # Whole words of the test prompts that get their own token (everything else splits into characters).
 # ControlNet modules diffusers initialises to zero (its "zero convolutions").
-ZERO_INITIALISED_CONTROLNET = ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+ZERO_INITIALISED_CONTROLNET = ("controlnet_down_blocks.", "controlnet_mid_block.",
+                               "controlnet_cond_embedding.conv_out.")
 WORDS = ("a", "cat", "dog", "toy", "front", "side", "back", "view", "photo", "of", "blurry")
 
 

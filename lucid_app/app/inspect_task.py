@@ -130,7 +130,8 @@ def inspect_data(numbers: dict[str, float], settings: InspectSettings, config: T
         dt, variant = (rest[0], rest[1]) if len(rest) == 2 else ("dt0", rest[0])
         nested.setdefault(method, {}).setdefault(t, {}).setdefault(dt, {})[variant] = value
     return {
-        "run": run_dir.name if run_dir is not None else None, "model": config.model.id, "prompt": config.prompt.text, "negative": config.prompt.negative,
+        "run": run_dir.name if run_dir is not None else None, "model": config.model.id, "prompt": config.prompt.text,
+        "negative": config.prompt.negative,
         "t": list(settings.timesteps), "delta_t": list(settings.delta_ts), "seeds": settings.seeds,
         "variants": list(settings.negatives), "azimuth_deg": [round(float(a), 3) for a in cameras.azimuth_deg],
         "polar_deg": [round(float(p), 3) for p in cameras.polar_deg], "rows": list(numbers),

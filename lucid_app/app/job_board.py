@@ -1,10 +1,10 @@
 """The app's jobs as data: each job's record, its immutable snapshot, and the board that holds them all.
 
 :class:`JobBoard` holds every job, the FIFO queue and the running set under one condition (``cond``);
-:class:`~lucid_app.app.jobs.JobManager` (the public API) and :class:`~lucid_app.app.job_runner.JobRunner` (which runs one job
-on a worker thread) share one board, so the lock discipline lives here. Lock order: ``cond`` before a job's controls
-lock, never the reverse. Readers never touch a job's mutable record: they get :class:`JobView` snapshots, O(1) to
-take (the config's YAML is rendered once when the config is set; the steps are a view of an append-only log).
+:class:`~lucid_app.app.jobs.JobManager` (the public API) and :class:`~lucid_app.app.job_runner.JobRunner` (which runs
+one job on a worker thread) share one board, so the lock discipline lives here. Lock order: ``cond`` before a job's
+controls lock, never the reverse. Readers never touch a job's mutable record: they get :class:`JobView` snapshots, O(1)
+to take (the config's YAML is rendered once when the config is set; the steps are a view of an append-only log).
 """
 
 from __future__ import annotations

@@ -327,8 +327,8 @@ def cmd_smpl_convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_smpl_convert_arguments(convert: argparse.ArgumentParser) -> None:
-    """The arguments of the CLI's ``smpl-convert`` (``lucid_app.cli.main`` registers the command and adds these when it is
-    used: importing this module imports the avatar package, and so torch)."""
+    """The arguments of the CLI's ``smpl-convert`` (``lucid_app.cli.main`` registers the command and adds these when it
+    is used: importing this module imports the avatar package, and so torch)."""
     convert.description = ("Reads SMPL_NEUTRAL.pkl / SMPL_MALE.pkl / SMPL_FEMALE.pkl (or the official "
                            "basicmodel_*.pkl) with a restricted unpickler that builds arrays only, and writes "
                            "DST_DIR/SMPL_<GENDER>.npz.")

@@ -10,7 +10,8 @@ Formats (by suffix; anything but ``.yaml``/``.yml``/``.csv`` is text):
 * CSV: a header naming ``prompt`` and optionally ``preset`` and ``set`` (settings as in the text format).
 
 Each entry's settings are the command's ``--set`` then the entry's own, resolved through the one config schema
-(:func:`lucid_app.train.prepare.resolve_config`); an entry that does not resolve is a :class:`BadLine` with its line number.
+(:func:`lucid_app.train.prepare.resolve_config`); an entry that does not resolve is a :class:`BadLine` with its line
+number.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``python -m lucid_app batch PROMPTS --out DIR``: many prompts at once, each a Ray task training into ``DIR/<name>/``.
 
-1. The prompts file is read and every entry checked (:mod:`lucid_app.batch.prompts_file`); bad entries are reported with their line
-   numbers before anything starts, and the others run.
+1. The prompts file is read and every entry checked (:mod:`lucid_app.batch.prompts_file`); bad entries are reported with
+   their line numbers before anything starts, and the others run.
 2. Each entry's folder is planned: a finished run (its ``metrics.jsonl`` ends ``done`` and it has a ``model.ply``) is
    skipped, one with a checkpoint is resumed, a new one starts. A folder holding a run of other settings, or files
    that are not a run, is reported and left alone.
@@ -9,9 +9,9 @@
    folder. Ray retries a task whose worker died (up to ``--retries``); the retry resumes from the folder's last
    checkpoint (time-based, ``export.checkpoint_every_s``). A user error (the model does not load on the worker, a
    damaged checkpoint) ends the task with a ``failed`` result, so it is reported, not retried.
-4. Progress: a bar for the batch and one per running job (step, s/step) on stderr, from a small progress actor the
-   tasks report to; ``index.json`` / ``index.html`` are rewritten after every job (:mod:`lucid_app.batch.index`). The command's
-   arguments, bars and summary are :mod:`lucid_app.cli.batch`.
+4. Progress: a bar for the batch and one per running job (step, s/step) on stderr, from a small progress actor the tasks
+   report to; ``index.json`` / ``index.html`` are rewritten after every job (:mod:`lucid_app.batch.index`). The
+   command's arguments, bars and summary are :mod:`lucid_app.cli.batch`.
 5. Ctrl-C / SIGTERM cancel the running tasks: each trainer catches the interrupt, exports its last good state and a
    checkpoint, so running the same command again resumes every unfinished run.
 

@@ -225,7 +225,8 @@ def demo_cameras(azimuth_deg: torch.Tensor, polar_deg: torch.Tensor, size_px: in
 def opengl_c2w_from_viewmats(viewmats: torch.Tensor) -> torch.Tensor:
     """OpenCV world-to-camera [C, 4, 4] -> Blender/OpenGL camera-to-world [C, 4, 4] (x right, y up, -z forward).
 
-    The inverse of :func:`lucid_app.render.cameras.viewmats_from_opengl_c2w`: invert, then flip the camera's y and z axes.
+    The inverse of :func:`lucid_app.render.cameras.viewmats_from_opengl_c2w`: invert, then flip the camera's y and z
+    axes.
     """
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=viewmats.dtype, device=viewmats.device))
     return torch.linalg.inv(viewmats) @ flip

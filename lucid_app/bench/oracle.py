@@ -14,10 +14,10 @@ The loss is the squared error *summed* over views, pixels and channels, weighted
     L = 2λ · Σ (render − image)²,   dL/d render = 4λ·(render − image),
 which is what the gradient λ·(x₀ − y) on x₀ = 2·render − 1 gives through the chain rule: the gradient a guidance
 injects in a pixel-space prior when its pseudo-GT x̂₀ is the true image y (for SDS λ·w(t)·(ε̂ − ε) = λ·(x₀ − x̂₀)
-exactly; a sum over pixels, ``guidance/base.py``). The guidances' losses are sums too, so the regularisers weigh the same
-against it; a *mean* squared error would be ~10⁴ times smaller per pixel at 64 px and the TV terms would
-dominate the fit. The training-time perturbations that only make sense for a guidance are off
-(:func:`supervised_config`): the images are on white, so the renders are too.
+exactly; a sum over pixels, ``guidance/base.py``). The guidances' losses are sums too, so the regularisers weigh the
+same against it; a *mean* squared error would be ~10⁴ times smaller per pixel at 64 px and the TV terms would dominate
+the fit. The training-time perturbations that only make sense for a guidance are off (:func:`supervised_config`): the
+images are on white, so the renders are too.
 """
 
 from __future__ import annotations

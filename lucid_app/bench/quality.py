@@ -1,18 +1,18 @@
 """The quality benchmark: train with a guidance (or the supervised oracle), score the object's held-out views.
 
 The run is a preset (``--preset``, default ``presets/demo.yaml``) trained in memory with :meth:`Trainer.train_step`
-(nothing is written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The *dataset*
-(a NeRF-synthetic style folder, DESIGN §5) is read here with the multi-view reader, whatever the model: the prompt
-selects one of its objects by the multi-view prior's own caption matching (:mod:`lucid_app.bench.dataset`), and
+(nothing is written), with any prior ``load_prior`` accepts (``--model``; default ``multiview:`` + the dataset). The
+*dataset* (a NeRF-synthetic style folder, DESIGN §5) is read here with the multi-view reader, whatever the model: the
+prompt selects one of its objects by the multi-view prior's own caption matching (:mod:`lucid_app.bench.dataset`), and
 1. the training cameras' band comes from that object's ``transforms_train.json`` (``bench_dataset.camera_band``:
    radius, fovy, polar and azimuth ranges, no widening, no jitter), applied as ``cameras.*`` overrides under the
    user's ``--set`` (which win), never from the demo's constants;
 2. its *test* views (``transforms_test.json``) are used only for scoring: the Gaussians are rendered from the test
    cameras on white and compared with the test images by mean PSNR and SSIM (:mod:`lucid_app.bench.metrics`), at step 0
    (``psnr_init``, the initial Gaussians) and at each eval step;
-3. its *train* views are what ``--method oracle`` fits photometrically at their own cameras (:mod:`lucid_app.bench.oracle`): the
-   same Gaussians, seed, optimiser, schedules, densification, regularisers and steps, the ceiling any guidance
-   could reach on this object at this budget (it loads no prior).
+3. its *train* views are what ``--method oracle`` fits photometrically at their own cameras
+   (:mod:`lucid_app.bench.oracle`): the same Gaussians, seed, optimiser, schedules, densification, regularisers and
+   steps, the ceiling any guidance could reach on this object at this budget (it loads no prior).
 With ``with_oracle`` one call runs the oracle too (same config and seed) and reports
     oracle_fraction = (final_psnr − psnr_init) / (oracle_psnr − psnr_init),
 the share of the supervised ceiling's improvement over the initial Gaussians that the method reaches (1 = as good
@@ -296,9 +296,9 @@ def quality(
     Returns:
         JSON-serialisable ``{"method", "steps", "seed", "prompt", "dataset", "model", "camera_band", "psnr_init",
         "psnr_by_step": [[step, dB], ...], "ssim_by_step": [[step, ssim], ...], "final_psnr", "final_ssim",
-        "n_gaussians", "wall_s", "s_per_step", "overrides", "prior_samples_per_step", "prior_evals_per_view"}``, with ``with_oracle`` also ``"oracle_psnr"``,
-        ``"oracle_ssim"``, ``"oracle_fraction"`` and ``"oracle_s_per_step"``; ``wall_s`` covers the method's
-        training and evaluation, ``s_per_step`` its training steps only.
+        "n_gaussians", "wall_s", "s_per_step", "overrides", "prior_samples_per_step", "prior_evals_per_view"}``, with
+        ``with_oracle`` also ``"oracle_psnr"``, ``"oracle_ssim"``, ``"oracle_fraction"`` and ``"oracle_s_per_step"``;
+        ``wall_s`` covers the method's training and evaluation, ``s_per_step`` its training steps only.
 
     Raises:
         ValueError: unknown method, bad steps, a prompt that selects no single object, or a dataset without
@@ -316,7 +316,8 @@ def quality(
                           on_step, label)
     result: dict[str, Any] = {
         "method": method, "steps": steps, "seed": seed, "prompt": config.prompt.text, "dataset": dataset,
-        "model": config.model.id, "preset": preset, "camera_band": setup.band, **{k: v for k, v in run.items() if k != "ssim_init"},
+        "model": config.model.id, "preset": preset, "camera_band": setup.band,
+        **{k: v for k, v in run.items() if k != "ssim_init"},
         "overrides": list(overrides),
         # Prior evaluations per training step, in samples (one view at one timestep and prompt = 1) and in units of
         # the C views a step renders (the README's method table counts "calls of 2C" as 2).

@@ -1,9 +1,9 @@
 """``bench step``: the cost of training steps at Stable Diffusion 2.1 base's real size, without its weights.
 
-The prior is the full-size architecture with random weights (:mod:`lucid_app.priors.sd_architecture`), loaded into the same
-:class:`~lucid_app.priors.stable_diffusion.StableDiffusionPrior` a real checkpoint uses, and the steps are the
-trainer's own (:meth:`Trainer.train_step`). Stage times come from thin timing wrappers around the renderer, the
-prior and the densifier:
+The prior is the full-size architecture with random weights (:mod:`lucid_app.priors.sd_architecture`), loaded into the
+same :class:`~lucid_app.priors.stable_diffusion.StableDiffusionPrior` a real checkpoint uses, and the steps are the
+trainer's own (:meth:`Trainer.train_step`). Stage times come from thin timing wrappers around the renderer, the prior
+and the densifier:
 
 1. ``render``: the renderer's forward pass;
 2. ``encode``: the VAE encoder's forward (``prior.encode_images``);

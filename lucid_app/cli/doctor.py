@@ -55,7 +55,8 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", required=True, help="the prompt (with --dataset: selects the object)")
     parser.add_argument("--dataset", default=None, metavar="DIR",
                         help="perturb the captioned object's test views (default: the prior's own samples)")
-    parser.add_argument("--t", type=bounded_list(TIMESTEP, MAX_TIMESTEPS), default=DEFAULT_TIMESTEPS, help="timestep indices, e.g. 100,300,450")
+    parser.add_argument("--t", type=bounded_list(TIMESTEP, MAX_TIMESTEPS), default=DEFAULT_TIMESTEPS,
+                        help="timestep indices, e.g. 100,300,450")
     parser.add_argument("--methods", type=_method_list, default=METHODS, help="e.g. ism,sds,sdi")
     parser.add_argument("--seeds", type=bounded(SEEDS), default=DEFAULT_SEEDS, help="noise seeds per measurement")
     parser.add_argument("--views", type=bounded(VIEWS), default=DEFAULT_VIEWS, help="reference views")

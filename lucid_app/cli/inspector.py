@@ -15,7 +15,8 @@ from lucid_app.config import CameraConfig
 
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    """Pseudo-GTs of SDS, SDI and ISM for views of a ``.ply`` (``lucid_app.lab.inspector``); writes OUT/pseudo_gt.png."""
+    """Pseudo-GTs of SDS, SDI and ISM for views of a ``.ply`` (``lucid_app.lab.inspector``); writes
+    OUT/pseudo_gt.png."""
     import torch
 
     from lucid_app.config import ModelConfig, PromptConfig

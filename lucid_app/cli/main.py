@@ -173,8 +173,8 @@ def _add_mesh_parser(sub: argparse._SubParsersAction) -> None:
     mesh.add_argument("--faces", type=bounded(MESH_FACES), default=None,
                       help="at most this many faces (a coarser grid; the mesh stays watertight)")
     mesh.add_argument("--texture", type=int, nargs="?", const=MESH_COMMAND_TEXTURE_PX, default=None, metavar="SIZE",
-                      help=f"bake a SIZE x SIZE px texture (16-8192; {MESH_COMMAND_TEXTURE_PX} without SIZE); .obj also "
-                           "writes .mtl and .png beside it (default: vertex colours only)")
+                      help=f"bake a SIZE x SIZE px texture (16-8192; {MESH_COMMAND_TEXTURE_PX} without SIZE); "
+                           ".obj also writes .mtl and .png beside it (default: vertex colours only)")
     mesh.add_argument("--bake", default=None, metavar="METHOD",
                       help="texture bake: normal (the Gaussians along each texel's normal; default) or views "
                            "(projected renders)")

@@ -48,7 +48,8 @@ def cmd_render(args: argparse.Namespace) -> dict[str, Any]:
     radius = args.radius if args.radius is not None else cams.default_radius
     fovy = args.fovy if args.fovy is not None else cams.default_fovy_rad
 
-    path = turntable(args.frames, args.size, args.size, radius, fovy, turntable_rings(args.rings, cams.default_polar_deg))
+    path = turntable(args.frames, args.size, args.size, radius, fovy,
+                     turntable_rings(args.rings, cams.default_polar_deg))
     with _progress(args.frames, "turntable") as bar:
         frames = write_turntable(out / TURNTABLE_NAME, renderer, splats, path, args.fps, args.background, bar.update)
 

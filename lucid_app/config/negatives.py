@@ -1,9 +1,10 @@
 """The named negative-prompt library ``presets/negatives.yaml`` and ``@NAME`` references to it.
 
 A config's ``prompt.negative`` is either literal text or ``"@NAME"``, a reference to the library (e.g.
-``"@paper_dark"``). References are resolved once, when a run's config is resolved (:func:`lucid_app.train.prepare.resolve_config`
-calls :func:`resolve_negative`), so presets, ``--set prompt.negative=@NAME``, ``--negative @NAME`` and the UI field
-all accept them, and the trainer only ever sees text. An unknown name is a :class:`ConfigError` naming the library.
+``"@paper_dark"``). References are resolved once, when a run's config is resolved
+(:func:`lucid_app.train.prepare.resolve_config` calls :func:`resolve_negative`), so presets,
+``--set prompt.negative=@NAME``, ``--negative @NAME`` and the UI field all accept them, and the trainer only ever sees
+text. An unknown name is a :class:`ConfigError` naming the library.
 
 Users add their own negatives to a separate *user library* (the app keeps one per owner, in the owner's folder of its
 outputs root): the shipped file is never written, a user name never shadows a shipped one, :func:`merged_negatives`

@@ -136,7 +136,8 @@ def gradient_loss(x0: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 def finish(
     x0: torch.Tensor, eps_pred: torch.Tensor, target: torch.Tensor, alpha_t: torch.Tensor, lambda_guidance: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ISM's, SDS's and SDI's last step: grad = λ·w(t)·(ε̂ − target) with non-finite values zeroed; returns (loss, grad)."""
+    """ISM's, SDS's and SDI's last step: grad = λ·w(t)·(ε̂ − target) with non-finite values zeroed; returns
+    (loss, grad)."""
     grad = lambda_guidance * snr_weight(alpha_t).to(eps_pred.dtype) * (eps_pred - target)
     grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
     return gradient_loss(x0, grad), grad

@@ -11,9 +11,9 @@ For C views x₀ [C, ...] (SD latents or the multi-view prior's pixels), one ite
 5. grad = λ·w(t)·(ε̂ − target), non-finite values zeroed, injected as d loss / d x₀.
 
 The loss (``base.gradient_loss``) is ⟨grad, x₀⟩ summed over all elements (grad detached), so d loss / d x₀ is
-*bit-exactly* grad — the reference's ``SpecifyGradient`` scale: no mean over the batch or the elements. (The other usual trick,
-½‖x₀ − (x₀ − grad)‖², has gradient x₀ − (x₀ − grad), which loses the low bits of grad when |x₀| ≫ |grad|.)
-Its value carries no meaning; log ``diagnostics["grad_norm"]`` instead.
+*bit-exactly* grad — the reference's ``SpecifyGradient`` scale: no mean over the batch or the elements. (The other usual
+trick, ½‖x₀ − (x₀ − grad)‖², has gradient x₀ − (x₀ − grad), which loses the low bits of grad when |x₀| ≫ |grad|.) Its
+value carries no meaning; log ``diagnostics["grad_norm"]`` instead.
 """
 
 from __future__ import annotations

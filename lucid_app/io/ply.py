@@ -11,7 +11,8 @@ the reference 3DGS code and read by common splat viewers:
   ``f_rest_{c*(K-1)+k}`` holds band coefficient ``k+1`` of channel ``c``;
 - the SH degree is inferred from the number of ``f_rest`` properties (0, 9, 24, 45 -> degree 0..3).
 
-Every failure is a :class:`PlyError` naming the path (and the property, for a NaN or infinite value). Writes are atomic (temp file + ``os.replace``).
+Every failure is a :class:`PlyError` naming the path (and the property, for a NaN or infinite value). Writes are atomic
+(temp file + ``os.replace``).
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ def inspect_pseudo_gt(
 
     Rows, in the order of the returned dict's keys: for each t, ``sds_t{t}_neg`` and ``sds_t{t}_noneg``, then the
     same for SDI (``sdi_t{t}_...``), then for each t and δ_T ``ism_t{t}_dt{δ_T}_neg`` / ``_noneg`` (with
-    ``prompt_config.negative``, and with the empty negative prompt = the true unconditional). Each row holds, per camera, the render x₀ (decoded) followed by
-    the S seeds' pseudo-GTs.
+    ``prompt_config.negative``, and with the empty negative prompt = the true unconditional). Each row holds, per
+    camera, the render x₀ (decoded) followed by the S seeds' pseudo-GTs.
 
     Args:
         renders: [C, H, W, 3] in [0, 1].

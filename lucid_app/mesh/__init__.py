@@ -18,10 +18,10 @@ Steps (:func:`mesh_from_splats`):
 6. Vertex colours from the Gaussians' band-0 colour, weighted by each one's density contribution at the vertex
    over its ``color_neighbors`` nearest centres (scipy ``cKDTree``), see :func:`vertex_colors`.
 
-The steps live in :mod:`lucid_app.mesh.density` (1-2: the grid and the density splatted on it, and why it is
-splatted per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all), :mod:`lucid_app.mesh.snap`
-(4-5's cavities and snapping) and
-:mod:`lucid_app.mesh.write` (the upright ``.glb`` / ``.obj``).
+The steps live in :mod:`lucid_app.mesh.density` (1-2: the grid and the density splatted on it, and why it is splatted
+per Gaussian), :mod:`lucid_app.mesh.surface` (3-6, and :func:`mesh_from_splats`, which runs them all),
+:mod:`lucid_app.mesh.snap` (4-5's cavities and snapping) and :mod:`lucid_app.mesh.write` (the upright ``.glb`` /
+``.obj``).
 
 The textured export (issue 26) adds: :mod:`lucid_app.mesh.uv` (xatlas charts and packing, seams),
 :mod:`lucid_app.mesh.raster` (a CPU triangle rasteriser: texels in UV space, z-buffered camera renders),

@@ -147,7 +147,8 @@ class MultiViewPrior:
         self.alphas_cumprod = sd_alphas_cumprod().to(self.device)
         self.num_train_timesteps = int(self.alphas_cumprod.shape[0])
         if keep_t is not None and not 0 <= keep_t < self.num_train_timesteps:
-            raise PriorError(f"multi-view prior: multiview_keep_t must be in [0, {self.num_train_timesteps}), got {keep_t}")
+            raise PriorError(f"multi-view prior: multiview_keep_t must be in [0, {self.num_train_timesteps}), "
+                             f"got {keep_t}")
         if keep_sharpness <= 0:
             raise PriorError(f"multi-view prior: multiview_keep_sharpness must be > 0, got {keep_sharpness}")
         if camera_sigma_deg < 0:
@@ -200,7 +201,8 @@ class MultiViewPrior:
             cond: [B, K] non-negative weights; directions: [B, 3] unit camera directions (:meth:`camera_control`).
         """
         if directions.shape != (cond.shape[0], 3):
-            raise ValueError(f"multi-view prior: control must be [B, 3] camera directions, got {tuple(directions.shape)}")
+            raise ValueError("multi-view prior: control must be [B, 3] camera directions, "
+                             f"got {tuple(directions.shape)}")
         cosine = (directions.to(torch.float64) @ self.view_dirs.to(directions.device, torch.float64).T).clamp(-1.0, 1.0)
         theta_deg = torch.rad2deg(torch.arccos(cosine))
         logits = torch.log(cond.to(torch.float64).clamp_min(0.0)) - 0.5 * (theta_deg / self.camera_sigma_deg) ** 2

@@ -163,9 +163,10 @@ def _keeping_views(frames: Iterator[np.ndarray], run_dir: Path, every: int, view
 def _export_mesh(run_dir: Path, splats: Splats, config: TrainConfig,
                  stage: Callable[[ExportEvent], None]) -> Path | None:
     """``mesh.glb`` of :func:`export_run` (at most ``export.mesh_faces`` faces, textured unless ``export.mesh_texture``
-    is 0; baked by ``export.mesh_bake``), the app viewer's copy ``mesh_view.glb`` and, textured, the ``.obj`` set zipped (``mesh_obj.zip``), written
-    last, ``mesh.glb`` after the others (the app shows the mesh once it exists): a mesh that cannot be made (e.g.
-    nothing above the iso-level) is logged and skipped (None), and every other output is already on disk."""
+    is 0; baked by ``export.mesh_bake``), the app viewer's copy ``mesh_view.glb`` and, textured, the ``.obj`` set zipped
+    (``mesh_obj.zip``), written last, ``mesh.glb`` after the others (the app shows the mesh once it exists): a mesh that
+    cannot be made (e.g. nothing above the iso-level) is logged and skipped (None), and every other output is already on
+    disk."""
     from lucid_app.mesh import MeshError, mesh_from_splats, write_mesh_files
 
     stage(ExportEvent(stage="mesh"))

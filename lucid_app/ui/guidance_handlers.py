@@ -287,7 +287,8 @@ class GuidanceHandlers:
                 progress(done / total if total else 0.0, desc=f"Inspector (live, step {snapshot.step}) — pseudo-GT "
                                                               f"row {done} / {total}")
 
-            context = TaskContext(device=self.jobs.device, load_prior=lambda m: self.jobs.cache.get(m, self.jobs.device),
+            context = TaskContext(device=self.jobs.device,
+                                  load_prior=lambda m: self.jobs.cache.get(m, self.jobs.device),
                                   folder=view.run_dir / "inspect" / f"step{snapshot.step:05d}", progress=report)
             result = inspect_task(live)(context)
         except (JobError, ValueError) as err:

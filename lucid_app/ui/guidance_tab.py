@@ -4,9 +4,9 @@ handlers in ``guidance_handlers.py``, ``doctor_panel.py`` and ``ab_run.py``).
 
 Named API endpoints: ``/set_negative`` (negative text or ``@NAME``, perp_neg, perp_neg_weight, front_decay,
 side_decay, front/side/back suffixes → message), ``/inspect`` (source ``latest`` / ``live`` / ``run`` / ``upload``,
-run — a past run's name as ``/result`` and the past-runs list give it, usable from the API —, .ply, prompt, model, camera mode,
-azimuth, elevation, radius, t list, δ_T list, seeds, variants, negative → grid image, JSON text) and ``/ab_run``
-(prompt, negative, preset, model, mode, steps, seed, extra overrides → streamed status, image A, image B,
+run — a past run's name as ``/result`` and the past-runs list give it, usable from the API —, .ply, prompt, model,
+camera mode, azimuth, elevation, radius, t list, δ_T list, seeds, variants, negative → grid image, JSON text) and
+``/ab_run`` (prompt, negative, preset, model, mode, steps, seed, extra overrides → streamed status, image A, image B,
 metrics A, metrics B, table), and ``/doctor`` (see ``doctor_panel.py``).
 """
 
@@ -103,7 +103,8 @@ def build_guidance_tab(app: AppHandlers, text_negative: gr.components.Component)
                         c["variants"] = gr.Radio([("With and without", "both"), ("With the negative", "neg"),
                                                   ("Without (unconditional)", "noneg")], value="both",
                                                  label="Negative prompt")
-                        c["inspect_negative"] = gr.Textbox(label="Negative to inspect (text or @NAME; empty = the run's)")
+                        c["inspect_negative"] = gr.Textbox(
+                            label="Negative to inspect (text or @NAME; empty = the run's)")
                     c["inspect"] = gr.Button("Inspect", variant="primary", elem_id="lucid-inspect")
                 with gr.Column(scale=3):
                     gr.Markdown("**Pseudo-GTs** (rows: method, t, δ_T, negative; per view: render x0, seeds). Click "

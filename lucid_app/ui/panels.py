@@ -39,9 +39,9 @@ def run_outputs_panel(c: dict[str, Any], config_text: str = "", plot_prefix: str
                       viewer_prefix: str | None = None) -> None:
     """Add a run's plots, splat and mesh viewers, turntable, downloads, config and job details to ``c``.
 
-    The plots (``job_display.plot_frames``): each loss term smoothed over the last ``job_display.SMOOTH_STEPS`` steps, with a
-    toggle for its raw values, and t / s (means) with δ_T. ``plot_prefix`` and ``viewer_prefix`` give the plots the
-    element ids ``<prefix>-<name>-plot`` and the viewers ``<prefix>-splat-viewer`` / ``<prefix>-mesh-viewer`` (one
+    The plots (``job_display.plot_frames``): each loss term smoothed over the last ``job_display.SMOOTH_STEPS`` steps,
+    with a toggle for its raw values, and t / s (means) with δ_T. ``plot_prefix`` and ``viewer_prefix`` give the plots
+    the element ids ``<prefix>-<name>-plot`` and the viewers ``<prefix>-splat-viewer`` / ``<prefix>-mesh-viewer`` (one
     tab only: ids are unique in a page).
 
     The keys it creates are the ones ``handlers.GENERATE_OUTPUTS`` / ``RESULT_OUTPUTS`` name (after ``status``,

@@ -45,7 +45,8 @@ def test_live_guidance_change_reaches_the_trainer(app) -> None:
     assert last["state"] == "done" and last["outcome"] == "done", last
     assert len(previews) >= 2
 
-    records = [json.loads(line) for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
     change = next(r for r in records if "controls" in r)
     assert change["controls"] == {"guidance_scale": 12.0, "delta_t": 60}
     steps = [r for r in records if "guidance_scale" in r]

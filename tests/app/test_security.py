@@ -281,4 +281,5 @@ def test_cli_allow_pickle_is_the_operators_explicit_opt_in(tiny_sd_dir: Path, tm
     parser = build_parser()
     assert parser.parse_args(["generate", "--out", "x"]).allow_pickle is False
     assert parser.parse_args(["generate", "--out", "x", "--allow-pickle"]).allow_pickle is True
-    assert parser.parse_args(["inspect", "--ply", "a", "--model", "m", "--prompt", "p", "--out", "o"]).allow_pickle is False
+    assert parser.parse_args(["inspect", "--ply", "a", "--model", "m", "--prompt", "p",
+                              "--out", "o"]).allow_pickle is False

@@ -8,7 +8,8 @@ import pytest
 from lucid_app.config.negatives import negative_text
 from lucid_app.train.prepare import resolve_config
 
-PAPER_NEGATIVE = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, low-resolution, oversaturation."
+PAPER_NEGATIVE = ("unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, low-resolution, "
+                  "oversaturation.")
 DARK = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, oversaturation."
 NO_OVERSATURATION = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, low-resolution."
 SHORT = "unrealistic, blurry, low quality."

@@ -104,7 +104,8 @@ def test_sds_equals_step_by_step_reference() -> None:
 def one_image_prior(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     folder = tmp_path_factory.mktemp("one") / "chair"
     write_object(folder, "a red chair", [(0.0, 80.0)], seed=0)
-    return load_multiview_prior(folder, ModelConfig(multiview_resolution=8, multiview_kernel="constant", multiview_sigma=0.0))
+    return load_multiview_prior(folder, ModelConfig(multiview_resolution=8, multiview_kernel="constant",
+                                                    multiview_sigma=0.0))
 
 
 def test_closed_forms_on_one_image_prior(one_image_prior) -> None:  # noqa: ANN001
@@ -178,7 +179,8 @@ def test_live_overrides_of_guidance_scale_and_delta_t() -> None:
     prior = LinearPrior()
     prompts = linear_prompts(prior)
     x0 = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
-    base = GUIDANCES["ism"](prior, x0, torch.zeros(2), prompts, WARM, GuidanceConfig(), torch.Generator().manual_seed(1))
+    base = GUIDANCES["ism"](prior, x0, torch.zeros(2), prompts, WARM, GuidanceConfig(),
+                            torch.Generator().manual_seed(1))
     override = GUIDANCES["ism"](
         prior, x0, torch.zeros(2), prompts, WARM, GuidanceConfig(), torch.Generator().manual_seed(1),
         guidance_scale=3.0, delta_t=10,

@@ -22,7 +22,8 @@ def _ply(opacities: np.ndarray, seed: int = 0) -> GaussianPly:
     rng = np.random.default_rng(seed)
     n = len(opacities)
     quats = rng.normal(size=(n, 4)).astype(np.float32)
-    return GaussianPly(means=rng.normal(size=(n, 3)).astype(np.float32), sh_dc=rng.normal(size=(n, 1, 3)).astype(np.float32),
+    return GaussianPly(means=rng.normal(size=(n, 3)).astype(np.float32),
+                       sh_dc=rng.normal(size=(n, 1, 3)).astype(np.float32),
                        sh_rest=np.zeros((n, 0, 3), np.float32), opacity_logits=_logit(opacities).astype(np.float32),
                        log_scales=np.full((n, 3), -3.0, np.float32), quats=quats / np.linalg.norm(quats, axis=1,
                                                                                                    keepdims=True))

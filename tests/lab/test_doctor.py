@@ -100,7 +100,9 @@ def path_derivative(prior: LinearGaussianPrior, indices: list[int], start: torch
     return derivative
 
 
-def closed_form_gains(prior: LinearGaussianPrior, method: str, t: int, config: GuidanceConfig) -> dict[str, torch.Tensor]:
+def closed_form_gains(
+    prior: LinearGaussianPrior, method: str, t: int, config: GuidanceConfig
+) -> dict[str, torch.Tensor]:
     """Per-dimension gains [3, R, R] along each method's path (independent of the guidance code)."""
     alphas = prior.alphas_cumprod
     if method == "sds":
@@ -155,7 +157,8 @@ def test_restoring_and_gains_match_the_linear_gaussian_closed_form(gaussian: Lin
         d = perturbation(kind, x0, settings.amplitude, gen)
         weights = d.square() / d.square().sum()
         for method in settings.methods:
-            expected = {w: float((weights * g).sum()) for w, g in closed_form_gains(gaussian, method, t, config).items()}
+            expected = {w: float((weights * g).sum())
+                        for w, g in closed_form_gains(gaussian, method, t, config).items()}
             for which, value in expected.items():
                 measured = result.gain[kind][method][which][t]
                 assert measured == pytest.approx([value] * 2, abs=1e-9), (kind, method, which)

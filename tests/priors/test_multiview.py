@@ -34,7 +34,8 @@ def two_objects(tmp_path: Path) -> Path:
 @pytest.fixture
 def prior(two_objects: Path) -> MultiViewPrior:
     """σ = 0: DESIGN §5's denoiser of the images themselves."""
-    return load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=0.0))
+    return load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant",
+                                                         multiview_sigma=0.0))
 
 
 def test_loading_layout_cameras_and_schedule(prior: MultiViewPrior, two_objects: Path) -> None:
@@ -105,7 +106,8 @@ def test_denoiser_equals_brute_force_posterior_mean(prior: MultiViewPrior, t: in
 def test_smoothed_denoiser_equals_tweedie_on_the_mixture_density(two_objects: Path, t: int) -> None:
     """σ > 0: E[x₀|x_t] = (x_t + (1−ᾱ)∇log p_t(x_t))/√ᾱ, with ∇log p_t by autograd of the mixture's density."""
     sigma = 0.2
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=sigma))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant",
+                                                          multiview_sigma=sigma))
     g = torch.Generator().manual_seed(t)
     weights = torch.rand(prior.num_images, generator=g, dtype=torch.float64) + 0.1
     weights = weights / weights.sum()
@@ -122,7 +124,8 @@ def test_smoothed_denoiser_equals_tweedie_on_the_mixture_density(two_objects: Pa
 
 
 def test_smoothed_denoiser_keeps_the_input_at_small_noise(two_objects: Path) -> None:
-    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant", multiview_sigma=0.3))
+    prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_kernel="constant",
+                                                          multiview_sigma=0.3))
     x0 = prior.images + 0.05 * torch.randn(prior.images.shape, generator=torch.Generator().manual_seed(0))
     t = torch.zeros(prior.num_images, dtype=torch.long)
     alpha = prior.alphas_cumprod[0]
@@ -225,7 +228,8 @@ def test_camera_conditioning_weights_images_by_view_angle(two_objects: Path) -> 
     tau = 30.0
     prior = load_multiview_prior(two_objects, ModelConfig(multiview_resolution=SIZE, multiview_camera_sigma_deg=tau))
     assert prior.conditions_on_camera
-    cam = orbit_cameras(torch.tensor([45.0]), torch.tensor([80.0]), torch.tensor([4.0]), torch.tensor([0.6]), SIZE, SIZE)
+    cam = orbit_cameras(torch.tensor([45.0]), torch.tensor([80.0]), torch.tensor([4.0]), torch.tensor([0.6]),
+                        SIZE, SIZE)
     directions = prior.camera_control(cam)
     car = prior.encode_prompts(["a blue car"])
     weights = prior.condition_on_cameras(car, directions)[0].double()

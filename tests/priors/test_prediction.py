@@ -1,5 +1,5 @@
-"""A model's output as ε̂ (``lucid_app.priors.prediction``): ε-, v- and x₀-prediction recover ε exactly, and a v-prediction
-prior's x̂₀ matches diffusers' DDIM."""
+"""A model's output as ε̂ (``lucid_app.priors.prediction``): ε-, v- and x₀-prediction recover ε exactly, and a
+v-prediction prior's x̂₀ matches diffusers' DDIM."""
 
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ def test_matches_dense_reference_including_gradients_and_early_stop():
         loss.backward()
         return (rgb, alpha, depth), [getattr(s, f).grad for f in fields]
 
-    (ours, g_ours) = run(lambda s: (lambda o: (o.rgb, o.alpha, o.depth))(TorchRenderer(tile_size=8).render(s, cams, bg)))
+    (ours, g_ours) = run(lambda s: (lambda o: (o.rgb, o.alpha, o.depth))(
+        TorchRenderer(tile_size=8).render(s, cams, bg)))
     (ref, g_ref) = run(lambda s: dense_reference(s, cams, bg))
     assert ref[1].max() > 1 - 2e-4  # some pixels reach the early stop
     for x, y in zip(ours, ref):
@@ -222,7 +223,8 @@ def test_gradients_match_central_finite_differences_float64():
     jj, ii = torch.meshgrid(torch.arange(14) + 0.5, torch.arange(10) + 0.5, indexing="xy")
     d = torch.stack([jj, ii], -1).double()[None, :, :, None] - proj.means2d[:, None, None]  # [C, H, W, N, 2]
     a, b, c = proj.conics[:, None, None].unbind(-1)
-    each = splats.opacities * torch.exp(-0.5 * (a * d[..., 0] ** 2 + 2 * b * d[..., 0] * d[..., 1] + c * d[..., 1] ** 2))
+    each = splats.opacities * torch.exp(
+        -0.5 * (a * d[..., 0] ** 2 + 2 * b * d[..., 0] * d[..., 1] + c * d[..., 1] ** 2))
     assert each.min() > 2 / 255 and each.max() < 0.9
     for p in params.values():
         p.requires_grad_(True)

@@ -309,7 +309,8 @@ def test_pointe_without_the_package_falls_back_with_a_notice(caplog: pytest.LogC
     with caplog.at_level("WARNING"):
         model = init_gaussians(init, OptimConfig(), gen(3))
     assert "Point-E is not installed" in caplog.text and "shape_fallback='ellipsoid'" in caplog.text
-    expected = init_gaussians(InitConfig(shape="ellipsoid", num_points=300, size=(0.5, 0.2, 0.1)), OptimConfig(), gen(3))
+    expected = init_gaussians(InitConfig(shape="ellipsoid", num_points=300, size=(0.5, 0.2, 0.1)), OptimConfig(),
+                              gen(3))
     assert torch.equal(model.params["means"].detach(), expected.params["means"].detach())
 
 

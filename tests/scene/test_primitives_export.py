@@ -41,7 +41,8 @@ def test_points_are_shared_by_area_and_coloured() -> None:
     small = Primitive("ellipsoid", (3.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.0, 0.0, 1.0))
     points, colors = primitives_to_points([big, small], 1000, g)
     red = (colors[:, 0] == 1.0).sum().item()
-    assert red / points.shape[0] == pytest.approx(surface_area(big) / (surface_area(big) + surface_area(small)), abs=0.01)
+    assert red / points.shape[0] == pytest.approx(surface_area(big) / (surface_area(big) + surface_area(small)),
+                                                  abs=0.01)
     assert torch.all(points[colors[:, 2] == 1.0][:, 0] > 2.4)
 
 

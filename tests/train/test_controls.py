@@ -172,8 +172,10 @@ def test_control_changes_are_recorded_once_and_merged_by_step() -> None:
     before = ControlState(guidance_scale=7.5, delta_t=80, delta_t_start=100, preview_every=50)
     after = ControlState(guidance_scale=12.0, delta_t=80, delta_t_start=100, preview_every=7)
     schedule, change = record_control_change((), 4, before, after)
-    assert change == ControlChange(step=4, guidance_scale=12.0) and schedule == (change,)  # preview_every is not recorded
-    assert scheduled_control_change(schedule, 4) == {"guidance_scale": 12.0} and scheduled_control_change(schedule, 5) == {}
+    # preview_every is not recorded
+    assert change == ControlChange(step=4, guidance_scale=12.0) and schedule == (change,)
+    assert (scheduled_control_change(schedule, 4) == {"guidance_scale": 12.0}
+            and scheduled_control_change(schedule, 5) == {})
     # A replay of the same change keeps the very same schedule; another value at that step merges into its entry.
     assert record_control_change(schedule, 4, before, after)[0] is schedule
     merged, _ = record_control_change(schedule, 4, before, ControlState(12.0, 40, 100, 50))

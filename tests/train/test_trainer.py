@@ -191,7 +191,9 @@ def test_repeated_non_finite_steps_end_the_run_and_keep_the_last_good_state(
     np.testing.assert_array_equal(good.means, trainer.gaussians.to_raw().means)
 
 
-def test_a_single_non_finite_step_is_skipped_and_training_continues(chair: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_single_non_finite_step_is_skipped_and_training_continues(
+    chair: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tiny_config(chair, steps=4, extra=("densify.enabled=false",))
     prior = load_prior(config.model.id, config.model)
     trainer = Trainer(config, prior)

@@ -174,7 +174,8 @@ def _canvas_pixels(driver, element_id: str) -> np.ndarray:
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    canvas = _until(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"#{element_id} canvas"), f"{element_id}'s canvas")
+    canvas = _until(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"#{element_id} canvas"),
+                    f"{element_id}'s canvas")
     _js(driver, "arguments[0].scrollIntoView({block: 'center'})", canvas)
     return np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB"), dtype=np.int32)
 
@@ -311,7 +312,8 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         first_preview_s = time.monotonic() - started
         # The target holds on an idle machine; a shared one gets the time in proportion to its load per core.
         load = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-        assert first_preview_s <= FIRST_PREVIEW_TARGET_S * load, f"first preview after {first_preview_s:.1f} s (load {load:.1f})"
+        assert first_preview_s <= FIRST_PREVIEW_TARGET_S * load, (
+            f"first preview after {first_preview_s:.1f} s (load {load:.1f})")
         _until(d, _has_text("lucid-status", "Running — step"), "the status to show the step")
         _until(d, _has_text("lucid-generate", "step"), "Generate to show the run")
         assert _in_view(d, "lucid-status") and _in_view(d, "lucid-preview")

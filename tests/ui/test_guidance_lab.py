@@ -53,7 +53,19 @@ from lucid_app.train.prepare import resolve_config  # noqa: E402
 from lucid_app.guidance import GUIDANCES  # noqa: E402
 from lucid_app.guidance.prompts import encode_prompt_set  # noqa: E402
 from tests.app_harness import TINY_OVERRIDES, gradio_client, run_dir_named, running_app  # noqa: E402
-from tests.helpers import CountingLoader, FakeJobs, GatedTrainer, REQUEST, WAIT_S, job_config, job_view, random_gaussians, release_trainers, wait_state, write_object  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    CountingLoader,
+    FakeJobs,
+    GatedTrainer,
+    REQUEST,
+    WAIT_S,
+    job_config,
+    job_view,
+    random_gaussians,
+    release_trainers,
+    wait_state,
+    write_object,
+)
 
 EXTRA = "\n".join(TINY_OVERRIDES)
 
@@ -375,7 +387,8 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
         assert by_method["sds"][t]["dt0"]["neg"] > 0, "SDS pseudo-GTs change with the noise seed"
         for variant in ("neg", "noneg"):
             value = by_method["sdi"][t]["dt0"][variant]
-            assert value == data["inconsistency"][f"sdi_{t}_{variant}"] and 0 < value < by_method["sds"][t]["dt0"][variant]
+            assert (value == data["inconsistency"][f"sdi_{t}_{variant}"]
+                    and 0 < value < by_method["sds"][t]["dt0"][variant])
     # 16 rows of (render + 2 seeds) tiles at the run's 32 px with a 2 px gap (enlarged), under a 3-line header.
     assert grid.shape[0] == 16 * _tile(34) + 3 * LABEL_LINE_PX and grid.shape[1] > 3 * _tile(34)
     task = jobs.latest(jobs.views()[-1].session, kind="inspect")
@@ -386,8 +399,8 @@ def test_inspect_endpoint_returns_the_grid_and_the_numbers(app) -> None:
 
     with pytest.raises(Exception, match="δ_T"):
         client.predict(source="latest", run=None, ply_file=None, prompt="", model="", camera="orbit",
-                       azimuth_deg=0, elevation_deg=0, radius=4.0, timesteps="200", delta_ts="0", seeds=2, variants="both", negative="",
-                       api_name="/inspect")
+                       azimuth_deg=0, elevation_deg=0, radius=4.0, timesteps="200", delta_ts="0", seeds=2,
+                       variants="both", negative="", api_name="/inspect")
 
 
 @pytest.mark.slow
@@ -477,7 +490,8 @@ def test_set_negative_endpoint_logs_a_prompt_change_in_the_running_job(app) -> N
             client.predict(api_name="/resume")
     assert reply and reply.startswith("From step"), reply
     assert last["state"] == "done" and last["outcome"] == "done", last
-    records = [json.loads(line) for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (run_dir_named(jobs, last["run"]) / "metrics.jsonl").read_text().splitlines()]
     (change,) = [r for r in records if "prompt_change" in r]
     assert change["prompt_change"] == {"negative": "a snowman", "perp_neg": True, "perp_neg_weight": -1.5}
     assert 1 < change["step"] <= 40

@@ -50,10 +50,10 @@ def test_form_table_gives_values_and_schema_limits() -> None:
 def test_every_form_field_reaches_the_config(tmp_path: Path) -> None:
     from lucid_app.ui.handlers import AppHandlers
 
-    form = _form(prompt="a red toy car", method="sds", steps=42, seed=7, init_shape="box", perp_neg=True, export_mesh=True,
-                 guidance_scale=12.5, delta_t=60, preview_every=3, resolution=48, batch_size=2, radius_min=3.0,
-                 radius_max=3.5, polar_min_deg=50.0, polar_max_deg=95.0, fovy_min_rad=0.4, fovy_max_rad=0.5,
-                 delta_t_start=90, xs_delta_t=150, xs_inv_steps=3, lambda_guidance=0.2,
+    form = _form(prompt="a red toy car", method="sds", steps=42, seed=7, init_shape="box", perp_neg=True,
+                 export_mesh=True, guidance_scale=12.5, delta_t=60, preview_every=3, resolution=48, batch_size=2,
+                 radius_min=3.0, radius_max=3.5, polar_min_deg=50.0, polar_max_deg=95.0, fovy_min_rad=0.4,
+                 fovy_max_rad=0.5, delta_t_start=90, xs_delta_t=150, xs_inv_steps=3, lambda_guidance=0.2,
                  extra_overrides="init.num_points=123\n# a comment\n")
     config = AppHandlers(FakeJobs(tmp_path)).resolve_form(form)
     g = config.guidance
@@ -134,7 +134,8 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert list(guidance.columns) == ["step", "value", "series"] and len(guidance) == 3  # one smoothed line, 3 steps
     assert outputs[2]["regularisers_plot"] == gr.skip()  # no regulariser logged: nothing to draw yet
     # The previous run's line under the controls ("Stopping…") goes when a run starts, and at its end.
-    assert outputs[0]["control_msg"] == "" and outputs[2]["control_msg"] == gr.skip() and outputs[-1]["control_msg"] == ""
+    assert (outputs[0]["control_msg"] == "" and outputs[2]["control_msg"] == gr.skip()
+            and outputs[-1]["control_msg"] == "")
     # The prompt box and live sliders are left alone while the run keeps the values it was queued with.
     assert all(o[k] == gr.skip() for o in outputs for k in ("prompt", "gs_live", "dt_live"))
     final = outputs[-1]
@@ -143,7 +144,8 @@ def test_generate_streams_job_snapshots(tmp_path: Path) -> None:
     assert final["job"]["run"] == "r"
     assert final["video"] is None  # a file outside the outputs root is never served
     assert final["dl_ply"].visible and not final["dl_mesh"].visible
-    # The buttons follow the job: "Queued #1" and Stop (as Cancel) while queued, the step while running, back at the end.
+    # The buttons follow the job: "Queued #1" and Stop (as Cancel) while queued, the step while running, back at the
+    # end.
     assert (outputs[0]["generate"].value, outputs[0]["generate"].interactive) == ("Queued #1", False)
     assert outputs[0]["stop"].interactive and outputs[0]["stop"].value == "Cancel"
     assert not outputs[0]["pause_toggle"].interactive

@@ -248,7 +248,8 @@ def measure(
                     at_clean.append(base.grad[rows].detach().double().cpu() / lam)
                     d_k = d[rows]
                     norm = _inner(d_k, d_k)
-                    out.restoring[kind][method][t].append(_inner(d_k, moved.grad[rows] - base.grad[rows]) / (lam * norm))
+                    out.restoring[kind][method][t].append(
+                        _inner(d_k, moved.grad[rows] - base.grad[rows]) / (lam * norm))
                     for which, name in METHOD_PREVIEWS[method].items():
                         delta = moved.previews[name][rows] - base.previews[name][rows]
                         out.gain[kind][method][which][t].append(_inner(d_k, delta) / norm)
