@@ -9,7 +9,8 @@ What a person sees (issues 14, 27), at 1400×1000 and on a 390 px phone:
   as ``app.py`` does at start-up), filling its box, enlarged by a click; t / s lines from the first steps; a loss
   plot's raw values on request; the Pause/Resume toggle;
 * Stop: control back, the splat and mesh viewers not empty (their pixels read back), the mesh in the file's
-  colours; the "Stopping…" line gone when the next run starts;
+  colours; Stop during a long export: the export in its own row with Skip export while the next run starts and ends,
+  without the "Stopping…" line; Skip export ends the export there;
 * a reopened past run: everything the live run showed (status, views, plots, viewers, downloads, config);
 * the guidance lab: the A/B run's views side by side with its table, the inspector's grid at a readable size.
 
@@ -137,18 +138,23 @@ def _has_text(element_id: str, text: str) -> Callable[[Any], bool]:
 
 
 def _set_text(driver, css: str, text: str) -> None:
-    """Type ``text`` into the textarea / input matched by ``css`` as a person would (Gradio listens to input events)."""
-    from selenium.webdriver.common.by import By
-
-    field = _until(driver, lambda d: d.find_element(By.CSS_SELECTOR, css), css)
-    _js(driver, "arguments[0].scrollIntoView({block: 'center'})", field)
-    field.clear()
-    field.send_keys(text)
+    """Put ``text`` into the textarea / input matched by ``css`` and fire the ``input`` event a person's typing fires
+    (Gradio listens to it; typing hundreds of characters key by key cost seconds a run), then wait until the page
+    holds it."""
+    field = _until(driver, lambda d: _js(d, "return document.querySelector(arguments[0])", css), css)
+    _js(driver, """const f = arguments[0];
+        f.scrollIntoView({block: 'center'}); f.focus(); f.value = arguments[1];
+        f.dispatchEvent(new Event('input', {bubbles: true})); f.dispatchEvent(new Event('change', {bubbles: true}));
+        f.blur();""", field, text)
+    _until(driver, lambda d: _js(d, "return document.querySelector(arguments[0]).value", css) == text,
+           f"{css} to hold the text")
 
 
 def _in_view(driver, element_id: str) -> bool:
     """The element is laid out and lies entirely inside the viewport, without scrolling."""
-    return _js(driver, """const r = document.getElementById(arguments[0]).getBoundingClientRect();
+    return _js(driver, """const e = document.getElementById(arguments[0]);
+        if (!e) return false;
+        const r = e.getBoundingClientRect();
         return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth;""",
                element_id)
 
@@ -235,13 +241,15 @@ def _glb_colour(path: Path) -> np.ndarray:
     return np.median(shown, axis=0) * 255.0
 
 
-def _start_run(driver, steps: int, preview_every: int, prompt: str = "a red toy car") -> float:
-    """Type the prompt and the tiny run's settings, press Generate; returns the time of the click."""
+def _start_run(driver, steps: int, preview_every: int, prompt: str = "a red toy car",
+               more: tuple[str, ...] = ()) -> float:
+    """Type the prompt and the tiny run's settings (then the overrides ``more``), press Generate; returns the time of
+    the click."""
     _set_text(driver, "#lucid-prompt textarea", prompt)
     if not _js(driver, "return !!document.querySelector('#lucid-extra textarea') "
                        "&& document.querySelector('#lucid-extra textarea').offsetParent !== null;"):
         _click(driver, "Advanced")
-    extra = "\n".join([*TINY_OVERRIDES, f"optim.steps={steps}", f"export.preview_every={preview_every}"])
+    extra = "\n".join([*TINY_OVERRIDES, f"optim.steps={steps}", f"export.preview_every={preview_every}", *more])
     _set_text(driver, "#lucid-extra textarea", extra)
     _until(driver, lambda d: _js(d, "return document.querySelector('#lucid-extra textarea').value") == extra,
            "the overrides to be typed")
@@ -267,7 +275,8 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _until(d, lambda d: _js(d, "return !!document.querySelector('#lucid-prompt textarea')"), "the page")
 
         # 1. At the start: the essentials above the fold; only the examples the demo can make; one Avatar notice.
-        assert _in_view(d, "lucid-generate") and _in_view(d, "lucid-prompt")
+        _until(d, lambda d: _in_view(d, "lucid-generate") and _in_view(d, "lucid-prompt"),
+               "Generate and the prompt above the fold")
         _click(d, "Example prompts")
         _until(d, _has_text("lucid-examples", "a potted flower"), "the examples")
         offered, note = _text(d, "lucid-examples").lower(), _text(d, "lucid-examples-note")
@@ -290,15 +299,17 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _tab(d, "text")
         _viewport(d, *PHONE, mobile=True)
         _until(d, lambda d: _js(d, "return window.innerWidth") == PHONE[0], "the phone viewport")
-        assert _in_view(d, "lucid-generate"), "Generate is below the fold on a 390 px phone"
-        layout = _js(d, """const box = id => document.getElementById(id).getBoundingClientRect();
+        _until(d, lambda d: _in_view(d, "lucid-generate"), "Generate above the fold on a 390 px phone")
+        layout = _until(d, lambda d: _js(d, """const box = id => document.getElementById(id).getBoundingClientRect();
             const model = document.querySelector('#lucid-model input');
             const negative = document.querySelector('#lucid-negative textarea');
+            const choose = document.querySelector('#lucid-choose .block');
+            if (!model || !negative || !choose || !document.getElementById('lucid-model')) return null;
             return {stacked: box('lucid-model').top >= box('lucid-choose').top
-                             && document.querySelector('#lucid-choose .block').getBoundingClientRect().bottom
+                             && choose.getBoundingClientRect().bottom
                                 <= box('lucid-model').top + 1,
                     model_fits: model.scrollWidth <= model.clientWidth,
-                    negative_whole: negative.scrollHeight <= negative.clientHeight + 2};""")
+                    negative_whole: negative.scrollHeight <= negative.clientHeight + 2};"""), "the phone layout")
         assert layout == {"stacked": True, "model_fits": True, "negative_whole": True}, layout
         _shot(d, "start_text_phone")
         _viewport(d, *DESKTOP)
@@ -396,13 +407,32 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
         _shot(d, "reopened_text")
         _js(d, "window.scrollTo(0, 0)")
 
-        # 5. The next run starts at once, without the previous run's "Stopping…" line; at its end the preview box
-        # holds its final views.
+        # 5. Stop during a long export (3600 turntable frames at 256 px): control back at once, the export in its own
+        # row with Skip export; the next run starts meanwhile, without the previous run's "Stopping…" line; Skip
+        # export ends the old export there, and the next run ends.
+        _start_run(d, steps=400, preview_every=50, prompt="a snowman",
+                   more=("export.turntable_frames=3600", "export.turntable_size=256"))
+        _until(d, _has_text("lucid-status", "Running — step"), "the long-export run to train")
+        _click(d, "lucid-stop")
+        _until(d, _has_text("lucid-export-row", "Exporting the stopped run “a snowman” in the background"),
+               "the export's own row")
+        _until(d, lambda d: _js(d, "return document.getElementById('lucid-skip-export').offsetParent !== null"),
+               "Skip export offered")
+        _until(d, _has_text("lucid-generate", "Generate"), "Generate back while the export goes on")
         _start_run(d, steps=20, preview_every=10)
         _until(d, lambda d: "Stopping" not in _text(d, "lucid-control-msg"), "the old line to go")
-        _until(d, _has_text("lucid-status", "Done"), "the second run to finish")
+        _until(d, _has_text("lucid-status", "Running — step"), "the next run to train while the export goes on")
+        exporting = next(v for v in jobs.views() if v.prompt == "a snowman")
+        assert exporting.state == "exporting", exporting.state
+        assert "Exporting the stopped run" in _text(d, "lucid-export-row")
+        _shot(d, "export_row_beside_the_next_run")
+        _click(d, "lucid-skip-export")
+        _until(d, _has_text("lucid-export-row", "Export of the stopped run “a snowman”"), "the export to end on Skip")
+        skipped = jobs.view(exporting.id)
+        assert skipped.state == "done" and {"ply", "config"} <= set(skipped.files) and "video" not in skipped.files
+        _until(d, _has_text("lucid-status", "Done"), "the next run to finish")
         assert jobs.views()[-1].outcome == "done"
-        assert sorted(r.prompt for r in list_runs(jobs.outputs)) == ["a red toy car", "a red toy car"]
+        assert sorted(r.prompt for r in list_runs(jobs.outputs)) == ["a red toy car", "a red toy car", "a snowman"]
 
         # 6. The guidance lab: the A/B run's final views side by side with its table; the inspector's grid.
         _tab(d, "lab")
