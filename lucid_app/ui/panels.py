@@ -70,7 +70,7 @@ def run_outputs_panel(c: dict[str, Any], config_text: str = "", plot_prefix: str
         c["dl_video"] = gr.DownloadButton("Download .mp4", visible=False)
         c["dl_config"] = gr.DownloadButton("Download config.yaml", visible=False)
         c["dl_mesh"] = gr.DownloadButton("Download mesh.glb", visible=False)
-        c["dl_mesh_zip"] = gr.DownloadButton("Download mesh .obj (.zip)", visible=False)
+        c["dl_mesh_zip"] = gr.DownloadButton("Download .obj (.zip)", visible=False)
     with gr.Accordion("Resolved config (read-only)", open=False):
         c["config"] = gr.Code(config_text, language="yaml", interactive=False,
                               elem_id=f"{viewer_prefix}-config" if viewer_prefix else None)

@@ -371,6 +371,10 @@ def test_a_person_sees_the_run_in_a_real_browser(browser, tmp_path: Path) -> Non
             .some(b => b.textContent.includes('Download mesh.glb') && b.offsetParent !== null)"""), "the downloads")
         assert _js(d, """return [...document.querySelectorAll('button')]
             .some(b => b.textContent.includes('(.zip)') && b.offsetParent !== null)"""), "the .obj set's download"
+        heights = _js(d, """return [...document.querySelectorAll('button')]
+            .filter(b => b.textContent.trim().startsWith('Download') && b.offsetParent !== null)
+            .map(b => Math.round(b.getBoundingClientRect().height));""")
+        assert len(heights) == 5 and len(set(heights)) == 1, f"a download label wraps or is cut: {heights}"
         _until(d, _has_text("lucid-generate", "Generate"), "Generate back")
         assert not _js(d, "return document.getElementById('lucid-stop').disabled === false")
         for viewer in ("lucid-splat-viewer", "lucid-mesh-viewer"):
