@@ -32,7 +32,6 @@ def load_prior(
     from lucid_app.priors.library_logs import route_library_logs
     from lucid_app.priors.model_ref import parse_model_ref
 
-    route_library_logs()
     try:
         ref = parse_model_ref(model)
     except ConfigError as err:
@@ -40,7 +39,9 @@ def load_prior(
     if ref.kind == "multiview":
         from lucid_app.priors.multiview import load_multiview_prior
 
+        route_library_logs("diffusers")  # its scheduler; it needs no transformers
         return load_multiview_prior(ref.location, config, device)
+    route_library_logs("diffusers", "transformers")
     if ref.kind == "learned":
         from lucid_app.priors.learned import load_learned_prior
 

@@ -10,14 +10,21 @@ propagate; the libraries' own levels (warnings and above by default) still decid
 from __future__ import annotations
 
 import functools
+import importlib
+
+# The library → its logging module (each has disable_default_handler and enable_propagation).
+LOGGING_MODULES = {"diffusers": "diffusers.utils.logging", "transformers": "transformers.utils.logging"}
+
+
+def route_library_logs(*libraries: str) -> None:
+    """Send the log records of ``libraries`` (names of :data:`LOGGING_MODULES`) to the root logger's handlers, each
+    once per process. Only the libraries named are imported (the multi-view prior needs no transformers)."""
+    for library in libraries:
+        _route(library)
 
 
 @functools.cache
-def route_library_logs() -> None:
-    """Send diffusers' and transformers' log records to the root logger's handlers (once per process)."""
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.disable_default_handler()
-        library.enable_propagation()
+def _route(library: str) -> None:
+    logging_module = importlib.import_module(LOGGING_MODULES[library])
+    logging_module.disable_default_handler()
+    logging_module.enable_propagation()

@@ -13,14 +13,18 @@ import pytest
 from lucid_app.config import ModelConfig
 
 
-def test_loading_a_prior_routes_the_libraries_logs(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loading_a_prior_routes_the_libraries_logs(dataset: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import lucid_app.priors.library_logs as library_logs
-    from lucid_app.priors import load_prior
+    from lucid_app.priors import PriorError, load_prior
 
-    calls: list[int] = []
-    monkeypatch.setattr(library_logs, "route_library_logs", lambda: calls.append(1))
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(library_logs, "route_library_logs", lambda *libraries: calls.append(libraries))
     load_prior(f"multiview:{dataset}", ModelConfig(multiview_resolution=16))
-    assert calls == [1]
+    assert calls == [("diffusers",)]  # the multi-view prior imports no transformers
+    with pytest.raises(PriorError):
+        load_prior(str(tmp_path / "missing_sd_folder"), ModelConfig())
+    assert calls[-1] == ("diffusers", "transformers")
 
 
 def test_a_library_warning_reaches_the_root_handlers_and_no_stream_of_its_own(
@@ -31,7 +35,7 @@ def test_a_library_warning_reaches_the_root_handlers_and_no_stream_of_its_own(
 
     from lucid_app.priors.library_logs import route_library_logs
 
-    route_library_logs()
+    route_library_logs("diffusers", "transformers")
     for name, library in (("diffusers", diffusers_logging), ("transformers", transformers_logging)):
         root = logging.getLogger(name)
         # The libraries' own handler is a plain StreamHandler (pytest's capture handlers are subclasses).
