@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from app import DEFAULT_MAX_JOB_HOURS, default_max_job_gb, default_model
     from lucid_app.app.model_registry import default_registry
+    from lucid_app.config.devices import resolve_device
     from lucid_app.train.budget import JobLimits
     from tests.app_harness import launch_app  # sets Gradio's environment before gradio is imported
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from lucid_app.app.process_executor import ProcessExecutor
 
         executor = ProcessExecutor(args.device, max_job_gb=max_gb)
-    limits = JobLimits(max_gb=max_gb, max_hours=DEFAULT_MAX_JOB_HOURS, device_type=args.device)
+    limits = JobLimits(max_gb=max_gb, max_hours=DEFAULT_MAX_JOB_HOURS, device_type=resolve_device(args.device).type)
     demo, jobs, url = launch_app(Path(tempfile.mkdtemp(prefix="first-minutes-")), args.device, executor=executor,
                                  limits=limits)
     warm = jobs.warm(default_model(default_registry(), "")) if args.warm else None
